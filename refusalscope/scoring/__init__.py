@@ -1,0 +1,1 @@
+"""refusalscope.scoring."""
