@@ -1,0 +1,220 @@
+"""Batched generation: chat template, left padding, KV cache, greedy by default.
+
+`generate_rows` is the pure loop (handle + prompts -> rows); `run_generate` wraps it in a run
+folder with resume. Interventions are `(site, fn)` hooks installed around generation, so steering
+and ablation plug in without touching this code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from refusalscope.errors import UserError
+from refusalscope.models.hooks import HookFn
+
+log = logging.getLogger(__name__)
+
+GENERATIONS = "generations.jsonl"
+ProgressFn = Callable[[int, int, float], None]  # (prompts done in this batch, new tokens, seconds)
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """What to generate. Saved in the run manifest; decides the run's content id."""
+
+    model: str
+    split: str = "eval"
+    n: int = 64
+    harmless: bool = False
+    prompts_file: str | None = None  # a user's prompt file instead of a built split
+    adapter: str | None = None
+    max_new_tokens: int = 128
+    seed: int = 0
+    system_prompt: str | None = None
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
+    steer: str | None = None  # description of interventions applied (set by the caller)
+
+    def __post_init__(self) -> None:
+        from refusalscope.data.load import SPLITS
+
+        if self.n < 1:
+            raise UserError(f"--n must be at least 1 (got {self.n})")
+        if self.max_new_tokens < 1:
+            raise UserError(f"--max-new-tokens must be at least 1 (got {self.max_new_tokens})")
+        if self.temperature < 0:
+            raise UserError(f"--temperature must be >= 0 (got {self.temperature})")
+        if not 0 < self.top_p <= 1:
+            raise UserError(f"--top-p must be in (0, 1] (got {self.top_p})")
+        if self.prompts_file is None and self.split not in SPLITS:
+            raise UserError(f"unknown split {self.split!r}: one of {', '.join(SPLITS)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GenerateConfig:
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+def _batch_seed(seed: int, ids: Sequence[str]) -> int:
+    """Sampling seed for a batch, from the run seed and its prompt ids (stable across resumes)."""
+    h = hashlib.sha256(f"{seed}|{'|'.join(ids)}".encode()).digest()
+    return int.from_bytes(h[:4], "little")
+
+
+def _eos_ids(handle: Any) -> set[int]:
+    ids: set[int] = set()
+    for src in (handle.base_model.generation_config.eos_token_id, handle.tokenizer.eos_token_id):
+        if isinstance(src, int):
+            ids.add(src)
+        elif src:
+            ids.update(src)
+    return ids
+
+
+def _split_completion(tokens: list[int], eos: set[int]) -> tuple[list[int], int, str]:
+    """(response tokens without eos/padding, tokens generated incl. eos, finish reason)."""
+    for i, t in enumerate(tokens):
+        if t in eos:
+            return tokens[:i], i + 1, "eos"
+    return tokens, len(tokens), "length"
+
+
+def generate_batch(handle: Any, texts: list[str], cfg: GenerateConfig, *,
+                   seed: int = 0, static_cache: bool = False) -> list[dict[str, Any]]:
+    """Generate for one batch of formatted prompts; returns response, token counts, finish reason."""
+    import torch
+
+    tok = handle.tokenizer
+    enc = tok(texts, return_tensors="pt", padding=True,
+              add_special_tokens=not handle.has_chat_template).to(handle.device)
+    kwargs: dict[str, Any] = dict(max_new_tokens=cfg.max_new_tokens, pad_token_id=tok.pad_token_id)
+    if cfg.temperature > 0:
+        torch.manual_seed(seed)
+        kwargs.update(do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=0)
+    else:
+        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    if static_cache:
+        kwargs["cache_implementation"] = "static"
+    with torch.inference_mode():
+        out = handle.model.generate(**enc, **kwargs)
+    width = enc["input_ids"].shape[1]
+    eos = _eos_ids(handle)
+    rows = []
+    for i in range(len(texts)):
+        resp, n_new, reason = _split_completion(out[i, width:].tolist(), eos)
+        rows.append({
+            "response": tok.decode(resp, skip_special_tokens=True),
+            "prompt_tokens": int(enc["attention_mask"][i].sum()),
+            "new_tokens": n_new,
+            "finish_reason": reason,
+        })
+    return rows
+
+
+def generate_rows(handle: Any, prompts: Sequence[Any], cfg: GenerateConfig, *,
+                  batch_size: int = 16, interventions: Sequence[tuple[str, HookFn]] = (),
+                  static_cache: bool = False,
+                  on_batch: ProgressFn | None = None) -> Iterator[dict[str, Any]]:
+    """Yield one row per prompt (`data.load.Prompt`), batch by batch, longest prompts first.
+
+    Sorting by length keeps padding small and surfaces out-of-memory on the first batch.
+
+    Example:
+        rows = list(generate_rows(handle, load_split("eval", n=8), GenerateConfig(model="x")))
+    """
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1 (got {batch_size})")
+    texts = {p.id: handle.format_prompt(p.prompt, cfg.system_prompt) for p in prompts}
+    lengths = {pid: len(handle.tokenizer(t, add_special_tokens=False)["input_ids"])
+               for pid, t in texts.items()}
+    order = sorted(prompts, key=lambda p: (-lengths[p.id], p.id))
+    with handle.hooks(interventions):
+        for start in range(0, len(order), batch_size):
+            batch = order[start:start + batch_size]
+            t0 = time.perf_counter()
+            outs = generate_batch(handle, [texts[p.id] for p in batch], cfg,
+                                  seed=_batch_seed(cfg.seed, [p.id for p in batch]),
+                                  static_cache=static_cache)
+            dt = time.perf_counter() - t0
+            if on_batch is not None:
+                on_batch(len(batch), sum(o["new_tokens"] for o in outs), dt)
+            for p, o in zip(batch, outs, strict=True):
+                yield {"id": p.id, "split": p.split, "label": p.label, "source": p.source,
+                       "category": p.category, "prompt": p.prompt, "model": handle.name, **o}
+
+
+def load_prompts(cfg: GenerateConfig) -> list[Any]:
+    """The prompts a config asks for: a built split, or a user's prompt file (first n)."""
+    from refusalscope.data.load import load_prompt_file, load_split
+
+    if cfg.prompts_file is not None:
+        label = "harmless" if cfg.harmless else "harmful"
+        prompts = load_prompt_file(cfg.prompts_file, label=label)
+        return prompts[: cfg.n]
+    return load_split(cfg.split, harmless=cfg.harmless, n=cfg.n)
+
+
+def _open_for_resume(path: str, cfg: GenerateConfig) -> tuple[Any, set[str]]:
+    """Open an interrupted generate run; drop a torn last line; return it and its finished ids."""
+    from refusalscope.fileio import read_jsonl, write_jsonl
+    from refusalscope.runs import Run
+
+    run = Run.open(path)
+    if run.manifest.command != "generate":
+        raise UserError(f"{run.id} is a {run.manifest.command!r} run, not a generate run")
+    if GenerateConfig.from_dict(run.manifest.config) != cfg:
+        raise UserError(f"--resume {run.id}: its config differs from the options given; "
+                        "pass the same options (or none but --resume)")
+    gen = run.file(GENERATIONS)
+    rows = read_jsonl(gen) if gen.exists() else []
+    if gen.exists() and gen.read_bytes().rstrip(b"\n").count(b"\n") + 1 != len(rows):
+        write_jsonl(gen, rows)  # rewrite without the torn tail before appending
+    return run, {r["id"] for r in rows}
+
+
+def run_generate(cfg: GenerateConfig, *, options: Any = None, batch_size: int = 16,
+                 resume: str | None = None, interventions: Sequence[tuple[str, HookFn]] = (),
+                 static_cache: bool = False, on_start: Callable[[int], None] | None = None,
+                 on_batch: ProgressFn | None = None) -> Any:
+    """Generate into a run folder (`generations.jsonl`, one row per prompt); resumable.
+
+    Rows are appended and fsynced as batches finish, so an interrupted run keeps its work and
+    `resume=<run>` skips every finished prompt id.
+    """
+    from refusalscope.fileio import append_jsonl
+    from refusalscope.models.handle import ModelHandle
+    from refusalscope.runs import Run
+
+    prompts = load_prompts(cfg)  # bad input fails before a model is loaded or a run is made
+    run, done = _open_for_resume(resume, cfg) if resume is not None else (None, set())
+    handle = ModelHandle.load(cfg.model, adapter=cfg.adapter, options=options)
+    if run is None:
+        run = Run.create("generate", cfg.to_dict(), model=cfg.model, seed=cfg.seed,
+                         harmful_content=not cfg.harmless)
+    todo = [p for p in prompts if p.id not in done]
+    run.manifest.status = "started"
+    run.manifest.extra["model"] = {
+        "source": handle.source, "n_params": handle.n_params(), "n_layers": handle.n_layers,
+        "d_model": handle.d_model, "chat_template": handle.has_chat_template,
+        "adapter": handle.adapter}
+    run.manifest.extra["n_prompts"] = len(prompts)
+    run.save()
+    if on_start is not None:
+        on_start(len(todo))
+    try:
+        for row in generate_rows(handle, todo, cfg, batch_size=batch_size,
+                                 interventions=interventions, static_cache=static_cache,
+                                 on_batch=on_batch):
+            append_jsonl(run.file(GENERATIONS), row)
+    except BaseException as e:
+        run.finish("error", error=f"{type(e).__name__}: {e}"[:500])
+        raise
+    run.finish("success")
+    return run
