@@ -1,0 +1,75 @@
+"""`refusalscope generate`: batched generation into a run folder."""
+
+from __future__ import annotations
+
+import typer
+
+from refusalscope.cli._common import console, user_errors
+
+
+def register(app: typer.Typer) -> None:
+    app.command("generate")(generate)
+
+
+@user_errors
+def generate(
+    model: str | None = typer.Option(None, "--model", "-m", help="Registry name, local folder, .gguf file or hub id."),
+    split: str = typer.Option("eval", help="attack-train | direction | eval"),
+    n: int = typer.Option(64, "--n", help="Number of prompts (the first n of the split)."),
+    harmless: bool = typer.Option(False, "--harmless", help="Use the harmless contrast set."),
+    prompts: str | None = typer.Option(None, "--prompts", help="A CSV/JSONL/parquet prompt file instead of a split."),
+    adapter: str | None = typer.Option(None, help="peft adapter folder, or a run folder holding one."),
+    max_new_tokens: int = typer.Option(128, "--max-new-tokens"),
+    batch_size: int = typer.Option(16, "--batch-size"),
+    seed: int = typer.Option(0),
+    system_prompt: str | None = typer.Option(None, "--system-prompt"),
+    temperature: float = typer.Option(0.0, help="0 = greedy."),
+    top_p: float = typer.Option(1.0, "--top-p"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
+    dtype: str = typer.Option("auto", help="auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16"),
+    compile: bool = typer.Option(False, "--compile", help="GPU: static KV cache + torch.compile."),
+    resume: str | None = typer.Option(None, help="Resume an interrupted generate run (folder or id); its saved options are used."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Run the model repo's own code (off by default)."),
+) -> None:
+    """Generate responses for harmful (or harmless) prompts; writes generations.jsonl in a run."""
+    from refusalscope.errors import UserError
+    from refusalscope.generate import GenerateConfig
+    from refusalscope.models.handle import RuntimeOptions
+    from refusalscope.runs import Run
+
+    if resume is not None:
+        cfg = GenerateConfig.from_dict(Run.open(resume).manifest.config)
+    elif model is None:
+        raise UserError("--model is required (a name from `refusalscope models list`, a folder, "
+                        "a .gguf file or a hub id)")
+    else:
+        cfg = GenerateConfig(model=model, split=split, n=n, harmless=harmless, prompts_file=prompts,
+                             adapter=adapter, max_new_tokens=max_new_tokens, seed=seed,
+                             system_prompt=system_prompt, temperature=temperature, top_p=top_p)
+    opts = RuntimeOptions(device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+    run = _with_progress(cfg, opts, batch_size, resume, compile)
+    typer.echo(str(run.path))
+
+
+def _with_progress(cfg, opts, batch_size, resume, compile):  # type: ignore[no-untyped-def]
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from refusalscope.generate import run_generate
+
+    con = console()
+    con.stderr = True
+    stats = {"tok": 0, "sec": 0.0}
+    with Progress(TextColumn("generate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.fields[rate]}"), console=con, transient=False) as bar:
+        task = bar.add_task("gen", total=None, rate="")
+
+        def on_start(total: int) -> None:
+            bar.update(task, total=total)
+
+        def on_batch(done: int, new_tokens: int, seconds: float) -> None:
+            stats["tok"] += new_tokens
+            stats["sec"] += seconds
+            bar.update(task, advance=done, rate=f"{stats['tok'] / max(stats['sec'], 1e-9):.1f} tok/s")
+
+        return run_generate(cfg, options=opts, batch_size=batch_size, resume=resume,
+                            static_cache=compile, on_start=on_start, on_batch=on_batch)
