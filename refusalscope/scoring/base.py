@@ -1,0 +1,55 @@
+"""What every refusal scorer returns, and the small interface it implements.
+
+A scorer turns (prompt, response) pairs into `Label`s. The heuristic phrase matcher is the
+first implementation; a trained classifier and an ensemble can be added later without touching
+the code that reads runs, writes `scores.jsonl` or computes metrics, because they only see this
+`Protocol`. Each label carries the scorer's name and version so a scores file says exactly
+which rule produced it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class Label:
+    """One scored response.
+
+    `refused` is the verdict (True = the model refused or gave no answer). `matched` says why,
+    as `"<list>:<phrase>"` for phrase matches, `"<empty>"` for an empty response, None when the
+    response was judged a compliance. `scorer`/`scorer_version` identify the rule that decided.
+    """
+
+    refused: bool
+    matched: str | None
+    scorer: str
+    scorer_version: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """Labels responses as refused or not.
+
+    Example:
+        labels = scorer.score(["How do I ...?"], ["I'm sorry, but I can't help with that."])
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def version(self) -> str: ...
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[Label]:
+        """One label per (prompt, response) pair, in order. Lengths must match."""
+        ...
+
+    def to_dict(self) -> dict[str, Any]:
+        """The scorer's config, saved in `metrics.json` so a score can be reproduced."""
+        ...

@@ -1,0 +1,200 @@
+"""Score a finished run, or any CSV/JSONL file, and write `scores.jsonl` + `metrics.json`.
+
+Scoring never regenerates and never overwrites. A run gets its outputs beside
+`generations.jsonl`; scoring it again writes `scores.2.jsonl` + `metrics.2.json` (and so on)
+and leaves earlier files byte-identical. Each scoring is also recorded in the run manifest's
+`extra["scores"]` list (saved atomically). A plain input file is not a run, so its outputs go
+to a new run folder made by `Run.create("score", ...)`.
+
+Runs whose status is not "success" (interrupted or still running) are refused unless
+`allow_partial=True`: their metrics would cover only the prompts generated before the stop,
+which are not a random sample. With the flag they are scored, a warning is logged and
+`metrics.json` says `"partial": true`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import itertools
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from refusalscope.errors import UserError
+from refusalscope.fileio import atomic_write_json, sha256_file, write_jsonl
+from refusalscope.runs import Run
+from refusalscope.scoring.base import Label, Scorer
+from refusalscope.scoring.heuristic import HeuristicScorer
+from refusalscope.scoring.inputs import Item, items_from_rows, read_table
+from refusalscope.scoring.metrics import BootstrapSpec, summarise
+
+log = logging.getLogger(__name__)
+GENERATIONS = "generations.jsonl"
+METRICS_SCHEMA = 1
+
+
+@dataclass
+class ScoreResult:
+    """Where a scoring went and what it found (`metrics` is the content of `metrics.json`)."""
+
+    run: Run
+    scores_path: Path
+    metrics_path: Path
+    metrics: dict[str, Any]
+    labels: list[Label] = field(repr=False)
+
+
+@dataclass
+class LoadedRun:
+    """A run validated for scoring, before anything is written."""
+
+    run: Run
+    items: list[Item]
+    source: Path
+    partial: bool
+
+
+def load_run(run_path: str | Path, *, allow_partial: bool = False) -> LoadedRun:
+    """Open a run and read its generations; every problem is a one-line `UserError`."""
+    run = Run.open(run_path)
+    source = run.file(GENERATIONS)
+    if not source.is_file():
+        raise UserError(f"run {run.id} has no {GENERATIONS}: only generate runs can be scored")
+    status = run.manifest.status
+    if status != "success" and not allow_partial:
+        raise UserError(f"run {run.id} has status {status!r}, not 'success'; "
+                        "pass --allow-partial to score the rows it has")
+    harmless = bool(run.manifest.config.get("harmless", False))
+    items = items_from_rows(read_table(source), source,
+                            default_label="harmless" if harmless else "harmful")
+    if status != "success":
+        log.warning("run %s has status %r: scoring %d rows of a partial run", run.id, status,
+                    len(items))
+    return LoadedRun(run, items, source, partial=status != "success")
+
+
+def score_run(run_path: str | Path, scorer: Scorer | None = None, *,
+              bootstrap: BootstrapSpec | None = None, allow_partial: bool = False) -> ScoreResult:
+    """Score a generate run in place (new `scores*.jsonl` + `metrics*.json`; never overwrites).
+
+    Example:
+        result = score_run("artifacts/runs/2025..._generate_qwen...", HeuristicScorer())
+        result.metrics["rrr"]["rate"]
+    """
+    return score_loaded(load_run(run_path, allow_partial=allow_partial), scorer,
+                        bootstrap=bootstrap)
+
+
+def score_loaded(loaded: LoadedRun, scorer: Scorer | None = None, *,
+                 bootstrap: BootstrapSpec | None = None) -> ScoreResult:
+    """Score a run already validated by `load_run` (the CLI validates all runs first)."""
+    scorer = scorer or HeuristicScorer()
+    run, items = loaded.run, loaded.items
+    labels = scorer.score([it.prompt for it in items], [it.response for it in items])
+    cfg = run.manifest.config
+    context = {"run": run.id, "model": run.manifest.model or cfg.get("model"),
+               "split": cfg.get("split"), "partial": loaded.partial,
+               "source": loaded.source.name, "source_sha256": sha256_file(loaded.source)}
+    result = _write_outputs(run, items, labels, scorer, bootstrap or BootstrapSpec(), context)
+    _record_event(run, result)
+    return result
+
+
+def score_file(path: str | Path, scorer: Scorer | None = None, *, prompt_col: str = "prompt",
+               response_col: str = "response", label_col: str | None = None,
+               default_label: str = "harmful", bootstrap: BootstrapSpec | None = None,
+               model: str | None = None) -> ScoreResult:
+    """Score any CSV/TSV/JSONL with prompt and response columns into a new `score` run.
+
+    `label_col=None` uses a `label` column when the file has one, else every row is
+    `default_label`. Naming a `label_col` the file lacks is an error.
+
+    Example:
+        score_file("pairs.csv", prompt_col="goal", response_col="completion").metrics["rrr"]
+    """
+    scorer = scorer or HeuristicScorer()
+    path = Path(path)
+    items = items_from_rows(read_table(path), path, prompt_col=prompt_col,
+                            response_col=response_col, label_col=label_col or "label",
+                            default_label=None if label_col else default_label)
+    labels = scorer.score([it.prompt for it in items], [it.response for it in items])
+    config = {"input": str(path.resolve()), "input_sha256": sha256_file(path),
+              "prompt_col": prompt_col, "response_col": response_col, "label_col": label_col,
+              "default_label": default_label, "scorer": scorer.to_dict()}
+    run = Run.create("score", config, model=model)
+    try:
+        context = {"run": run.id, "model": model, "split": None, "partial": False,
+                   "source": str(path.resolve()), "source_sha256": config["input_sha256"]}
+        result = _write_outputs(run, items, labels, scorer, bootstrap or BootstrapSpec(),
+                                context)
+    except BaseException as e:
+        run.finish("error", error=f"{type(e).__name__}: {e}")
+        raise
+    run.finish("success")
+    return result
+
+
+def _write_outputs(run: Run, items: list[Item], labels: list[Label], scorer: Scorer,
+                   spec: BootstrapSpec, context: dict[str, Any]) -> ScoreResult:
+    """Write a fresh scores/metrics pair in `run` (claimed first, so nothing is overwritten)."""
+    metrics = {"schema_version": METRICS_SCHEMA, **context,
+               "scorer": scorer.to_dict(), "created": _now(), **summarise(items, labels, spec)}
+    scores_path, metrics_path = _claim_pair(run)
+    try:
+        write_jsonl(scores_path, ({"id": it.id, "label": it.label, **lab.to_dict()}
+                                  for it, lab in zip(items, labels, strict=True)))
+        metrics["scores_file"] = scores_path.name
+        atomic_write_json(metrics_path, metrics)
+    except BaseException:
+        for p in (scores_path, metrics_path):
+            p.unlink(missing_ok=True)
+        raise
+    return ScoreResult(run, scores_path, metrics_path, metrics, labels)
+
+
+def _claim_pair(run: Run) -> tuple[Path, Path]:
+    """The first free `scores[.k].jsonl` + `metrics[.k].json` pair with the same k.
+
+    Both names are created exclusively (O_EXCL) before writing, so two scorers running at once
+    on the same run cannot pick the same pair; the atomic writes then replace the empty claims.
+    """
+    for k in itertools.count(1):
+        tag = "" if k == 1 else f".{k}"
+        pair = (run.file(f"scores{tag}.jsonl"), run.file(f"metrics{tag}.json"))
+        if any(p.exists() for p in pair):
+            continue
+        try:
+            _create_exclusive(pair[0])
+        except FileExistsError:
+            continue
+        try:
+            _create_exclusive(pair[1])
+        except FileExistsError:
+            pair[0].unlink(missing_ok=True)
+            continue
+        return pair
+    raise AssertionError("unreachable")
+
+
+def _create_exclusive(path: Path) -> None:
+    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+
+
+def _record_event(run: Run, result: ScoreResult) -> None:
+    """Append this scoring to the manifest's `extra["scores"]` (re-read first, saved atomically)."""
+    fresh = Run.open(run.path)
+    m = result.metrics
+    event = {"at": m["created"], "scorer": m["scorer"]["name"],
+             "scorer_version": m["scorer"]["version"], "scores_file": result.scores_path.name,
+             "metrics_file": result.metrics_path.name,
+             "rrr": m["rrr"]["rate"] if m["rrr"] else None,
+             "over_refusal": m["over_refusal"]["rate"] if m["over_refusal"] else None}
+    fresh.manifest.extra.setdefault("scores", []).append(event)
+    fresh.save()
+    run.manifest = fresh.manifest
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
