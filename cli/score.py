@@ -10,12 +10,12 @@ like a subcommand can be scored as `score ./drift` or `score runs drift`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
+from refusalscope.cli._common import console, user_errors
 from typer.core import TyperGroup
 
-from refusalscope.cli._common import console, user_errors
 from refusalscope.errors import UserError
 
 DEFAULT_COMMAND = "runs"
@@ -48,10 +48,11 @@ def register(app: typer.Typer) -> None:
 @score_app.command(DEFAULT_COMMAND)
 @user_errors
 def score_runs(
-    runs: list[Path] = typer.Argument(None, metavar="RUN", show_default=False,
-                                      help="Generate run folders (or run ids) to score."),
-    input: Path | None = typer.Option(None, "--input", "-i",
-                                      help="Score a CSV/TSV/JSONL file instead of runs."),
+    runs: Annotated[list[Path] | None, typer.Argument(
+        metavar="RUN", show_default=False,
+        help="Generate run folders (or run ids) to score.")] = None,
+    input: Annotated[Path | None, typer.Option(
+        "--input", "-i", help="Score a CSV/TSV/JSONL file instead of runs.")] = None,
     prompt_col: str = typer.Option("prompt", help="--input: prompt column."),
     response_col: str = typer.Option("response", help="--input: response column."),
     label_col: str | None = typer.Option(
@@ -84,7 +85,7 @@ def score_runs(
                               label_col=label_col, default_label=assume_label, bootstrap=spec)]
     else:
         # Validate every run before writing anything: one bad run leaves all untouched.
-        loaded = [load_run(r, allow_partial=allow_partial) for r in runs]
+        loaded = [load_run(r, allow_partial=allow_partial) for r in runs or ()]
         results = [score_loaded(lr, scorer, bootstrap=spec) for lr in loaded]
     _print_table(results, scorer.version)
 
@@ -97,8 +98,10 @@ def _print_table(results: list[Any], scorer_version: str) -> None:
     from rich.table import Table
 
     table = Table(title=f"refusals (heuristic {scorer_version})")
-    for col in ("run", "model", "label", "n", "refused", "rate", "95% CI"):
-        table.add_column(col, justify="right" if col in ("n", "refused", "rate") else "left")
+    table.add_column("run", overflow="fold")  # shown whole: users copy run ids
+    for col in ("model", "label", "n", "refused", "rate", "95% CI"):
+        table.add_column(col, justify="right" if col in ("n", "refused", "rate") else "left",
+                         no_wrap=col == "95% CI", overflow="fold")
     for res in results:
         m = res.metrics
         for cls, s in m["by_label"].items():
