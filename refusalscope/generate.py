@@ -192,7 +192,10 @@ def run_generate(cfg: GenerateConfig, *, options: Any = None, batch_size: int = 
     from refusalscope.models.handle import ModelHandle
     from refusalscope.runs import Run
 
-    prompts = load_prompts(cfg)  # bad input fails before a model is loaded or a run is made
+    from refusalscope.models.pull import resolve
+
+    resolve(cfg.model)  # an unknown or broken model fails first (pulls a registry model once)
+    prompts = load_prompts(cfg)  # bad input fails before weights are loaded or a run is made
     run, done = _open_for_resume(resume, cfg) if resume is not None else (None, set())
     handle = ModelHandle.load(cfg.model, adapter=cfg.adapter, options=options)
     if run is None:

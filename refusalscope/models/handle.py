@@ -140,7 +140,9 @@ def _prepare_tokenizer(tokenizer: Any, model: Any) -> None:
 
 def _load_hf(load_path: str, opts: RuntimeOptions):  # type: ignore[no-untyped-def]
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a per-tensor bar on every load is noise for our CLI
     device, dtype = opts.resolved_device(), opts.resolved_dtype()
     try:
         tokenizer = AutoTokenizer.from_pretrained(load_path,
