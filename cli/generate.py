@@ -52,24 +52,29 @@ def generate(
 
 
 def _with_progress(cfg, opts, batch_size, resume, compile):  # type: ignore[no-untyped-def]
+    """Run generation with a progress bar (prompts done, tokens/s) shown once work starts."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from refusalscope.generate import run_generate
 
     con = console()
     con.stderr = True
+    bar = Progress(TextColumn("generate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TextColumn("{task.fields[rate]}"), console=con)
+    task = bar.add_task("gen", total=None, rate="")
     stats = {"tok": 0, "sec": 0.0}
-    with Progress(TextColumn("generate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.fields[rate]}"), console=con, transient=False) as bar:
-        task = bar.add_task("gen", total=None, rate="")
 
-        def on_start(total: int) -> None:
-            bar.update(task, total=total)
+    def on_start(total: int) -> None:
+        bar.update(task, total=total)
+        bar.start()
 
-        def on_batch(done: int, new_tokens: int, seconds: float) -> None:
-            stats["tok"] += new_tokens
-            stats["sec"] += seconds
-            bar.update(task, advance=done, rate=f"{stats['tok'] / max(stats['sec'], 1e-9):.1f} tok/s")
+    def on_batch(done: int, new_tokens: int, seconds: float) -> None:
+        stats["tok"] += new_tokens
+        stats["sec"] += seconds
+        bar.update(task, advance=done, rate=f"{stats['tok'] / max(stats['sec'], 1e-9):.1f} tok/s")
 
+    try:
         return run_generate(cfg, options=opts, batch_size=batch_size, resume=resume,
                             static_cache=compile, on_start=on_start, on_batch=on_batch)
+    finally:
+        bar.stop()
