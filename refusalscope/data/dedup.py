@@ -12,6 +12,7 @@ depend on input order.
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 from collections import Counter, defaultdict
@@ -87,17 +88,19 @@ def dedup(rows: Sequence[Row], *, threshold: float = 0.7,
         ['exact']
     """
     rank = {s: i for i, s in enumerate(source_order)}
+    ordered = sorted(rows, key=lambda r: priority(r, rank))
+    sets = [word_set(r["prompt"]) for r in ordered]
+    freq = Counter(w for ws in sets for w in ws)  # rare words first in probe prefixes
     out = Dedup()
     seen: dict[str, Row] = {}
     kept_sets: list[frozenset[str]] = []
     index: dict[str, list[int]] = defaultdict(list)  # word -> positions in out.kept
-    for row in sorted(rows, key=lambda r: priority(r, rank)):
+    for row, words in zip(ordered, sets, strict=True):
         key = exact_key(row["prompt"])
         if key in seen:
             out.dropped.append(_drop(row, "exact", seen[key], 1.0))
             continue
-        words = word_set(row["prompt"])
-        hit = _near(words, kept_sets, index, threshold) if threshold <= 1 else None
+        hit = _near(words, kept_sets, index, threshold, freq) if threshold <= 1 else None
         if hit is not None:
             out.dropped.append(_drop(row, "near", out.kept[hit[0]], hit[1]))
             continue
@@ -109,15 +112,24 @@ def dedup(rows: Sequence[Row], *, threshold: float = 0.7,
     return out
 
 
-def _near(words: frozenset[str], kept_sets: list[frozenset[str]],
-          index: dict[str, list[int]], threshold: float) -> tuple[int, float] | None:
-    """The earliest kept row whose word set is within `threshold`, with its similarity."""
-    shared: Counter[int] = Counter()
-    for w in words:
-        shared.update(index.get(w, ()))
-    for pos in sorted(shared):
-        inter = shared[pos]
-        sim = inter / (len(words) + len(kept_sets[pos]) - inter)
+def _near(words: frozenset[str], kept_sets: list[frozenset[str]], index: dict[str, list[int]],
+          threshold: float, freq: Counter[str]) -> tuple[int, float] | None:
+    """The earliest kept row whose word set is within `threshold`, with its similarity.
+
+    Prefix filter: Jaccard >= t implies |A & B| >= t|A|, so B must contain one of any
+    |A| - ceil(t|A|) + 1 words of A; probing with A's rarest words keeps candidate lists short
+    without missing a pair.
+    """
+    size = len(words)
+    prefix_len = size - math.ceil(threshold * size - 1e-9) + 1
+    prefix = sorted(words, key=lambda w: (freq[w], w))[:prefix_len]
+    candidates: set[int] = set()
+    for w in prefix:
+        candidates.update(index.get(w, ()))
+    for pos in sorted(candidates):
+        other = kept_sets[pos]
+        inter = len(words & other)
+        sim = inter / (size + len(other) - inter)
         if sim >= threshold:
             return pos, round(sim, 4)
     return None

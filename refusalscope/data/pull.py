@@ -50,9 +50,11 @@ def _read_members(wheel: Path, members: Sequence[str]) -> dict[str, bytes]:
     """Read several members with one pass over the zip directory (the pyrit wheel has 1.6k)."""
     try:
         with zipfile.ZipFile(wheel) as zf:
+            names = set(zf.namelist())
+            missing = [m for m in members if m not in names]
+            if missing:
+                raise UserError(f"{wheel.name} has no file {missing[0]!r}")
             return {m: zf.read(m) for m in members}
-    except KeyError as e:
-        raise UserError(f"{wheel.name} has no file {e.args[0]!r}") from None
     except zipfile.BadZipFile:
         raise UserError(f"{wheel.name} is not a valid wheel: delete it and pull again") from None
 
