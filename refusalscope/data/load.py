@@ -101,8 +101,8 @@ def load_prompt_file(path: str | Path, *, prompt_col: str = "prompt", id_col: st
         raise UserError(f"label must be one of {', '.join(LABELS)} (got {label!r})")
     from refusalscope.data import userfile
 
-    records, name = userfile.read_records(path)
+    records, name, source = userfile.read_records(path)
     rows = userfile.map_columns(records, name=name, prompt_col=prompt_col, id_col=id_col,
-                                target_col=target_col, category_col=category_col)
+                                target_col=target_col, category_col=category_col, source=source)
     return [Prompt(id=r["id"], prompt=r["prompt"], split=split, label=label, source=r["source"],
                    category=r["category"], target=r["target"]) for r in rows]

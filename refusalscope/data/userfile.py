@@ -28,18 +28,19 @@ def imported_path(name: str) -> Path:
     return data_dir() / "user" / f"{name}.jsonl"
 
 
-def read_records(path: str | Path) -> tuple[list[Record], str]:
-    """Rows of a local file, an imported set (by name) or a hub dataset, and a short name for it."""
+def read_records(path: str | Path) -> tuple[list[Record], str, str]:
+    """Rows of a local file, an imported set (by name) or a hub dataset, its short name, and
+    the provenance label for rows without a ``source`` column (``user:<stem>``, ``hub:<id>``)."""
     text = str(path)
     p = Path(text).expanduser()
     if p.is_file():
-        return read_table(p), p.stem
+        return read_table(p), p.stem, f"user:{p.stem}"
     if p.exists():
         raise UserError(f"{p} is not a file")
     if _NAME.match(text) and imported_path(text).is_file():
-        return read_table(imported_path(text)), text
+        return read_table(imported_path(text)), text, f"user:{text}"
     if _HUB_ID.match(text):
-        return read_hub(text), text.split(":")[0].replace("/", "__")
+        return read_hub(text), text.split(":")[0], f"hub:{text}"
     raise UserError(f"no such prompt file: {text} (nor an imported set, nor a hub id owner/name)")
 
 
@@ -148,7 +149,7 @@ def _value(v: Any) -> str | None:
 
 def map_columns(records: list[Record], *, name: str, prompt_col: str = "prompt",
                 id_col: str | None = None, target_col: str | None = None,
-                category_col: str | None = None) -> list[Record]:
+                category_col: str | None = None, source: str | None = None) -> list[Record]:
     """Rows ``{id, prompt, target, category, source}`` from records, by an explicit column mapping.
 
     Columns ``id``, ``target``, ``category`` and ``source`` are used when present and no other
@@ -185,7 +186,7 @@ def map_columns(records: list[Record], *, name: str, prompt_col: str = "prompt",
         out.append({"id": rid, "prompt": prompt,
                     "target": _value(r.get(tcol)) if tcol else None,
                     "category": _value(r.get(ccol)) if ccol else None,
-                    "source": (_value(r.get(scol)) if scol else None) or f"user:{name}"})
+                    "source": (_value(r.get(scol)) if scol else None) or source or f"user:{name}"})
     return out
 
 
