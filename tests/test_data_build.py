@@ -45,8 +45,8 @@ def test_same_seed_is_byte_identical_other_seed_differs(builds: dict) -> None:
     assert builds["a"][b.HARMFUL_FILE] != builds["s1"][b.HARMFUL_FILE]
     assert builds["a"][b.HARMLESS_FILE] != builds["s1"][b.HARMLESS_FILE]
     # a different seed reshuffles the splits but keeps the same pool
-    ids = lambda d: sorted(r["id"] for r in _rows(d))  # noqa: E731
-    assert ids(builds["a"][b.HARMFUL_FILE]) == ids(builds["s1"][b.HARMFUL_FILE])
+    ids = [sorted(r["id"] for r in _rows(builds[k][b.HARMFUL_FILE])) for k in ("a", "s1")]
+    assert ids[0] == ids[1]
 
 
 @pytest.mark.parametrize("name", [b.HARMFUL_FILE, b.HARMLESS_FILE])
@@ -112,9 +112,10 @@ def test_harmless_set() -> None:
     assert len(rows) >= 600
     assert len({exact_key(r["prompt"]) for r in rows}) == len(rows)
     assert len({r["category"] for r in rows}) >= 25
-    trigger = re.compile(r"\b(kill\w*|attack\w*|exploit\w*|bombs?|weapons?|guns?|drugs?|hack\w*|"
-                         r"steal\w*|poison\w*|knife|blood|suicide|harm(s|ed|ful|ing)?|hurt|violen\w*|"
-                         r"illegal|explosive\w*|murder\w*|die|death|dead)\b", re.IGNORECASE)
+    trigger = re.compile(r"\b(kill\w*|attack\w*|exploit\w*|bombs?|weapons?|guns?|drugs?|"
+                         r"hack\w*|steal\w*|poison\w*|knife|blood|suicide|harm(s|ed|ful|ing)?|"
+                         r"hurt|violen\w*|illegal|explosive\w*|murder\w*|die|death|dead)\b",
+                         re.IGNORECASE)
     assert [r["prompt"] for r in rows if trigger.search(r["prompt"])] == []
 
 

@@ -63,7 +63,8 @@ def test_load_split_fewer_than_n_warns(built: Path, caplog: pytest.LogCaptureFix
 
 
 def test_load_split_errors(built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(UserError, match="unknown split 'test': one of attack-train, direction, eval"):
+    with pytest.raises(UserError,
+                       match="unknown split 'test': one of attack-train, direction, eval"):
         load_split("test")
     with pytest.raises(UserError, match="at least 1"):
         load_split("eval", n=0)

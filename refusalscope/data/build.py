@@ -51,7 +51,8 @@ def built_dir() -> Path:
 
 @dataclass(frozen=True)
 class BuildConfig:
-    """How to build: seed, split ratios (attack-train, direction, eval), near-dup threshold, sources."""
+    """How to build: seed, split ratios (attack-train, direction, eval), near-dup threshold,
+    and which pulled sources go into the harmful pool (in de-duplication priority order)."""
 
     seed: int = 0
     ratios: tuple[float, float, float] = (0.5, 0.2, 0.3)
@@ -62,7 +63,8 @@ class BuildConfig:
         object.__setattr__(self, "ratios", tuple(float(r) for r in self.ratios))
         object.__setattr__(self, "sources", tuple(self.sources))
         if len(self.ratios) != len(SPLITS) or any(r <= 0 for r in self.ratios):
-            raise UserError(f"ratios must be {len(SPLITS)} positive numbers, one per split {SPLITS}")
+            raise UserError(f"ratios must be {len(SPLITS)} positive numbers, one per split "
+                            f"({', '.join(SPLITS)})")
         if not math.isclose(sum(self.ratios), 1.0, abs_tol=1e-6):
             raise UserError(f"ratios must sum to 1 (got {sum(self.ratios):g})")
         if not 0 < self.near_dup_threshold <= 1:
@@ -150,7 +152,8 @@ def _quantile(sorted_vals: Sequence[int], q: float) -> float:
 
 
 def length_stats(prompts: Sequence[str]) -> dict[str, float | int]:
-    """Word-count distribution: n, mean, min, p10, q1, median, q3, p90, max (words = whitespace split)."""
+    """Word-count distribution (n, mean, min, p10, q1, median, q3, p90, max); words split on
+    whitespace, the unit researchers quote for prompt length."""
     if not prompts:
         return {"n": 0}
     w = sorted(len(p.split()) for p in prompts)
@@ -239,7 +242,8 @@ def build(cfg: BuildConfig | None = None) -> BuildReport:
     raw, hres, manifest = _harmful_pool(cfg)
     hl_raw, lres = _harmless_pool(cfg, hres.kept)
     harmful_rows = [_out_row(r, "harmful") for r in
-                    assign_splits(hres.kept, lambda r: r["source"], cfg.ratios, cfg.seed, "harmful")]
+                    assign_splits(hres.kept, lambda r: r["source"], cfg.ratios, cfg.seed,
+                                  "harmful")]
     harmless_rows = [_out_row(r, "harmless") for r in
                      assign_splits(lres.kept, lambda r: r["category"], cfg.ratios, cfg.seed,
                                    "harmless")]

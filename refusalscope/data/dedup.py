@@ -25,7 +25,7 @@ _NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
 
 
 def normalise_text(text: str) -> str:
-    """Lower-case words separated by single spaces, punctuation gone (``"Hi, there!"`` -> ``"hi there"``)."""
+    """Lower-cased words, single-spaced, no punctuation: ``"Hi, there!"`` -> ``"hi there"``."""
     return " ".join(_NON_WORD.sub(" ", unicodedata.normalize("NFKC", text).lower()).split())
 
 

@@ -1,4 +1,4 @@
-"""Read prompts: a built split (`load_split`) or a user's own file / hub dataset (`load_prompt_file`).
+"""Read prompts: a built split (`load_split`), or a user's file / hub dataset (`load_prompt_file`).
 
 This is the API the rest of refusalscope uses. Both return `Prompt` records, in a fixed order,
 so a run that asks for the first n prompts always gets the same ones.
@@ -17,7 +17,7 @@ from refusalscope.errors import UserError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SPLITS", "Prompt", "load_split", "load_prompt_file"]
+__all__ = ["SPLITS", "Prompt", "load_prompt_file", "load_split"]
 
 LABELS = ("harmful", "harmless")
 

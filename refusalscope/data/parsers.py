@@ -28,7 +28,8 @@ class Parsed:
     rows: list[Row] = field(default_factory=list)
     excluded: Counter[str] = field(default_factory=Counter)
 
-    def add(self, prompt: str, orig_id: str, category: str | None, target: str | None = None) -> None:
+    def add(self, prompt: str, orig_id: str, category: str | None,
+            target: str | None = None) -> None:
         text = prompt.strip()
         if not text:
             self.excluded["empty prompt"] += 1

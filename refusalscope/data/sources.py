@@ -56,7 +56,8 @@ class Source:
 
     def __post_init__(self) -> None:
         if not self.name.replace("-", "").isalnum() or self.name != self.name.lower():
-            raise ValueError(f"source name must be lowercase letters, digits and '-': {self.name!r}")
+            raise ValueError(f"source name must be lowercase letters, digits and '-': "
+                             f"{self.name!r}")
         if "==" not in self.package:
             raise ValueError(f"{self.name}: pin the package as name==version")
         if not self.members:
@@ -135,7 +136,8 @@ SOURCES: tuple[Source, ...] = (
             ("fairness.prompt", "5083b837a22f54f0b40cf2a8773ae5f5a04c750662cd4de2382e3938243b9534"),
             ("fairness_yes_no.prompt",
              "fc36b28351634cddeb32dbbba6e2a9773422e280f5adcd262ff0fb486b69b835"),
-            ("harassment.prompt", "bcc66d9a05f46f0c9a94347cd66a7d1f6586559dcb3c183c36d2b055a7dac02b"),
+            ("harassment.prompt",
+             "bcc66d9a05f46f0c9a94347cd66a7d1f6586559dcb3c183c36d2b055a7dac02b"),
             ("harms.prompt", "00e797c99f2a409d8c4b91fd0a21ac46a61a2553f6eb88c8b0a50208208c545b"),
             ("hate.prompt", "8cba08b77b83579dfe39b34a3b89cd0c2d20ff091ffc9f04f0739678a752698c"),
             ("illegal.prompt", "0e149e56354cc3b459a377fa714c7f1df6a938198e560818e579895edb9c4526"),

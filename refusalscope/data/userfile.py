@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ def read_records(path: str | Path) -> tuple[list[Record], str, str]:
 
 
 def read_table(p: Path) -> list[Record]:
-    """Records of one local file, chosen by its suffix; empty or malformed files are `UserError`s."""
+    """Records of one local file, read by its suffix; empty or malformed -> `UserError`."""
     suffix = p.suffix.lower()
     if suffix not in FORMATS:
         raise UserError(f"unsupported prompt file type {suffix or '(none)'}: use one of "
@@ -79,7 +80,8 @@ def _read_pandas(p: Path, suffix: str) -> list[Record]:
         raise UserError(f"{p} holds no rows") from None
     except (pd.errors.ParserError, ValueError, OSError) as e:
         raise UserError(f"{p} is not a valid {suffix[1:]} file: {_first_line(e)}") from None
-    return df.to_dict("records")
+    records: list[Record] = df.to_dict("records")
+    return records
 
 
 def _read_jsonl(p: Path) -> list[Record]:
@@ -121,7 +123,7 @@ def read_hub(spec: str) -> list[Record]:
 
         ds = datasets.load_dataset(name, split=split)
         rows = [dict(r) for r in ds]
-    except Exception as e:  # noqa: BLE001 - the hub client raises many kinds; all mean "can't"
+    except Exception as e:  # noqa: BLE001 - the hub raises many kinds; all mean "can't"
         raise UserError(f"could not load hub dataset {name} (split {split}): {_first_line(e)}"
                         ) from None
     if not rows:
@@ -138,10 +140,9 @@ def _value(v: Any) -> str | None:
     """A cell as stripped text; None / NaN / empty -> None."""
     if v is None:
         return None
-    try:
-        if v != v:  # NaN
-            return None
-    except (TypeError, ValueError):  # pandas.NA and arrays refuse comparison
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    if type(v).__name__ in ("NAType", "NaTType"):  # pandas' missing markers, without pandas
         return None
     text = v if isinstance(v, str) else str(v)
     return text.strip() or None
@@ -161,12 +162,14 @@ def map_columns(records: list[Record], *, name: str, prompt_col: str = "prompt",
     def pick(given: str | None, default: str) -> str | None:
         if given is not None:
             if given not in cols:
-                raise UserError(f"{name} has no column {given!r}; its columns: {', '.join(map(str, cols))}")
+                raise UserError(f"{name} has no column {given!r}; its columns: "
+                                f"{', '.join(map(str, cols))}")
             return given
         return default if default in cols else None
 
-    pcol = pick(prompt_col, prompt_col)
-    icol, tcol, ccol = pick(id_col, "id"), pick(target_col, "target"), pick(category_col, "category")
+    pcol = pick(prompt_col, prompt_col) or prompt_col  # pick() raises when it is missing
+    icol, tcol = pick(id_col, "id"), pick(target_col, "target")
+    ccol = pick(category_col, "category")
     scol = "source" if "source" in cols else None
     prefix = re.sub(r"[^A-Za-z0-9.-]+", "-", name).strip("-") or "user"
     out: list[Record] = []
