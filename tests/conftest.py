@@ -17,6 +17,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 _REAL_HOME = Path(os.environ.get("REFUSALSCOPE_HOME") or Path.home() / ".cache" / "refusalscope")
 _WHEELHOUSE = Path(os.environ.get("REFUSALSCOPE_WHEELHOUSE") or _REAL_HOME / "wheels")
+# Set at import too, so module- and session-scoped fixtures (which run before the autouse
+# fixture below) also reuse downloaded wheels.
+os.environ["REFUSALSCOPE_WHEELHOUSE"] = str(_WHEELHOUSE)
 
 
 @pytest.fixture(autouse=True)
