@@ -10,6 +10,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from refusalscope.errors import UserError
+
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
@@ -60,10 +62,10 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
             continue
         try:
             rows.append(json.loads(line))
-        except json.JSONDecodeError:
+        except json.JSONDecodeError as e:
             if i == len(lines) - 1:  # unterminated last line: an append was cut off
                 break
-            raise
+            raise UserError(f"malformed JSON on line {i + 1} of {path}: {e.msg}") from None
     return rows
 
 

@@ -1,0 +1,70 @@
+"""Run folders and manifests: atomic, round-tripping, never overwriting."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from refusalscope.errors import UserError
+from refusalscope.fileio import append_jsonl, atomic_write_json, read_jsonl
+from refusalscope.runs import CONTENT_WARNING, Manifest, Run, config_id
+
+
+def test_manifest_round_trip(tmp_path):
+    run = Run.create("generate", {"model": "m", "n": 3, "split": "eval"}, model="m", seed=4,
+                     input_runs=["a"], harmful_content=True, root=tmp_path)
+    again = Run.open(run.path)
+    assert again.manifest == run.manifest
+    assert Manifest.from_dict(json.loads(json.dumps(run.manifest.to_dict()))) == run.manifest
+    d = again.manifest
+    assert (d.status, d.seed, d.input_runs, d.schema_version) == ("started", 4, ["a"], 1)
+    assert d.content_warning == CONTENT_WARNING and d.packages["torch"]
+    assert run.id.endswith(f"_generate_m_{config_id({'model': 'm', 'n': 3, 'split': 'eval'})}")
+
+
+def test_finish_and_no_temp_files_left(tmp_path):
+    run = Run.create("score", {"x": 1}, root=tmp_path)
+    run.finish("success")
+    assert Run.open(run.path).manifest.status == "success"
+    assert Run.open(run.path).manifest.finished
+    assert sorted(p.name for p in run.path.iterdir()) == ["manifest.json"]
+
+
+def test_new_file_never_overwrites(tmp_path):
+    run = Run.create("score", {}, root=tmp_path)
+    first = run.new_file("scores", ".jsonl")
+    first.write_text("x")
+    second = run.new_file("scores", ".jsonl")
+    assert (first.name, second.name) == ("scores.jsonl", "scores.2.jsonl")
+
+
+def test_open_errors(tmp_path):
+    with pytest.raises(UserError, match="not a run folder"):
+        Run.open(tmp_path / "missing")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "manifest.json").write_text("{not json")
+    with pytest.raises(UserError, match="corrupt manifest"):
+        Run.open(bad)
+
+
+def test_config_id_is_order_free():
+    assert config_id({"a": 1, "b": 2}) == config_id({"b": 2, "a": 1}) != config_id({"a": 2, "b": 2})
+
+
+def test_jsonl_torn_tail_is_dropped(tmp_path):
+    path = tmp_path / "g.jsonl"
+    append_jsonl(path, {"id": 1})
+    append_jsonl(path, {"id": 2})
+    with open(path, "a") as f:
+        f.write('{"id": 3, "resp')
+    assert read_jsonl(path) == [{"id": 1}, {"id": 2}]
+    path.write_text('{"id": 1}\n{broken\n{"id": 3}\n')
+    with pytest.raises(UserError, match="line 2"):
+        read_jsonl(path)
+
+
+def test_atomic_write_json_sorted(tmp_path):
+    atomic_write_json(tmp_path / "m.json", {"b": 1, "a": [1, 2]})
+    assert (tmp_path / "m.json").read_text() == '{\n  "a": [\n    1,\n    2\n  ],\n  "b": 1\n}\n'
