@@ -99,16 +99,19 @@ def _print_table(results: list[Any], scorer_version: str) -> None:
 
     table = Table(title=f"refusals (heuristic {scorer_version})")
     table.add_column("run", overflow="fold")  # shown whole: users copy run ids
-    for col in ("model", "label", "n", "refused", "rate", "95% CI"):
+    for col in ("model", "label", "n", "refused", "rate", "95% CI", "Wilson 95%"):
         table.add_column(col, justify="right" if col in ("n", "refused", "rate") else "left",
-                         no_wrap=col == "95% CI", overflow="fold")
+                         no_wrap=col.endswith("95%") or col == "95% CI", overflow="fold")
+    table.caption = ("95% CI: percentile bootstrap over prompts; it is a point at 0% or 100%, "
+                     "where Wilson's interval is the one to quote.")
     for res in results:
         m = res.metrics
         for cls, s in m["by_label"].items():
             name = "RRR" if cls == "harmful" else "over-refusal"
             table.add_row(res.run.id, str(m.get("model") or "-"), f"{cls} ({name})", str(s["n"]),
                           str(s["refused"]), f"{s['rate']:.3f}",
-                          f"[{s['ci'][0]:.3f}, {s['ci'][1]:.3f}]")
+                          f"[{s['ci'][0]:.3f}, {s['ci'][1]:.3f}]",
+                          f"[{s['wilson95'][0]:.3f}, {s['wilson95'][1]:.3f}]")
     out = console()
     out.print(table)
     for res in results:

@@ -17,27 +17,11 @@ HELPFUL = "The capital of France is Paris."
 RUNNER = CliRunner(env={"COLUMNS": "240"})  # a wide terminal, so table cells do not wrap
 
 
-def _root_app() -> typer.Typer:
-    """The real root app; a stand-in with the same settings while sibling CLI modules are
-    still missing from a checkout (the score group is registered the same way)."""
-    try:
-        from refusalscope.cli.app import app
-        return app
-    except ImportError:
-        root = typer.Typer(name="refusalscope", no_args_is_help=True, add_completion=False,
-                           pretty_exceptions_enable=False, rich_markup_mode=None)
-
-        @root.callback()
-        def _root() -> None:
-            pass
-
-        score_cli.register(root)
-        return root
-
-
 @pytest.fixture
 def app() -> typer.Typer:
-    return _root_app()
+    from refusalscope.cli.app import app
+
+    return app
 
 
 def make_run(responses: list[tuple[str, str]], status: str = "success") -> Run:
@@ -57,7 +41,7 @@ def test_score_runs_table_and_files(app):
     res = RUNNER.invoke(app, ["score", str(a.path), b.id, "--n-boot", "200"])
     assert res.exit_code == 0, res.stderr
     assert "harmful (RRR)" in res.stdout and "over-refusal" in res.stdout
-    assert "0.500" in res.stdout and "1.000" in res.stdout
+    assert "0.500" in res.stdout and "1.000" in res.stdout and "Wilson" in res.stdout
     for run in (a, b):
         assert run.file("scores.jsonl").exists() and run.file("metrics.json").exists()
     m = json.loads(a.file("metrics.json").read_text())
@@ -107,7 +91,7 @@ def test_missing_run_folder_exits_2_and_writes_nothing(app, tmp_path):
 @pytest.mark.parametrize(("content", "text"), [
     ("", "no rows"),
     ('{"prompt": "p", "response": "r"}\n{broken\n{"prompt": "p", "response": "r"}\n',
-     "malformed JSON at line 2"),
+     "malformed JSON on line 2"),
 ])
 def test_empty_or_malformed_input_exits_2(app, tmp_path, content, text):
     path = tmp_path / "in.jsonl"

@@ -142,7 +142,7 @@ def test_bad_runs(tmp_path):
     with pytest.raises(UserError, match="no rows"):
         score_run(run.path)
     run.file("generations.jsonl").write_text('{"id": "a"}\nnot json\n{"id": "b"}\n')
-    with pytest.raises(UserError, match="malformed JSON at line 2"):
+    with pytest.raises(UserError, match="malformed JSON on line 2"):
         score_run(run.path)
     write_jsonl(run.file("generations.jsonl"), [{"id": "a", "prompt": "p", "label": "harmful"}])
     with pytest.raises(UserError, match="no column 'response'"):

@@ -8,7 +8,6 @@ messages never quote a response (it may be a harmful completion).
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,26 +55,13 @@ def read_table(path: Path) -> list[dict[str, Any]]:
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     try:
-        rows = read_jsonl(path)
-    except json.JSONDecodeError as e:
-        raise UserError(f"malformed JSON at line {_bad_line(path)} of {path}: {e.msg}") from None
+        rows = read_jsonl(path)  # a malformed line is already a one-line UserError there
     except UnicodeDecodeError:
         raise UserError(f"{path} is not UTF-8 text") from None
     for i, row in enumerate(rows, 1):
         if not isinstance(row, dict):
             raise UserError(f"row {i} of {path} is not a JSON object")
     return rows
-
-
-def _bad_line(path: Path) -> int:
-    """1-based number of the first line that is not JSON (json's own lineno is per line)."""
-    for i, line in enumerate(path.read_text(encoding="utf-8").split("\n"), 1):
-        try:
-            if line.strip():
-                json.loads(line)
-        except json.JSONDecodeError:
-            return i
-    return 0
 
 
 def _read_csv(path: Path, delimiter: str) -> list[dict[str, Any]]:
