@@ -43,6 +43,10 @@ def setup_logging(verbose: bool = False) -> None:
 
 def console():  # type: ignore[no-untyped-def]
     """A rich console on stdout (imported lazily: rich costs start-up time)."""
+    import shutil
+
     from rich.console import Console
 
-    return Console(highlight=False)
+    # Piped output (logs, CI) defaults to 80 columns, which folds run ids; use a wider page.
+    width = None if sys.stdout.isatty() else max(160, shutil.get_terminal_size().columns)
+    return Console(highlight=False, width=width)

@@ -98,7 +98,7 @@ def _print_table(results: list[Any], scorer_version: str) -> None:
     from rich.table import Table
 
     table = Table(title=f"refusals (heuristic {scorer_version})")
-    table.add_column("run", overflow="fold")  # shown whole: users copy run ids
+    table.add_column("run", no_wrap=True)  # shown whole on one line: users copy run ids
     for col in ("model", "label", "n", "refused", "rate", "95% CI", "Wilson 95%"):
         table.add_column(col, justify="right" if col in ("n", "refused", "rate") else "left",
                          no_wrap=col.endswith("95%") or col == "95% CI", overflow="fold")
