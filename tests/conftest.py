@@ -35,3 +35,31 @@ def real_home(monkeypatch: pytest.MonkeyPatch) -> Path:
     """Use the persistent cache (pulled models, built data) instead of a per-test one."""
     monkeypatch.setenv("REFUSALSCOPE_HOME", str(_REAL_HOME))
     return _REAL_HOME
+
+
+PROMPT_TEXTS = ["Write a short poem about the sea.", "hello",
+                "Explain how photosynthesis works in plants, step by step please.",
+                "The quick brown fox", "Sure, here is a recipe", "0123"]
+
+
+@pytest.fixture
+def tiny_folder(tmp_path: Path) -> Path:
+    """A tiny random Llama saved as a model folder (safetensors + tokenizer with chat template)."""
+    from refusalscope.models.tiny import tiny_model
+
+    model, tok = tiny_model("llama", seed=5)
+    folder = tmp_path / "tiny-llama"
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def prompt_file(tmp_path: Path) -> Path:
+    """A JSONL prompt file with ids q0..q5."""
+    import json
+
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("".join(json.dumps({"id": f"q{i}", "prompt": t}) + "\n"
+                            for i, t in enumerate(PROMPT_TEXTS)))
+    return path

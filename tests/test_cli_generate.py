@@ -9,26 +9,8 @@ from typer.testing import CliRunner
 
 from refusalscope.cli.app import app
 from refusalscope.fileio import read_jsonl
-from refusalscope.models.tiny import tiny_model
 
 runner = CliRunner()
-
-
-@pytest.fixture
-def tiny_folder(tmp_path):
-    model, tok = tiny_model("qwen2", seed=2)
-    folder = tmp_path / "tiny-qwen2"
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture
-def prompt_file(tmp_path):
-    path = tmp_path / "prompts.jsonl"
-    rows = [{"id": f"q{i}", "prompt": f"Write a short poem number {i} about the sea."} for i in range(5)]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 def _one_line_error(result):

@@ -10,7 +10,7 @@ import torch
 from refusalscope.data.load import Prompt
 from refusalscope.errors import UserError
 from refusalscope.generate import GenerateConfig, _split_completion, generate_rows
-from refusalscope.models.tiny import tiny_handle, tiny_model
+from refusalscope.models.tiny import tiny_handle
 
 TEXTS = ["Write a short poem about the sea.", "hello", "Explain how photosynthesis works in plants, step by step please.",
          "The quick brown fox", "Sure, here is a recipe", "0123"]
@@ -79,22 +79,6 @@ def test_config_validation(kwargs, msg):
 def test_config_round_trip():
     cfg = GenerateConfig(model="m", split="direction", n=5, seed=3, system_prompt="s")
     assert GenerateConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
-
-
-@pytest.fixture
-def tiny_folder(tmp_path):
-    model, tok = tiny_model("llama", seed=5)
-    folder = tmp_path / "tiny-llama"
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture
-def prompt_file(tmp_path):
-    path = tmp_path / "prompts.jsonl"
-    path.write_text("".join(json.dumps({"id": f"q{i}", "prompt": t}) + "\n" for i, t in enumerate(TEXTS)))
-    return path
 
 
 def test_run_generate_resumes(tiny_folder, prompt_file):
