@@ -88,27 +88,28 @@ def _split_completion(tokens: list[int], eos: set[int]) -> tuple[list[int], int,
 
 def generate_batch(handle: Any, texts: list[str], cfg: GenerateConfig, *,
                    seed: int = 0, static_cache: bool = False) -> list[dict[str, Any]]:
-    """Generate for one batch of formatted prompts; returns response, token counts, finish reason."""
-    import torch
+    """Generate for one batch of formatted prompts; returns response, token counts, finish reason.
+
+    Default: our own KV-cached loop (`decode.decode`) that drops finished rows from the batch.
+    `static_cache=True` (GPU, `--compile`): `model.generate` with a static KV cache, which
+    transformers compiles; finished rows then keep running until the batch ends.
+    """
+    from refusalscope.decode import decode
 
     tok = handle.tokenizer
     enc = tok(texts, return_tensors="pt", padding=True,
               add_special_tokens=not handle.has_chat_template).to(handle.device)
-    kwargs: dict[str, Any] = dict(max_new_tokens=cfg.max_new_tokens, pad_token_id=tok.pad_token_id)
-    if cfg.temperature > 0:
-        torch.manual_seed(seed)
-        kwargs.update(do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=0)
-    else:
-        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-    if static_cache:
-        kwargs["cache_implementation"] = "static"
-    with torch.inference_mode():
-        out = handle.model.generate(**enc, **kwargs)
-    width = enc["input_ids"].shape[1]
     eos = _eos_ids(handle)
+    if static_cache:
+        width = enc["input_ids"].shape[1]
+        completions = _hf_generate(handle, enc, cfg, seed)[:, width:].tolist()
+    else:
+        completions = decode(handle.model, enc["input_ids"], enc["attention_mask"],
+                             max_new_tokens=cfg.max_new_tokens, eos_ids=eos,
+                             temperature=cfg.temperature, top_p=cfg.top_p, seed=seed)
     rows = []
-    for i in range(len(texts)):
-        resp, n_new, reason = _split_completion(out[i, width:].tolist(), eos)
+    for i, tokens in enumerate(completions):
+        resp, n_new, reason = _split_completion(tokens, eos)
         rows.append({
             "response": tok.decode(resp, skip_special_tokens=True),
             "prompt_tokens": int(enc["attention_mask"][i].sum()),
@@ -116,6 +117,21 @@ def generate_batch(handle: Any, texts: list[str], cfg: GenerateConfig, *,
             "finish_reason": reason,
         })
     return rows
+
+
+def _hf_generate(handle: Any, enc: Any, cfg: GenerateConfig, seed: int) -> Any:
+    import torch
+
+    kwargs: dict[str, Any] = dict(max_new_tokens=cfg.max_new_tokens,
+                                  pad_token_id=handle.tokenizer.pad_token_id,
+                                  cache_implementation="static")
+    if cfg.temperature > 0:
+        torch.manual_seed(seed)
+        kwargs.update(do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=0)
+    else:
+        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    with torch.inference_mode():
+        return handle.model.generate(**enc, **kwargs)
 
 
 def generate_rows(handle: Any, prompts: Sequence[Any], cfg: GenerateConfig, *,

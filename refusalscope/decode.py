@@ -1,0 +1,85 @@
+"""A KV-cached decoding loop that drops finished sequences from the batch.
+
+`model.generate` keeps computing every row until the last one stops, so in a batch where
+refusals end after ~12 tokens and compliances run to the budget most of the work is padding.
+Here a row that emits an end token leaves the batch (its KV cache rows are dropped), so each
+step costs only what is still running. Greedy, or temperature + top-p sampling; no other logits
+processors (repetition penalties etc. from a model's generation config are not applied).
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+
+def _cache_kwarg(model: Any) -> str:
+    """transformers renamed `past_key_values` to `cache` (5.2x); use what this version takes."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+def _pick(logits, temperature: float, top_p: float, generator):  # type: ignore[no-untyped-def]
+    """Next token per row: argmax, or a sample from the temperature/top-p distribution."""
+    import torch
+
+    if temperature <= 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_p, order = probs.sort(dim=-1, descending=True)
+        outside = sorted_p.cumsum(-1) - sorted_p > top_p  # keep the smallest set reaching top_p
+        sorted_p = sorted_p.masked_fill(outside, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def decode(model: Any, input_ids: Any, attention_mask: Any, *, max_new_tokens: int,
+           eos_ids: set[int], temperature: float = 0.0, top_p: float = 1.0,
+           seed: int = 0) -> list[list[int]]:
+    """Generate up to `max_new_tokens` per row of a left-padded batch.
+
+    Args:
+        input_ids, attention_mask: `Int[Tensor, "batch prompt_len"]`, left padded.
+    Returns:
+        For each row, its new tokens, ending with the end token if one was emitted.
+
+    Example:
+        tokens = decode(model, enc["input_ids"], enc["attention_mask"], max_new_tokens=64,
+                        eos_ids={tokenizer.eos_token_id})
+    """
+    import torch
+    from transformers import DynamicCache
+
+    device = input_ids.device
+    generator = torch.Generator(device=device).manual_seed(seed) if temperature > 0 else None
+    eos = torch.tensor(sorted(eos_ids), device=device)
+    cache = DynamicCache(config=getattr(model, "config", None))
+    kw = _cache_kwarg(model)
+    out: list[list[int]] = [[] for _ in range(input_ids.shape[0])]
+    active = torch.arange(input_ids.shape[0], device=device)
+    mask = attention_mask.long()
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.inference_mode():
+        logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                       use_cache=True, logits_to_keep=1, **{kw: cache}).logits[:, -1]
+        next_pos = positions[:, -1] + 1
+        for step in range(max_new_tokens):
+            tokens = _pick(logits, temperature, top_p, generator)
+            for row, tok in zip(active.tolist(), tokens.tolist(), strict=True):
+                out[row].append(tok)
+            if step == max_new_tokens - 1:
+                break
+            running = ~torch.isin(tokens, eos)
+            if not bool(running.all()):
+                if not bool(running.any()):
+                    break
+                keep = running.nonzero().squeeze(-1)
+                cache.batch_select_indices(keep)
+                active, tokens, mask, next_pos = active[keep], tokens[keep], mask[keep], next_pos[keep]
+            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=-1)
+            logits = model(input_ids=tokens[:, None], attention_mask=mask,
+                           position_ids=next_pos[:, None], use_cache=True,
+                           **{kw: cache}).logits[:, -1]
+            next_pos = next_pos + 1
+    return out
