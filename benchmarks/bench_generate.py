@@ -1,8 +1,10 @@
 """Batched generation vs a per-prompt `generate` loop, same model, prompts and token budget.
 
-Prints wall time, generated tokens/s for both, the speed ratio, and how many responses agree.
-Both paths go through `refusalscope.generate.generate_rows` (batch_size=1 is the per-prompt loop:
-one `model.generate` call per prompt, no padding), run one after the other in this process.
+Three passes, one after the other in this process, same prompts, greedy, same budget:
+  1. refusalscope batched: `generate_rows(batch_size=B)` (finished rows leave the batch);
+  2. baseline: a per-prompt loop of transformers' `model.generate` (what one writes by hand);
+  3. refusalscope with batch_size=1 (our own loop, one prompt at a time): isolates batching.
+Prints wall time, tokens/s, both speed ratios, and how many responses agree.
 
     .venv/bin/python benchmarks/bench_generate.py --model qwen2.5-coder-0.5b --n 32 --max-new-tokens 64
 """
@@ -27,7 +29,7 @@ def main() -> None:
     import torch
 
     from refusalscope.data.load import load_split
-    from refusalscope.generate import GenerateConfig, generate_rows
+    from refusalscope.generate import GenerateConfig, _eos_ids, _split_completion, generate_rows
     from refusalscope.models.handle import ModelHandle, RuntimeOptions
 
     handle = ModelHandle.load(args.model, options=RuntimeOptions(device=args.device, dtype=args.dtype))
@@ -42,16 +44,39 @@ def main() -> None:
         rows = list(generate_rows(handle, prompts, cfg, batch_size=batch_size))
         return time.perf_counter() - t0, rows
 
+    def hf_loop() -> tuple[float, list[dict]]:
+        eos = _eos_ids(handle)
+        rows = []
+        t0 = time.perf_counter()
+        for p in prompts:
+            enc = handle.tokenizer(handle.format_prompt(p.prompt), return_tensors="pt",
+                                   add_special_tokens=not handle.has_chat_template)
+            with torch.inference_mode():
+                out = handle.model.generate(**enc, max_new_tokens=args.max_new_tokens,
+                                            do_sample=False, temperature=None, top_p=None,
+                                            top_k=None, pad_token_id=handle.tokenizer.pad_token_id)
+            resp, n_new, _ = _split_completion(out[0, enc["input_ids"].shape[1]:].tolist(), eos)
+            rows.append({"id": p.id, "new_tokens": n_new,
+                         "response": handle.tokenizer.decode(resp, skip_special_tokens=True)})
+        return time.perf_counter() - t0, rows
+
     t_batch, batched = timed(args.batch_size)
+    t_hf, hf_rows = hf_loop()
     t_loop, looped = timed(1)
+    tok_h = sum(r["new_tokens"] for r in hf_rows)
     tok_b = sum(r["new_tokens"] for r in batched)
     tok_l = sum(r["new_tokens"] for r in looped)
-    same = sum(a["response"] == b["response"] for a, b in
-               zip(sorted(batched, key=lambda r: r["id"]), sorted(looped, key=lambda r: r["id"])))
-    print(f"batched  (batch {args.batch_size:>3}): {t_batch:8.1f} s  {tok_b:6d} tokens  {tok_b / t_batch:7.1f} tok/s")
-    print(f"per-prompt loop    : {t_loop:8.1f} s  {tok_l:6d} tokens  {tok_l / t_loop:7.1f} tok/s")
-    print(f"speed ratio (loop time / batched time): {t_loop / t_batch:.2f}x")
-    print(f"identical responses: {same}/{len(prompts)}")
+    def same(a: list[dict], b: list[dict]) -> int:
+        return sum(x["response"] == y["response"] for x, y in
+                   zip(sorted(a, key=lambda r: r["id"]), sorted(b, key=lambda r: r["id"])))
+
+    print(f"refusalscope batched (batch {args.batch_size:>3}): {t_batch:8.1f} s  {tok_b:6d} tokens  {tok_b / t_batch:7.1f} tok/s")
+    print(f"HF generate, per-prompt loop   : {t_hf:8.1f} s  {tok_h:6d} tokens  {tok_h / t_hf:7.1f} tok/s")
+    print(f"refusalscope, batch size 1     : {t_loop:8.1f} s  {tok_l:6d} tokens  {tok_l / t_loop:7.1f} tok/s")
+    print(f"speed ratio vs per-prompt HF generate loop: {t_hf / t_batch:.2f}x")
+    print(f"speed ratio vs our own batch-size-1 loop:   {t_loop / t_batch:.2f}x")
+    print(f"identical responses: batched=HF loop {same(batched, hf_rows)}/{len(prompts)}, "
+          f"batched=our loop {same(batched, looped)}/{len(prompts)}")
 
 
 if __name__ == "__main__":
