@@ -190,8 +190,8 @@ def _open_for_resume(path: str, cfg: GenerateConfig) -> tuple[Any, set[str]]:
                         "pass the same options (or none but --resume)")
     gen = run.file(GENERATIONS)
     rows = read_jsonl(gen) if gen.exists() else []
-    if gen.exists() and gen.read_bytes().rstrip(b"\n").count(b"\n") + 1 != len(rows):
-        write_jsonl(gen, rows)  # rewrite without the torn tail before appending
+    if gen.exists() and gen.stat().st_size and not gen.read_bytes().endswith(b"\n"):
+        write_jsonl(gen, rows)  # a kill cut the last line: rewrite without it before appending
     return run, {r["id"] for r in rows}
 
 
@@ -210,10 +210,12 @@ def run_generate(cfg: GenerateConfig, *, options: Any = None, batch_size: int = 
 
     from refusalscope.models.pull import resolve
 
-    resolve(cfg.model)  # an unknown or broken model fails first (pulls a registry model once)
+    # An unknown or broken model fails first (a registry model is pulled once, a .gguf hashed once).
+    trust = bool(options is not None and options.trust_remote_code)
+    resolved = resolve(cfg.model, trust_remote_code=trust)
     prompts = load_prompts(cfg)  # bad input fails before weights are loaded or a run is made
     run, done = _open_for_resume(resume, cfg) if resume is not None else (None, set())
-    handle = ModelHandle.load(cfg.model, adapter=cfg.adapter, options=options)
+    handle = ModelHandle.from_resolved(resolved, adapter=cfg.adapter, options=options)
     if run is None:
         run = Run.create("generate", cfg.to_dict(), model=cfg.model, seed=cfg.seed,
                          harmful_content=not cfg.harmless)

@@ -83,6 +83,13 @@ class ModelHandle:
 
         opts = options or RuntimeOptions()
         resolved = resolve(spec, trust_remote_code=opts.trust_remote_code)
+        return cls.from_resolved(resolved, adapter=adapter, options=opts)
+
+    @classmethod
+    def from_resolved(cls, resolved: Any, *, adapter: str | Path | None = None,
+                      options: RuntimeOptions | None = None) -> ModelHandle:
+        """Load a `models.pull.ResolvedModel` (for callers that resolved the spec already)."""
+        opts = options or RuntimeOptions()
         model, tokenizer = _load_hf(resolved.load_path, opts)
         adapter_dir = None
         if adapter is not None:
