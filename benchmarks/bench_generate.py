@@ -3,7 +3,9 @@
 Three passes, one after the other in this process, same prompts, greedy, same budget:
   1. refusalscope batched: `generate_rows(batch_size=B)` (finished rows leave the batch);
   2. baseline: a per-prompt loop of transformers' `model.generate` (what one writes by hand);
-  3. refusalscope with batch_size=1 (our own loop, one prompt at a time): isolates batching.
+  3. refusalscope with batch_size=1 (our own loop, one prompt at a time): isolates batching;
+  4. refusalscope batched with MKL's linears instead of oneDNN's (`onednn=False`): isolates
+     the CPU kernels (skipped off the CPU, where both are the same path).
 Prints wall time, tokens/s, both speed ratios, and how many responses agree.
 
     .venv/bin/python benchmarks/bench_generate.py --model qwen2.5-coder-0.5b --n 32 --max-new-tokens 64
@@ -39,9 +41,9 @@ def main() -> None:
     print(f"model={args.model} prompts={len(prompts)} max_new_tokens={args.max_new_tokens} "
           f"threads={torch.get_num_threads()} device={handle.device}")
 
-    def timed(batch_size: int) -> tuple[float, list[dict]]:
+    def timed(batch_size: int, onednn: bool = True) -> tuple[float, list[dict]]:
         t0 = time.perf_counter()
-        rows = list(generate_rows(handle, prompts, cfg, batch_size=batch_size))
+        rows = list(generate_rows(handle, prompts, cfg, batch_size=batch_size, onednn=onednn))
         return time.perf_counter() - t0, rows
 
     def hf_loop() -> tuple[float, list[dict]]:
@@ -63,6 +65,8 @@ def main() -> None:
     t_batch, batched = timed(args.batch_size)
     t_hf, hf_rows = hf_loop()
     t_loop, looped = timed(1)
+    on_cpu = handle.device.type == "cpu"
+    t_mkl, mkl_rows = timed(args.batch_size, onednn=False) if on_cpu else (t_batch, batched)
     tok_h = sum(r["new_tokens"] for r in hf_rows)
     tok_b = sum(r["new_tokens"] for r in batched)
     tok_l = sum(r["new_tokens"] for r in looped)
@@ -73,10 +77,16 @@ def main() -> None:
     print(f"refusalscope batched (batch {args.batch_size:>3}): {t_batch:8.1f} s  {tok_b:6d} tokens  {tok_b / t_batch:7.1f} tok/s")
     print(f"HF generate, per-prompt loop   : {t_hf:8.1f} s  {tok_h:6d} tokens  {tok_h / t_hf:7.1f} tok/s")
     print(f"refusalscope, batch size 1     : {t_loop:8.1f} s  {tok_l:6d} tokens  {tok_l / t_loop:7.1f} tok/s")
+    if on_cpu:
+        tok_m = sum(r["new_tokens"] for r in mkl_rows)
+        print(f"refusalscope batched, MKL      : {t_mkl:8.1f} s  {tok_m:6d} tokens  {tok_m / t_mkl:7.1f} tok/s")
     print(f"speed ratio vs per-prompt HF generate loop: {t_hf / t_batch:.2f}x")
     print(f"speed ratio vs our own batch-size-1 loop:   {t_loop / t_batch:.2f}x")
+    if on_cpu:
+        print(f"speed ratio of oneDNN vs MKL linears, batched: {t_mkl / t_batch:.2f}x")
     print(f"identical responses: batched=HF loop {same(batched, hf_rows)}/{len(prompts)}, "
-          f"batched=our loop {same(batched, looped)}/{len(prompts)}")
+          f"batched=our loop {same(batched, looped)}/{len(prompts)}, "
+          f"batched=batched MKL {same(batched, mkl_rows)}/{len(prompts)}")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,67 @@ def _pick(logits, temperature: float, top_p: float, generator):  # type: ignore[
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+PREFILL_GROUP = 8
+"""Rows per prefill group: a batch is prefilled in groups of similar length (less padding)."""
+
+
+def _new_cache(model: Any) -> Any:
+    from transformers import DynamicCache
+
+    return DynamicCache(config=getattr(model, "config", None))
+
+
+def _plain_layers(cache: Any) -> bool:
+    from transformers.cache_utils import DynamicLayer
+
+    return all(type(layer) is DynamicLayer for layer in cache.layers)
+
+
+def prefill(model: Any, input_ids: Any, mask: Any, positions: Any, *, kw: str,
+            group: int | None = None) -> tuple[Any, Any]:
+    """Run the prompts through the model; return last-position logits and the KV cache.
+
+    A left-padded batch of mixed lengths spends much of its prefill on padding (39% of the
+    tokens for 32 eval prompts on qwen2.5-coder-0.5b). Rows are therefore prefilled in groups
+    of `group` (default `PREFILL_GROUP`) rows of similar length, each cut to its own longest prompt, and the groups'
+    caches are left-padded with zeros (masked, so never attended to) and stacked back in the
+    batch's order. Caches whose layers are not plain (sliding windows etc.) are prefilled
+    whole.
+    """
+    import torch
+
+    def run(rows: Any | None) -> tuple[Any, Any]:
+        cache = _new_cache(model)
+        ids, m, pos = input_ids, mask, positions
+        if rows is not None:  # cut the group to its own longest prompt
+            width = int(mask[rows].sum(-1).max())
+            ids, m, pos = (t[rows][:, -width:] for t in (input_ids, mask, positions))
+        logits = model(input_ids=ids, attention_mask=m, position_ids=pos, use_cache=True,
+                       logits_to_keep=1, **{kw: cache}).logits[:, -1]
+        return logits, cache
+
+    group = group or PREFILL_GROUP
+    n = input_ids.shape[0]
+    if n <= group or not _plain_layers(_new_cache(model)):
+        return run(None)
+    order = mask.sum(-1).argsort(descending=True, stable=True)
+    parts = [run(order[i:i + group]) for i in range(0, n, group)]
+    if not all(_plain_layers(c) for _, c in parts):
+        return run(None)
+    back = order.argsort()
+    width = input_ids.shape[1]
+
+    def stack(tensors: list[Any]) -> Any:
+        padded = [torch.nn.functional.pad(t, (0, 0, width - t.shape[-2], 0)) for t in tensors]
+        return torch.cat(padded, dim=0)[back]
+
+    cache = _new_cache(model)
+    for li in range(len(parts[0][1].layers)):
+        cache.update(stack([c.layers[li].keys for _, c in parts]),
+                     stack([c.layers[li].values for _, c in parts]), li)
+    return torch.cat([lg for lg, _ in parts], dim=0)[back], cache
+
+
 def decode(model: Any, input_ids: Any, attention_mask: Any, *, max_new_tokens: int,
            eos_ids: set[int], temperature: float = 0.0, top_p: float = 1.0,
            seed: int = 0) -> list[list[int]]:
@@ -49,20 +110,17 @@ def decode(model: Any, input_ids: Any, attention_mask: Any, *, max_new_tokens: i
                         eos_ids={tokenizer.eos_token_id})
     """
     import torch
-    from transformers import DynamicCache
 
     device = input_ids.device
     generator = torch.Generator(device=device).manual_seed(seed) if temperature > 0 else None
     eos = torch.tensor(sorted(eos_ids), device=device)
-    cache = DynamicCache(config=getattr(model, "config", None))
     kw = _cache_kwarg(model)
     out: list[list[int]] = [[] for _ in range(input_ids.shape[0])]
     active = torch.arange(input_ids.shape[0], device=device)
     mask = attention_mask.long()
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     with torch.inference_mode():
-        logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                       use_cache=True, logits_to_keep=1, **{kw: cache}).logits[:, -1]
+        logits, cache = prefill(model, input_ids, mask, positions, kw=kw)
         next_pos = positions[:, -1] + 1
         for step in range(max_new_tokens):
             tokens = _pick(logits, temperature, top_p, generator)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from refusalscope.cpu_kernels import onednn_linears
 from refusalscope.errors import UserError
 from refusalscope.models.hooks import HookFn
 
@@ -136,11 +137,13 @@ def _hf_generate(handle: Any, enc: Any, cfg: GenerateConfig, seed: int) -> Any:
 
 def generate_rows(handle: Any, prompts: Sequence[Any], cfg: GenerateConfig, *,
                   batch_size: int = 16, interventions: Sequence[tuple[str, HookFn]] = (),
-                  static_cache: bool = False,
+                  static_cache: bool = False, onednn: bool = True,
                   on_batch: ProgressFn | None = None) -> Iterator[dict[str, Any]]:
     """Yield one row per prompt (`data.load.Prompt`), batch by batch, longest prompts first.
 
     Sorting by length keeps padding small and surfaces out-of-memory on the first batch.
+    On a float32 CPU model the linears run through oneDNN while generating (`onednn=False`
+    keeps MKL; see `cpu_kernels`).
 
     Example:
         rows = list(generate_rows(handle, load_split("eval", n=8), GenerateConfig(model="x")))
@@ -151,7 +154,7 @@ def generate_rows(handle: Any, prompts: Sequence[Any], cfg: GenerateConfig, *,
     lengths = {pid: len(handle.tokenizer(t, add_special_tokens=False)["input_ids"])
                for pid, t in texts.items()}
     order = sorted(prompts, key=lambda p: (-lengths[p.id], p.id))
-    with handle.hooks(interventions):
+    with onednn_linears(handle.model, enabled=onednn), handle.hooks(interventions):
         for start in range(0, len(order), batch_size):
             batch = order[start:start + batch_size]
             t0 = time.perf_counter()

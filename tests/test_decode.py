@@ -55,3 +55,45 @@ def test_sampling_seeded_and_top_p_one_token():
     # top_p -> 0 keeps only the most likely token: sampling becomes greedy.
     greedy = decode(*args, max_new_tokens=6, eos_ids={10**6})
     assert decode(*args, max_new_tokens=6, eos_ids={10**6}, temperature=1.0, top_p=1e-9, seed=3) == greedy
+
+
+MIXED = TEXTS + ["hi", "Name three rivers in Europe and say which is longest.", "ok then",
+                 "List every prime number below fifty, separated by commas, in order."]
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "phi", "gemma3_text"])
+def test_grouped_prefill_matches_hf_generate(arch, monkeypatch):
+    """Prefill in groups of 3 rows (caches padded and stacked back) changes no token."""
+    import refusalscope.decode as dec
+
+    monkeypatch.setattr(dec, "PREFILL_GROUP", 3)
+    h = tiny_handle(arch, seed=5)
+    enc = h.tokenizer([h.format_prompt(t) for t in MIXED], return_tensors="pt", padding=True,
+                      add_special_tokens=False)
+    ours = decode(h.model, enc["input_ids"], enc["attention_mask"], max_new_tokens=10,
+                  eos_ids={10**6})
+    with torch.inference_mode():
+        ref = h.model.generate(**enc, max_new_tokens=10, do_sample=False, temperature=None,
+                               top_p=None, top_k=None, pad_token_id=h.tokenizer.pad_token_id)
+    width = enc["input_ids"].shape[1]
+    assert ours == [ref[row, width:].tolist() for row in range(len(MIXED))]
+
+
+def test_grouped_prefill_logits_equal_whole_batch():
+    from refusalscope.decode import _cache_kwarg, prefill
+
+    h = tiny_handle("qwen2", seed=6)
+    enc = h.tokenizer([h.format_prompt(t) for t in MIXED], return_tensors="pt", padding=True,
+                      add_special_tokens=False)
+    mask = enc["attention_mask"].long()
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    kw = _cache_kwarg(h.model)
+    with torch.inference_mode():
+        whole, c_whole = prefill(h.model, enc["input_ids"], mask, pos, kw=kw, group=100)
+        grouped, c_grouped = prefill(h.model, enc["input_ids"], mask, pos, kw=kw, group=2)
+    torch.testing.assert_close(grouped, whole, atol=1e-5, rtol=1e-5)
+    real = mask.bool()  # cache entries under padding differ (zeros vs pad-token keys); masked
+    for lw, lg in zip(c_whole.layers, c_grouped.layers, strict=True):
+        assert lg.keys.shape == lw.keys.shape
+        torch.testing.assert_close(lg.keys.transpose(1, 2)[real], lw.keys.transpose(1, 2)[real],
+                                   atol=1e-5, rtol=1e-5)
