@@ -36,12 +36,13 @@ def _root(
 
 
 def _register() -> None:
-    from refusalscope.cli import data, generate, models, score
+    from refusalscope.cli import attack, data, generate, models, score
 
     app.add_typer(models.app, name="models")
     app.add_typer(data.app, name="data")
     generate.register(app)
     score.register(app)
+    attack.register(app)
 
 
 _register()

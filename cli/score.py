@@ -41,7 +41,11 @@ score_app = typer.Typer(
 
 
 def register(app: typer.Typer) -> None:
-    """Add the `score` group to the root app."""
+    """Add the `score` group (with the subcommands other modules define) to the root app."""
+    from refusalscope.cli import score_drift, score_validate
+
+    score_drift.register(score_app)
+    score_validate.register(score_app)
     app.add_typer(score_app, name="score")
 
 

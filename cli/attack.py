@@ -1,0 +1,21 @@
+"""`refusalscope attack lora|gcg|autodan|template`: attacks, each defined in its own module."""
+
+from __future__ import annotations
+
+import typer
+
+attack_app = typer.Typer(
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    help="Attack a model: LoRA fine-tuning sweeps and prompt attacks. Attacked models and "
+         "prompts are evaluated with `generate` and `score`.",
+)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `attack` group (commands come from attack_* modules) to the root app."""
+    from refusalscope.cli import attack_gcg, attack_lora
+
+    attack_lora.register(attack_app)
+    attack_gcg.register(attack_app)
+    app.add_typer(attack_app, name="attack")

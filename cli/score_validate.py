@@ -1,0 +1,9 @@
+"""`refusalscope score validate RUN... --judge JUDGE`: agreement of our labels with a judge."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(group: typer.Typer) -> None:
+    """Add `validate` to the `score` group."""

@@ -1,0 +1,1 @@
+"""Attacks on refusal: LoRA fine-tuning (`lora`) and prompt optimisation (`gcg`, ...)."""
