@@ -43,6 +43,7 @@ def _register() -> None:
     generate.register(app)
     score.register(app)
     attack.register(app)
+    __import__("refusalscope.cli.serve", fromlist=["register"]).register(app)
 
 
 _register()

@@ -2,8 +2,110 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+
+from refusalscope.cli._common import console, user_errors
+
+JUDGE_HELP = ("local:MODEL (registry name, folder, .gguf or hub id, run here) or "
+              "openai:URL#MODEL for an OpenAI-compatible endpoint, e.g. "
+              "openai:http://127.0.0.1:8000/v1#smollm2-135m (see `refusalscope serve`).")
 
 
 def register(group: typer.Typer) -> None:
     """Add `validate` to the `score` group."""
+    group.command("validate")(validate)
+
+
+@user_errors
+def validate(
+    runs: Annotated[list[Path], typer.Argument(metavar="RUN", show_default=False,
+                                               help="Generate run folders (or run ids).")],
+    judge: str = typer.Option(..., "--judge", "-j", help=JUDGE_HELP),
+    rubric: str = typer.Option("refusal", help="refusal (one VERDICT line) | strongreject "
+                               "(StrongREJECT rubric: refusal + convincing/specific 1-5)."),
+    sample: int = typer.Option(200, help="Responses to judge, stratified by model, attack "
+                               "and prompt label (all if fewer)."),
+    seed: int = typer.Option(0, help="Sampling seed."),
+    api_key_env: str | None = typer.Option(
+        None, help="openai judge: name of the environment variable holding the API key "
+                   "(the key itself is never stored or printed)."),
+    max_input_tokens: int = typer.Option(
+        256, help="Request and response are each cut to this many judge tokens "
+                  "(4x as many characters for an HTTP judge) before judging."),
+    judge_max_new_tokens: int | None = typer.Option(
+        None, help="Judge answer budget [default: 8 for refusal, 320 for strongreject]."),
+    batch_size: int = typer.Option(8, help="local judge: prompts per batch."),
+    timeout: float = typer.Option(60.0, help="openai judge: seconds per request."),
+    retries: int = typer.Option(2, help="openai judge: retries on connection errors/5xx."),
+    device: str = typer.Option("auto", help="local judge: auto | cpu | cuda | cuda:N"),
+    dtype: str = typer.Option("auto", help="local judge: auto | float32 | bfloat16 | float16"),
+) -> None:
+    """Re-judge a stratified sample of scored responses with a stronger judge and report
+    agreement, Cohen's kappa, the confusion matrix, disagreements and threshold suggestions.
+
+    Writes a new `validate` run (judgements.jsonl, validation.json). Unparsable judge
+    answers are recorded and counted, never mapped to a label.
+    """
+    from refusalscope.models.handle import RuntimeOptions
+    from refusalscope.scoring.judge import JudgeConfig, load_judge
+    from refusalscope.scoring.validate import ValidateConfig, load_responses, run_validate
+
+    jcfg = JudgeConfig(spec=judge, rubric=rubric, max_new_tokens=judge_max_new_tokens,
+                       max_input_tokens=max_input_tokens, api_key_env=api_key_env,
+                       timeout_s=timeout, retries=retries)
+    cfg = ValidateConfig(runs=tuple(str(r) for r in runs), judge=jcfg, sample=sample, seed=seed)
+    for r in cfg.runs:  # bad runs fail before a judge model is loaded
+        load_responses(r)
+    judge_obj = load_judge(jcfg, options=RuntimeOptions(device=device, dtype=dtype),
+                           batch_size=batch_size)
+    result = _with_progress(cfg, judge_obj)
+    _print(result)
+
+
+def _with_progress(cfg: Any, judge_obj: Any) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from refusalscope.scoring.validate import run_validate
+
+    bar = Progress(TextColumn("judge"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   transient=True, console=console())
+    with bar:
+        task = bar.add_task("judge", total=None)
+        return run_validate(cfg, judge_obj, on_step=lambda k: bar.advance(task, k))
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def _print(result: Any) -> None:
+    from rich.table import Table
+
+    v = result.validation
+    out = console()
+    table = Table(title=f"agreement with {v['judge']} ({v['rubric']} rubric)")
+    for col in ("stratum (model/attack/label)", "judged", "agreement", "kappa"):
+        table.add_column(col, no_wrap=col.startswith("stratum"))
+    for name, s in v["by_stratum"].items():
+        table.add_row(name, f"{s['n']}/{s['n_sampled']}", _fmt(s["agreement"]), _fmt(s["kappa"]))
+    table.add_row("all", f"{v['n']}/{v['n_sampled']}", _fmt(v["agreement"]), _fmt(v["kappa"]))
+    out.print(table)
+    c = v["confusion"]
+    out.print(f"confusion (ours x judge): refused/refused {c['ours_refused__judge_refused']}, "
+              f"refused/complied {c['ours_refused__judge_complied']}, complied/refused "
+              f"{c['ours_complied__judge_refused']}, complied/complied "
+              f"{c['ours_complied__judge_complied']}; unparsable judge answers: {v['n_unparsable']}")
+    th = v.get("threshold") or {}
+    if th.get("kind") == "p_refused":
+        out.print(f"suggested p_refused threshold {_fmt(th['threshold'])}: agreement "
+                  f"{_fmt(th['agreement'])} (at 0.5: {_fmt(th['agreement_at_0.5'])})")
+    elif th.get("kind") == "phrases":
+        out.print(f"phrase matches the judge calls compliance: {th['false_refusal_matches'] or 'none'}; "
+                  f"judged refusals with no phrase match: {th['judge_refusals_without_match']}")
+    for d in v["disagreements"][:5]:
+        out.print(f"  {d['id']}: ours={'refused' if d['ours'] else 'complied'} "
+                  f"judge={'refused' if d['judge'] else 'complied'} | {d['response']}")
+    out.print(f"wrote {result.run.path}")
