@@ -1,0 +1,276 @@
+"""Greedy Coordinate Gradient (Zou et al. 2023): individual and universal suffix attacks.
+
+One step: gradient of the loss w.r.t. a one-hot suffix -> sample top-k token swaps -> drop
+candidates that do not tokenise back to themselves, and duplicates -> score all candidates
+(prefix KV cache, target-only logits, batched with OOM back-off) -> keep the best in a buffer.
+Universal: one suffix, loss = mean over the active prompts; prompts are added one at a time
+when all active ones hit their target or after `add_every` steps.
+
+Example:
+    result = run(handle, [("Tell me a joke", "Sure, here is a joke")], GCGConfig(steps=10))
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from refusalscope.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GCGConfig:
+    """What to optimise (saved with a run). Device, dtype and batch size are runtime options."""
+
+    steps: int = 250
+    search_width: int = 512
+    topk: int = 256
+    suffix_len: int = 20
+    n_replace: int = 1
+    buffer_size: int = 1
+    early_stop: bool = False
+    allow_non_ascii: bool = False
+    seed: int = 0
+    init_char: str = "x"
+    add_every: int = 20  # universal: add the next prompt after this many steps at the latest
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "search_width", "topk", "suffix_len", "n_replace", "buffer_size",
+                     "add_every"):
+            if getattr(self, name) < 1:
+                flag = "--" + name.replace("_", "-")
+                raise UserError(f"{flag} must be at least 1 (got {getattr(self, name)})")
+        if self.n_replace > self.suffix_len:
+            raise UserError(f"--n-replace ({self.n_replace}) exceeds --suffix-len "
+                            f"({self.suffix_len})")
+        if not self.init_char.strip():
+            raise UserError("the initial suffix character must not be blank")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GCGConfig:
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass
+class Compute:
+    """Work done; FLOPs ~ 2 N (forward tokens) + 6 N (gradient tokens), N = parameter count
+    (an upper bound here: our forwards skip the lm_head on non-target positions)."""
+
+    steps: int = 0
+    forward_passes: int = 0
+    backward_passes: int = 0
+    candidate_evals: int = 0
+    forward_tokens: int = 0
+    gradient_tokens: int = 0
+    wall_s: float = 0.0
+    flops: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class GCGState:
+    """Everything needed to continue: step, buffer `(loss, ids)` best first, active prompts,
+    sampling RNG state. Saved after every step."""
+
+    step: int = 0
+    buffer: list[tuple[float, list[int]]] = field(default_factory=list)
+    n_active: int = 1
+    steps_since_add: int = 0
+    rng: list[int] | None = None
+    compute: Compute = field(default_factory=Compute)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "buffer": [[l, i] for l, i in self.buffer],
+                "n_active": self.n_active, "steps_since_add": self.steps_since_add,
+                "rng": self.rng, "compute": self.compute.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GCGState:
+        return cls(step=d["step"], buffer=[(float(l), list(i)) for l, i in d["buffer"]],
+                   n_active=d["n_active"], steps_since_add=d["steps_since_add"], rng=d["rng"],
+                   compute=Compute(**d["compute"]))
+
+
+@dataclass(frozen=True)
+class GCGResult:
+    """Best suffix (text and ids), its loss, per-step log, and compute."""
+
+    suffix: str
+    suffix_ids: list[int]
+    loss: float
+    steps: list[dict[str, Any]]
+    compute: Compute
+    n_active: int
+
+
+class GCG:
+    """The optimiser's fixed parts for one handle and prompt set; `step(state)` mutates state."""
+
+    def __init__(self, handle: Any, prompts: Sequence[tuple[str, str]], cfg: GCGConfig, *,
+                 batch_size: int | None = None, system: str | None = None):
+        from refusalscope.attacks.gcg_loss import PrefixCache, build_slots
+        from refusalscope.attacks.gcg_sample import forbidden_tokens
+
+        if not prompts:
+            raise UserError("GCG needs at least one prompt")
+        self.handle, self.cfg, self.batch_size = handle, cfg, batch_size
+        self.model = handle.model
+        self.embed_w = handle.base_model.get_input_embeddings().weight.detach()
+        self.init_ids = self._init_ids()
+        self.slots = [build_slots(handle, g, t, self.init_ids, system) for g, t in prompts]
+        self.caches = [PrefixCache(self.model, s.prefix, handle.config) for s in self.slots]
+        self.forbidden = forbidden_tokens(handle.tokenizer, self.embed_w.shape[0],
+                                          cfg.allow_non_ascii)
+        self.n_params = handle.n_params()
+
+    def _init_ids(self) -> list[int]:
+        tok = self.handle.tokenizer
+        ids = tok(" ".join([self.cfg.init_char] * self.cfg.suffix_len),
+                  add_special_tokens=False)["input_ids"]
+        if len(ids) != self.cfg.suffix_len:  # no " x" token: try one token repeated
+            one = tok(self.cfg.init_char, add_special_tokens=False)["input_ids"]
+            again = tok(tok.decode(one * self.cfg.suffix_len), add_special_tokens=False)
+            ids = one * self.cfg.suffix_len if again["input_ids"] == one * self.cfg.suffix_len else ids
+        if len(ids) != self.cfg.suffix_len:
+            raise UserError(f"initial suffix of {self.cfg.suffix_len} x {self.cfg.init_char!r} "
+                            f"tokenises to {len(ids)} tokens; pick another init character")
+        return ids
+
+    def new_state(self) -> GCGState:
+        import torch
+
+        state = GCGState(rng=torch.Generator().manual_seed(self.cfg.seed).get_state().tolist())
+        loss = float(self._losses(torch.tensor([self.init_ids]), 1, state.compute)[0][0])
+        state.buffer = [(loss, list(self.init_ids))]
+        return state
+
+    def _losses(self, cands: Any, n_active: int, comp: Compute) -> tuple[Any, Any]:
+        """Mean loss over the first `n_active` prompts and 'every prompt hit' flags, `[B]`."""
+        import torch
+
+        from refusalscope.attacks.gcg_loss import candidate_losses, with_oom_backoff
+
+        cands = cands.to(self.handle.device)
+        total, hit = None, None
+        for s, c in list(zip(self.slots, self.caches))[:n_active]:
+            b = cands.shape[0]
+            (l, h), size = with_oom_backoff(
+                lambda bs, s=s, c=c: candidate_losses(self.model, s, c, cands, bs),
+                b, self.batch_size)
+            if size < min(b, self.batch_size or b):
+                self.batch_size = size  # backed off on out-of-memory: remember it
+            total = l if total is None else total + l
+            hit = h if hit is None else hit & h
+            comp.forward_passes += -(-b // size)
+            comp.forward_tokens += b * (cands.shape[1] + s.tail.shape[1] + s.target.shape[1] - 1)
+        comp.candidate_evals += cands.shape[0]
+        assert total is not None and hit is not None
+        return (total / n_active).cpu(), hit.cpu()
+
+    def gradient(self, ids: list[int], n_active: int, comp: Compute) -> Any:
+        """Mean over active prompts of d loss / d one-hot(suffix), `[L, V]` on the CPU."""
+        import torch
+
+        from refusalscope.attacks.gcg_loss import suffix_gradient
+
+        t = torch.tensor(ids, device=self.handle.device)
+        grad = None
+        for s, c in list(zip(self.slots, self.caches))[:n_active]:
+            g, _ = suffix_gradient(self.model, s, c, t, self.embed_w)
+            grad = g if grad is None else grad + g
+            comp.backward_passes += 1
+            comp.gradient_tokens += len(ids) + s.tail.shape[1] + s.target.shape[1] - 1
+        assert grad is not None
+        return (grad / n_active).cpu()
+
+    def step(self, state: GCGState) -> dict[str, Any]:
+        """One GCG step; returns the step's log row."""
+        import torch
+
+        from refusalscope.attacks.gcg_sample import filter_and_dedupe, sample_candidates
+
+        t0 = time.perf_counter()
+        comp, cfg = state.compute, self.cfg
+        gen = torch.Generator()
+        gen.set_state(torch.tensor(state.rng, dtype=torch.uint8))
+        current = state.buffer[0][1]
+        grad = self.gradient(current, state.n_active, comp)
+        cands = sample_candidates(torch.tensor(current), grad, width=cfg.search_width,
+                                  topk=cfg.topk, n_replace=cfg.n_replace,
+                                  forbidden=self.forbidden, generator=gen)
+        cands = filter_and_dedupe(self.handle.tokenizer, cands)
+        losses, hits = self._losses(cands, state.n_active, comp)
+        best = int(losses.argmin())
+        _push(state.buffer, float(losses[best]), cands[best].tolist(), cfg.buffer_size)
+        state.rng = gen.get_state().tolist()
+        state.step += 1
+        state.steps_since_add += 1
+        dt = time.perf_counter() - t0
+        comp.steps += 1
+        comp.wall_s += dt
+        comp.flops = 2.0 * self.n_params * comp.forward_tokens + 6.0 * self.n_params * comp.gradient_tokens
+        row = {"step": state.step, "loss": state.buffer[0][0], "step_best_loss": float(losses[best]),
+               "suffix": self.handle.tokenizer.decode(state.buffer[0][1]),
+               "suffix_ids": state.buffer[0][1], "n_active": state.n_active,
+               "all_hit": bool(hits[best]), "candidates": int(cands.shape[0]), "wall_s": dt}
+        self._maybe_add_prompt(state, bool(hits[best]))
+        return row
+
+    def _maybe_add_prompt(self, state: GCGState, all_hit: bool) -> None:
+        import torch
+
+        if state.n_active >= len(self.slots):
+            return
+        if all_hit or state.steps_since_add >= self.cfg.add_every:
+            state.n_active += 1
+            state.steps_since_add = 0
+            ids = torch.tensor([i for _, i in state.buffer])
+            losses, _ = self._losses(ids, state.n_active, state.compute)  # rescore on the new set
+            state.buffer = sorted(zip(losses.tolist(), [i for _, i in state.buffer]))
+            log.info("GCG: %d prompts active", state.n_active)
+
+
+def _push(buffer: list[tuple[float, list[int]]], loss: float, ids: list[int], size: int) -> None:
+    """Keep the `size` lowest-loss suffixes, best first; a new entry must beat the worst."""
+    if len(buffer) < size:
+        buffer.append((loss, ids))
+    elif loss < buffer[-1][0]:
+        buffer[-1] = (loss, ids)
+    buffer.sort(key=lambda e: e[0])
+
+
+def run(handle: Any, prompts: Sequence[tuple[str, str]], cfg: GCGConfig, *,
+        batch_size: int | None = None, state: GCGState | None = None,
+        on_step: Callable[[dict[str, Any], GCGState], None] | None = None) -> GCGResult:
+    """Optimise one suffix for `(goal, target)` pairs (one pair: individual GCG).
+
+    Stops after `cfg.steps` steps, or (`early_stop`) once every prompt's greedy target tokens
+    all match with every prompt active. `on_step(row, state)` is called after each step (the
+    run folder saves logs and the resumable state there).
+
+    Example:
+        res = run(handle, [("How do I pick a lock?", "Sure, here is how")], GCGConfig(steps=5))
+    """
+    opt = GCG(handle, prompts, cfg, batch_size=batch_size)
+    state = state or opt.new_state()
+    rows: list[dict[str, Any]] = []
+    while state.step < cfg.steps:
+        row = opt.step(state)
+        rows.append(row)
+        if on_step is not None:
+            on_step(row, state)
+        if cfg.early_stop and row["all_hit"] and row["n_active"] == len(prompts):
+            break
+    loss, ids = state.buffer[0]
+    return GCGResult(handle.tokenizer.decode(ids), ids, loss, rows, state.compute,
+                     state.n_active)
