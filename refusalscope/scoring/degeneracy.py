@@ -94,7 +94,8 @@ def repetition_rate(words: Sequence[str], n: int = NGRAM) -> float:
     """`1 - distinct/total` over word n-grams; 0.0 with fewer than `MIN_NGRAMS` n-grams.
 
     Example:
-        repetition_rate("1 sure here is how 2 sure here is how 3 sure here is how".split(), 2)  # 7/11
+        words = "1 sure here is how 2 sure here is how 3 sure here is how".split()
+        repetition_rate(words, 2)  # 1 - 4/11: the numbers are skipped
     """
     words = [w for w in words if not w.isdigit()]
     grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]

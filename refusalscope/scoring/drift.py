@@ -107,8 +107,8 @@ def load_embedder(spec: str | None = None) -> Embedder:
     """
     if spec is None or spec in _DEFAULT_ALIASES:
         folder = _minilm_folder()
-        return _load(folder, DEFAULT_EMBEDDER, f"{MINILM_WHEEL}@{MINILM_FILES['model.safetensors'][:12]}",
-                     MINILM_WHEEL)
+        version = f"{MINILM_WHEEL}@{MINILM_FILES['model.safetensors'][:12]}"
+        return _load(folder, DEFAULT_EMBEDDER, version, MINILM_WHEEL)
     path = Path(spec).expanduser()
     if path.is_dir():
         if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
