@@ -123,13 +123,19 @@ def load_embedder(spec: str | None = None) -> Embedder:
 
 def _load(where: Path | str, name: str, version: str, source: str) -> Embedder:
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
 
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a 22M-parameter load needs no progress bar on stderr
     try:
         model = SentenceTransformer(str(where), device="cpu", trust_remote_code=False)
     except Exception as e:  # hub lookups offline, missing files, unknown architectures
         raise UserError(f"unknown or unloadable embedder {source!r} ({type(e).__name__}); "
                         f"use {DEFAULT_EMBEDDER}, a local sentence-transformers folder or a "
                         "reachable hub id") from None
+    finally:
+        if bar:
+            hf_logging.enable_progress_bar()
     return Embedder(name=name, version=version, source=source, model=model)
 
 
