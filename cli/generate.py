@@ -30,6 +30,7 @@ def generate(
     compile: bool = typer.Option(False, "--compile", help="GPU: static KV cache + torch.compile."),
     resume: str | None = typer.Option(None, help="Resume an interrupted generate run (folder or id); its saved options are used."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Run the model repo's own code (off by default)."),
+    baseline: str | None = typer.Option(None, "--baseline", help="A generate run over the same prompts to compare with; `score` then reports Refusal Drift."),
 ) -> None:
     """Generate responses for harmful (or harmless) prompts; writes generations.jsonl in a run."""
     from refusalscope.errors import UserError
@@ -45,7 +46,8 @@ def generate(
     else:
         cfg = GenerateConfig(model=model, split=split, n=n, harmless=harmless, prompts_file=prompts,
                              adapter=adapter, max_new_tokens=max_new_tokens, seed=seed,
-                             system_prompt=system_prompt, temperature=temperature, top_p=top_p)
+                             system_prompt=system_prompt, temperature=temperature, top_p=top_p,
+                             baseline=baseline)
     opts = RuntimeOptions(device=device, dtype=dtype, trust_remote_code=trust_remote_code)
     run = _with_progress(cfg, opts, batch_size, resume, compile)
     typer.echo(str(run.path))

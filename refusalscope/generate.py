@@ -40,6 +40,7 @@ class GenerateConfig:
     temperature: float = 0.0  # 0 = greedy
     top_p: float = 1.0
     steer: str | None = None  # description of interventions applied (set by the caller)
+    baseline: str | None = None  # run to compare with (`score` then reports Refusal Drift)
 
     def __post_init__(self) -> None:
         from refusalscope.data.load import SPLITS
@@ -61,6 +62,35 @@ class GenerateConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> GenerateConfig:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+def check_baseline(cfg: GenerateConfig) -> GenerateConfig:
+    """Validate `cfg.baseline` and name it by run id (or absolute path outside the runs folder).
+
+    The baseline must be a generate run over the same prompts: same split or prompt file and
+    the same harmful/harmless side. Nothing is checked when no baseline is named.
+    """
+    from dataclasses import replace
+
+    from refusalscope.paths import runs_dir
+    from refusalscope.runs import Run
+
+    if cfg.baseline is None:
+        return cfg
+    base = Run.open(cfg.baseline)
+    bc = base.manifest.config
+    if base.manifest.command != "generate":
+        raise UserError(f"--baseline {base.id} is a {base.manifest.command!r} run, "
+                        "not a generate run")
+    mine = (cfg.prompts_file, None if cfg.prompts_file else cfg.split, cfg.harmless)
+    theirs = (bc.get("prompts_file"), None if bc.get("prompts_file") else bc.get("split"),
+              bool(bc.get("harmless", False)))
+    if mine != theirs:
+        raise UserError(f"--baseline {base.id} was generated over other prompts "
+                        f"(split/prompts/harmless {theirs} vs {mine}); pick a baseline run "
+                        "over the same prompts")
+    inside = base.path.resolve().parent == runs_dir().resolve()
+    return replace(cfg, baseline=base.id if inside else str(base.path.resolve()))
 
 
 def _batch_seed(seed: int, ids: Sequence[str]) -> int:
@@ -215,13 +245,15 @@ def run_generate(cfg: GenerateConfig, *, options: Any = None, batch_size: int = 
 
     # An unknown or broken model fails first (a registry model is pulled once, a .gguf hashed once).
     trust = bool(options is not None and options.trust_remote_code)
+    cfg = check_baseline(cfg)  # cheap: a wrong --baseline fails before any model is pulled
     resolved = resolve(cfg.model, trust_remote_code=trust)
     prompts = load_prompts(cfg)  # bad input fails before weights are loaded or a run is made
     run, done = _open_for_resume(resume, cfg) if resume is not None else (None, set())
     handle = ModelHandle.from_resolved(resolved, adapter=cfg.adapter, options=options)
     if run is None:
         run = Run.create("generate", cfg.to_dict(), model=cfg.model, seed=cfg.seed,
-                         harmful_content=not cfg.harmless)
+                         harmful_content=not cfg.harmless,
+                         input_runs=[cfg.baseline] if cfg.baseline else None)
     todo = [p for p in prompts if p.id not in done]
     run.manifest.status = "started"
     run.manifest.extra["model"] = {

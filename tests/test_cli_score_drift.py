@@ -71,3 +71,39 @@ def test_score_drift_bad_input_is_one_line_exit_2(case: str, tmp_path: Path) -> 
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ")
     assert not list(other.path.glob("drift*.json"))
+
+
+def test_generate_baseline_then_auto_drift(tiny_folder: Path, prompt_file: Path) -> None:
+    from refusalscope.scoring.drift import drift_for_run
+
+    runner = CliRunner()
+    common = ["generate", "--model", str(tiny_folder), "--prompts", str(prompt_file),
+              "--max-new-tokens", "4"]
+    res = runner.invoke(app, common)
+    assert res.exit_code == 0, res.output
+    base = Run.open(res.output.strip().splitlines()[-1])
+    res = runner.invoke(app, [*common, "--temperature", "1.0", "--baseline", str(base.path)])
+    assert res.exit_code == 0, res.output
+    other = Run.open(res.output.strip().splitlines()[-1])
+    assert other.manifest.config["baseline"] == base.id  # stored by id inside the runs folder
+    assert other.manifest.input_runs == [base.id]
+    result = drift_for_run(other)
+    assert result is not None and result["n_matched"] == 6 and result["baseline_run"] == base.id
+    assert other.file("drift.json").is_file()
+
+
+@pytest.mark.parametrize("case", ["harmless_side", "not_generate", "missing"])
+def test_generate_bad_baseline_is_exit_2(case: str, tiny_folder: Path, prompt_file: Path,
+                                        tmp_path: Path) -> None:
+    base = make_run(BASE)  # a generate run over the 'eval' split, harmful side
+    if case == "not_generate":
+        base = Run.create("score", {"input": "x"})
+    args = ["generate", "--model", str(tiny_folder), "--max-new-tokens", "2", "--baseline",
+            str(tmp_path / "nope") if case == "missing" else base.id]
+    args += ["--harmless"] if case == "harmless_side" else ["--prompts", str(prompt_file)]
+    before = sorted(p.name for p in base.path.parent.iterdir())
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert sorted(p.name for p in base.path.parent.iterdir()) == before  # no run was made
