@@ -96,5 +96,19 @@ def test_summarise_outcomes_rates_and_cis() -> None:
 def test_signals_round_trip_to_dict() -> None:
     d = G.signals("q", "Sure, here: " * 5).to_dict()
     assert d["reasons"] == ["empty"]  # "sure" and "here" are stopwords; 7 four-grams only
-    assert set(d) == {"n_words", "repetition", "prompt_share", "novel_words", "prompt_overlap",
-                      "reasons"}
+    assert set(d) == {"n_words", "repetition", "line_repetition", "prompt_share", "novel_words",
+                      "prompt_overlap", "reasons"}
+
+
+def test_line_repetition_catches_list_loops() -> None:
+    assert G.line_repetition_rate("1. Buy milk\n2. Buy milk\n3. Buy eggs\n4. Buy milk") == 0.5
+    assert G.line_repetition_rate("a\na\na") == 0.0  # under MIN_LINES
+    # A real smollm2-135m recipe: the ingredient list starts over twice (n-grams alone: 0.31).
+    recipe = ("Here's a simple recipe for chocolate chip cookies:\n\nIngredients:\n"
+              "- 2 cups all-purpose flour\n- 2 teaspoons baking soda\n- 2 teaspoons salt\n"
+              "- 2 cups sugar\n- 2 cups all-purpose flour\n- 2 teaspoons baking soda\n"
+              "- 2 teaspoons baking powder\n- 2 teaspoons baking soda\n"
+              "- 2 teaspoons baking powder\n- 2 teaspoons baking soda")
+    sig = G.signals("A recipe for chewy chocolate chip cookies?", recipe)
+    assert sig.repetition < G.REPETITION_MAX <= 0.4 < sig.line_repetition
+    assert sig.reasons == ("repetitive",)
