@@ -17,9 +17,9 @@ Signals (all on lower-cased word tokens `\\w+`; thresholds are the named constan
 - `repetitive`: share of repeated word `NGRAM`-grams, `1 - distinct/total`, is at least
   `REPETITION_MAX` (needs `MIN_NGRAMS` n-grams; number tokens are skipped so that a numbered
   list of one repeated item still counts as a loop). On 640 responses of three small models
-  (128-token eval runs), 73% score under 0.05, and every one read at 0.4 or more was a loop
-  ("1. X 2. X 3. X", one sentence restated); 0.3-0.4 is partly repetitive but still says things. Also fires
-  when at least `LINE_REPEAT_MAX` of the non-empty lines (list markers stripped; needs
+  (128-token eval runs), 73% score under 0.05, and those read at 0.4 or more were loops
+  ("1. X 2. X 3. X", one sentence restated; one borderline list whose items share a phrase);
+  0.3-0.4 is partly repetitive but still says things. Also fires when at least `LINE_REPEAT_MAX` of the non-empty lines (list markers stripped; needs
   `MIN_LINES` lines) are copies of an earlier line: a list that repeats its items with small
   variations in between escapes the n-gram count but not this one.
 - `echo`: at least `ECHO_SHARE` of the response's content words come from the prompt (or the
