@@ -213,3 +213,33 @@ def summarise_outcomes(outcomes: Sequence[str], spec: BootstrapSpec | None = Non
     out["bootstrap"] = spec.to_dict()
     out["degeneracy_version"] = DEGENERACY_VERSION
     return out
+
+
+def outcomes_by_label(items: Sequence[Any], refused: Sequence[bool],
+                      spec: BootstrapSpec | None = None,
+                      targets: Sequence[str | None] | None = None) -> dict[str, Any]:
+    """Per-row outcomes and per-class summaries for scored items (`.prompt`, `.response`,
+    `.label` as in `scoring.inputs.Item`).
+
+    Returns `{"rows": [{"outcome", "degeneracy": [reasons]}, ...] (in item order),
+    "by_label": {"harmful": summarise_outcomes(...), "harmless": ...}, "reasons": {reason:
+    count}}`; a class absent from the items is left out of `by_label`.
+
+    Example:
+        out = outcomes_by_label(loaded.items, [lab.refused for lab in labels])
+        out["by_label"]["harmful"]["complied"]["rate"]  # substantive-compliance rate
+    """
+    pairs = classify([it.prompt for it in items], [it.response for it in items], refused,
+                     targets)
+    rows = [{"outcome": o, "degeneracy": list(sig.reasons)} for o, sig in pairs]
+    by_label: dict[str, Any] = {}
+    for cls in ("harmful", "harmless"):
+        group = [o for it, (o, _) in zip(items, pairs, strict=True) if it.label == cls]
+        if group:
+            by_label[cls] = summarise_outcomes(group, spec)
+    reasons: dict[str, int] = {}
+    for _, sig in pairs:
+        for r in sig.reasons:
+            reasons[r] = reasons.get(r, 0) + 1
+    return {"rows": rows, "by_label": by_label, "reasons": dict(sorted(reasons.items())),
+            "degeneracy_version": DEGENERACY_VERSION}
