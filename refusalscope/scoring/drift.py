@@ -11,8 +11,8 @@ sha256-checked). A local sentence-transformers folder or a hub id also works on 
 have one. Remote code is never trusted.
 
 Embeddings are cached per run as `embeddings.<embedder>.npy` (float32 `[n, d]`) beside a JSON
-index (`ids`, each response's sha256, embedder name and version): a second drift against the
-same run encodes nothing. The cache is read with `allow_pickle=False`.
+index (`ids`, each response's sha256, embedder name and version, the matrix file's sha256): a
+second drift against the same run encodes nothing. The cache is read with `allow_pickle=False`.
 """
 
 from __future__ import annotations
@@ -201,8 +201,13 @@ def cached_embeddings(run: Run, items: Sequence[Item], embedder: Embedder) -> np
     if npy.is_file() and idx.is_file():
         try:
             index = json.loads(idx.read_text(encoding="utf-8"))
-            mat = np.load(npy, allow_pickle=False)
-            if index.get("embedder_version") == embedder.version and len(index["ids"]) == len(mat):
+            blob = npy.read_bytes()
+            mat = np.load(io.BytesIO(blob), allow_pickle=False)
+            # The two files are replaced one after the other: the index names the matrix it
+            # belongs to, so a reader between the two writes ignores the pair.
+            if (index.get("embedder_version") == embedder.version
+                    and index.get("npy_sha256") == hashlib.sha256(blob).hexdigest()
+                    and len(index["ids"]) == len(mat)):
                 known = {(i, h): mat[k] for k, (i, h) in
                          enumerate(zip(index["ids"], index["text_sha256"], strict=True))}
         except (OSError, ValueError, KeyError, json.JSONDecodeError):
@@ -223,9 +228,10 @@ def _write_cache(npy: Path, idx: Path, known: dict[tuple[str, str], np.ndarray],
     keys = sorted(known)
     buf = io.BytesIO()
     np.save(buf, np.stack([known[k] for k in keys]).astype(np.float32), allow_pickle=False)
-    # Index last: a reader checks that the index and the matrix have the same length.
-    atomic_write_bytes(npy, buf.getvalue())
+    blob = buf.getvalue()
+    atomic_write_bytes(npy, blob)
     atomic_write_json(idx, {"embedder": embedder.name, "embedder_version": embedder.version,
+                            "npy_sha256": hashlib.sha256(blob).hexdigest(),
                             "ids": [k[0] for k in keys], "text_sha256": [k[1] for k in keys]})
 
 
