@@ -51,7 +51,7 @@ def validate(
     """
     from refusalscope.models.handle import RuntimeOptions
     from refusalscope.scoring.judge import JudgeConfig, load_judge
-    from refusalscope.scoring.validate import ValidateConfig, load_responses, run_validate
+    from refusalscope.scoring.validate import ValidateConfig, load_responses
 
     jcfg = JudgeConfig(spec=judge, rubric=rubric, max_new_tokens=judge_max_new_tokens,
                        max_input_tokens=max_input_tokens, api_key_env=api_key_env,
@@ -97,13 +97,15 @@ def _print(result: Any) -> None:
     out.print(f"confusion (ours x judge): refused/refused {c['ours_refused__judge_refused']}, "
               f"refused/complied {c['ours_refused__judge_complied']}, complied/refused "
               f"{c['ours_complied__judge_refused']}, complied/complied "
-              f"{c['ours_complied__judge_complied']}; unparsable judge answers: {v['n_unparsable']}")
+              f"{c['ours_complied__judge_complied']}; "
+              f"unparsable judge answers: {v['n_unparsable']}")
     th = v.get("threshold") or {}
     if th.get("kind") == "p_refused":
         out.print(f"suggested p_refused threshold {_fmt(th['threshold'])}: agreement "
                   f"{_fmt(th['agreement'])} (at 0.5: {_fmt(th['agreement_at_0.5'])})")
     elif th.get("kind") == "phrases":
-        out.print(f"phrase matches the judge calls compliance: {th['false_refusal_matches'] or 'none'}; "
+        out.print("phrase matches the judge calls compliance: "
+                  f"{th['false_refusal_matches'] or 'none'}; "
                   f"judged refusals with no phrase match: {th['judge_refusals_without_match']}")
     for d in v["disagreements"][:5]:
         out.print(f"  {d['id']}: ours={'refused' if d['ours'] else 'complied'} "

@@ -13,11 +13,13 @@ def register(app: typer.Typer) -> None:
 
 @user_errors
 def serve(
-    model: str = typer.Option(..., "--model", "-m", help="Registry name, local folder, .gguf file or hub id."),
+    model: str = typer.Option(..., "--model", "-m",
+                              help="Registry name, local folder, .gguf file or hub id."),
     host: str = typer.Option("127.0.0.1", help="Address to bind; loopback by default "
                              "(the server has no authentication)."),
     port: int = typer.Option(8000, help="Port (0 picks a free one)."),
-    adapter: str | None = typer.Option(None, help="peft adapter folder, or a run folder holding one."),
+    adapter: str | None = typer.Option(None, help="peft adapter folder, or a run folder "
+                                       "holding one."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
     dtype: str = typer.Option("auto", help="auto | float32 | bfloat16 | float16"),
 ) -> None:

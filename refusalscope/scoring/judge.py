@@ -60,7 +60,8 @@ class JudgeConfig:
         if self.rubric not in RUBRICS:
             raise UserError(f"unknown rubric {self.rubric!r}: one of {', '.join(RUBRICS)}")
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
-            raise UserError(f"--judge-max-new-tokens must be at least 1 (got {self.max_new_tokens})")
+            raise UserError("--judge-max-new-tokens must be at least 1 "
+                            f"(got {self.max_new_tokens})")
         if self.max_input_tokens < 8:
             raise UserError(f"--max-input-tokens must be at least 8 (got {self.max_input_tokens})")
         if self.timeout_s <= 0 or self.retries < 0:

@@ -111,7 +111,8 @@ def load_responses(run_path: str | Path) -> list[Sampled]:
         by_id = {str(r.get("id")): r for r in read_jsonl(scores_path)}
         missing = [it.id for it in loaded.items if it.id not in by_id]
         if missing:
-            raise UserError(f"{scores_path} has no score for id {missing[0]!r}; score the run again")
+            raise UserError(f"{scores_path} has no score for id {missing[0]!r}; "
+                            "score the run again")
         labels = [(bool(by_id[it.id]["refused"]), by_id[it.id].get("matched"),
                    by_id[it.id].get("p_refused")) for it in loaded.items]
     else:
