@@ -126,25 +126,12 @@ class GCG:
         self.handle, self.cfg, self.batch_size = handle, cfg, batch_size
         self.model = handle.model
         self.embed_w = handle.base_model.get_input_embeddings().weight.detach()
-        self.init_ids = self._init_ids()
+        self.init_ids = initial_suffix(handle.tokenizer, cfg)
         self.slots = [build_slots(handle, g, t, self.init_ids, system) for g, t in prompts]
         self.caches = [PrefixCache(self.model, s.prefix, handle.config) for s in self.slots]
         self.forbidden = forbidden_tokens(handle.tokenizer, self.embed_w.shape[0],
                                           cfg.allow_non_ascii)
         self.n_params = handle.n_params()
-
-    def _init_ids(self) -> list[int]:
-        tok = self.handle.tokenizer
-        ids = tok(" ".join([self.cfg.init_char] * self.cfg.suffix_len),
-                  add_special_tokens=False)["input_ids"]
-        if len(ids) != self.cfg.suffix_len:  # no " x" token: try one token repeated
-            one = tok(self.cfg.init_char, add_special_tokens=False)["input_ids"]
-            again = tok(tok.decode(one * self.cfg.suffix_len), add_special_tokens=False)
-            ids = one * self.cfg.suffix_len if again["input_ids"] == one * self.cfg.suffix_len else ids
-        if len(ids) != self.cfg.suffix_len:
-            raise UserError(f"initial suffix of {self.cfg.suffix_len} x {self.cfg.init_char!r} "
-                            f"tokenises to {len(ids)} tokens; pick another init character")
-        return ids
 
     def new_state(self) -> GCGState:
         import torch
@@ -178,7 +165,7 @@ class GCG:
         return (total / n_active).cpu(), hit.cpu()
 
     def gradient(self, ids: list[int], n_active: int, comp: Compute) -> Any:
-        """Mean over active prompts of d loss / d one-hot(suffix), `[L, V]` on the CPU."""
+        """Mean over active prompts of d loss / d one-hot(suffix), `[L, V]` on the model's device."""
         import torch
 
         from refusalscope.attacks.gcg_loss import suffix_gradient
@@ -191,7 +178,7 @@ class GCG:
             comp.backward_passes += 1
             comp.gradient_tokens += len(ids) + s.tail.shape[1] + s.target.shape[1] - 1
         assert grad is not None
-        return (grad / n_active).cpu()
+        return grad / n_active
 
     def step(self, state: GCGState) -> dict[str, Any]:
         """One GCG step; returns the step's log row."""
@@ -238,6 +225,23 @@ class GCG:
             losses, _ = self._losses(ids, state.n_active, state.compute)  # rescore on the new set
             state.buffer = sorted(zip(losses.tolist(), [i for _, i in state.buffer]))
             log.info("GCG: %d prompts active", state.n_active)
+
+
+def initial_suffix(tokenizer: Any, cfg: GCGConfig) -> list[int]:
+    """`suffix_len` ids of " x x x ..." (or one token repeated, if that round-trips instead).
+
+    The suffix follows the goal directly, so its own first token carries the separating space.
+    """
+    n, ch = cfg.suffix_len, cfg.init_char
+    ids = tokenizer((" " + ch) * n, add_special_tokens=False)["input_ids"]
+    if len(ids) != n:  # no " x" token: try one token repeated
+        one = tokenizer(ch, add_special_tokens=False)["input_ids"]
+        again = tokenizer(tokenizer.decode(one * n), add_special_tokens=False)["input_ids"]
+        ids = one * n if again == one * n else ids
+    if len(ids) != n:
+        raise UserError(f"initial suffix of {n} x {ch!r} tokenises to {len(ids)} tokens; "
+                        "pick another init character")
+    return ids
 
 
 def _push(buffer: list[tuple[float, list[int]]], loss: float, ids: list[int], size: int) -> None:

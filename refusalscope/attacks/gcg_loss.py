@@ -44,7 +44,7 @@ def build_slots(handle: Any, goal: str, target: str, suffix_ids: list[int],
     if not target.strip():
         raise UserError("the GCG target is empty: give a reply prefix such as 'Sure, here is'")
     tok = handle.tokenizer
-    text = handle.format_prompt(f"{goal} {SUFFIX_MARK}", system)
+    text = handle.format_prompt(f"{goal}{SUFFIX_MARK}", system)
     if text.count(SUFFIX_MARK) != 1:
         raise UserError("the chat template does not keep the user text verbatim; GCG needs it")
     before, after = text.split(SUFFIX_MARK)
@@ -99,9 +99,12 @@ def _target_loss(logits: Any, target: Any) -> tuple[Any, Any]:
 
     b = logits.shape[0]
     tgt = target.expand(b, -1)
-    lf = logits.float()
-    ce = torch.nn.functional.cross_entropy(lf.transpose(1, 2), tgt, reduction="none")
-    return ce.mean(-1), (lf.argmax(-1) == tgt).all(-1)
+    picked = logits.gather(-1, tgt[..., None])[..., 0].float()
+    # log-normaliser in float32, a few rows at a time: a float copy of [B, T, V] bf16 logits
+    # would cost more memory traffic than the lm_head itself
+    step = max(1, (1 << 27) // max(1, logits.shape[1] * logits.shape[2]))
+    lse = torch.cat([logits[i:i + step].float().logsumexp(-1) for i in range(0, b, step)])
+    return (lse - picked).mean(-1), (logits.argmax(-1) == tgt).all(-1)
 
 
 def candidate_losses(model: Any, slots: PromptSlots, cache: PrefixCache, cands: Any,

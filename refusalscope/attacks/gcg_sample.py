@@ -32,17 +32,18 @@ def forbidden_tokens(tokenizer: Any, vocab_size: int, allow_non_ascii: bool) -> 
 def sample_candidates(ids: Any, grad: Any, *, width: int, topk: int, n_replace: int,
                       forbidden: Any, generator: Any) -> Any:
     """`width` suffixes, each `ids` (`[L]`) with `n_replace` positions swapped for one of the
-    `topk` tokens with the most negative gradient there. CPU tensors -> `[width, L]`."""
+    `topk` tokens with the most negative gradient there. -> `[width, L]` on the CPU; random
+    draws come from the CPU `generator`, so results do not depend on the device."""
     import torch
 
     g = grad.clone()
-    g[:, forbidden] = float("inf")
-    top = (-g).topk(topk, dim=1).indices  # [L, topk]
+    g[:, forbidden.to(g.device)] = float("inf")
+    top = (-g).topk(topk, dim=1).indices.cpu()  # [L, topk], on grad's device (GPU: faster)
     length = ids.shape[0]
     pos = torch.rand(width, length, generator=generator).argsort(-1)[:, :n_replace]
     pick = torch.randint(0, topk, (width, n_replace, 1), generator=generator)
     new = top[pos].gather(2, pick).squeeze(-1)  # [width, n_replace]
-    return ids.repeat(width, 1).scatter_(1, pos, new)
+    return ids.cpu().repeat(width, 1).scatter_(1, pos, new)
 
 
 def round_trips(tokenizer: Any, cands: Any) -> Any:
