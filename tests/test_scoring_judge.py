@@ -172,3 +172,30 @@ def test_real_small_model_judge_http_equals_local(real_home: Path) -> None:
     assert all(j.raw.strip() for j in remote)
     for j in remote:  # parsed or recorded as unparsable, never anything in between
         assert (j.verdict.refused is None) == (j.verdict.error is not None)
+
+
+def test_check_accepts_404_but_not_401(monkeypatch: pytest.MonkeyPatch) -> None:
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            code = 401 if "Bearer" in (self.headers.get("Authorization") or "") else 404
+            self.send_response(code)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    try:
+        HttpJudge(url, "m").check()  # 404 on /models: reachable, fine
+        monkeypatch.setenv("RS_TEST_BAD_KEY", "sk-wrong")
+        with pytest.raises(UserError, match="HTTP 401") as e:
+            HttpJudge(url, "m", api_key_env="RS_TEST_BAD_KEY", retries=3).check()
+        assert "sk-wrong" not in str(e.value)
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -133,6 +133,14 @@ class LocalJudge:
         return out
 
 
+class EndpointError(UserError):
+    """An HTTP judge request failed; `status` is the HTTP code, None if nothing answered."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
 class HttpJudge:
     """An OpenAI-compatible `/chat/completions` endpoint, called with urllib (greedy).
 
@@ -164,7 +172,7 @@ class HttpJudge:
         if self._key:
             headers["Authorization"] = f"Bearer {self._key}"
         data = json.dumps(body).encode() if body is not None else None
-        last = ""
+        last, status = "", None
         for attempt in range(self.retries + 1):
             if attempt:
                 time.sleep(min(0.5 * 2 ** (attempt - 1), 4.0))
@@ -174,20 +182,27 @@ class HttpJudge:
                 with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
                     return json.loads(resp.read().decode("utf-8"))
             except urllib.error.HTTPError as e:
-                last = f"HTTP {e.code} {e.reason}"
+                last, status = f"HTTP {e.code} {e.reason}", e.code
                 if e.code != 429 and e.code < 500:
                     break
             except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
                 reason = getattr(e, "reason", e)
-                last = f"unreachable ({reason})"
+                last, status = f"unreachable ({reason})", None
             except (json.JSONDecodeError, UnicodeDecodeError):
                 raise UserError(f"judge endpoint {url} did not answer JSON") from None
             log.info("judge request to %s failed (%s), attempt %d", url, last, attempt + 1)
-        raise UserError(f"judge endpoint {url}: {last}")
+        raise EndpointError(f"judge endpoint {url}: {last}", status)
 
     def check(self) -> None:
-        """Fail early (before any run is created) if the endpoint cannot be reached."""
-        self._request("/models", None)
+        """Fail early (before any run is created) if the endpoint cannot be reached.
+
+        A 404 (some servers have no `/models`) still proves the server is there.
+        """
+        try:
+            self._request("/models", None)
+        except EndpointError as e:
+            if e.status != 404:
+                raise
 
     def truncate(self, text: str, n_tokens: int) -> str:
         n = n_tokens * CHARS_PER_TOKEN
