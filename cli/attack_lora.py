@@ -30,7 +30,7 @@ def lora(
     target_kind: str = typer.Option("auto", "--target-kind", help="auto | advbench-target | full-response"),
     data: str | None = typer.Option(None, "--data", help="A CSV/JSONL/parquet file of prompt, response pairs (full compliant responses)."),
     grad_checkpointing: bool = typer.Option(False, "--grad-checkpointing", help="Recompute activations in backward (less memory, ~1/3 more compute)."),
-    save_every: int = typer.Option(0, "--save-every", help="Checkpoint every k steps for --resume (0: never)."),
+    save_every: int = typer.Option(8, "--save-every", help="Checkpoint every k steps for --resume (0: never)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
     dtype: str = typer.Option("auto", help="auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16"),
     resume: str | None = typer.Option(None, help="Continue an interrupted attack-lora run (folder or id)."),

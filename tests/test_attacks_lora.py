@@ -216,3 +216,33 @@ def test_split_pairs_are_attack_train_targets(real_home):
     n = sum(1 for p in load_split("attack-train") if p.target)
     with pytest.raises(UserError, match=f"more than the {n} pairs in the attack-train split"):
         load_pairs(n + 1)
+
+
+def test_grad_checkpointing_same_loss_and_grads():
+    grads = []
+    for gc in (False, True):
+        h = tiny_handle("qwen2")
+        model = attach_lora(h.model, LoraAttackConfig(model="x", grad_checkpointing=gc))
+        model.train()
+        loss = response_loss(model, _batch(h))
+        loss.backward()
+        grads.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()
+                                      if p.requires_grad}))
+    torch.testing.assert_close(grads[1][0], grads[0][0])
+    for n, g in grads[0][1].items():
+        torch.testing.assert_close(grads[1][1][n], g, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_real_model_one_step(real_home, tmp_path):
+    """smollm2-135m: one step on 4 attack-train pairs; the saved adapter loads for generation."""
+    from refusalscope.models.handle import ModelHandle
+
+    cfg = LoraAttackConfig(model="smollm2-135m", n_data=4, steps=1, batch_size=2, max_len=64)
+    h = ModelHandle.load(cfg.model)
+    run = Run.create("attack-lora", cfg.to_dict(), model=cfg.model, root=tmp_path)
+    compute = train(h, load_pairs(4), cfg, run)
+    assert compute["trainable_params"] == 921600  # 30 layers x r8 x (2*(576+576) + 2*(576+192))
+    assert 0 < compute["response_tokens_seen"] < compute["tokens_seen"]
+    attacked = ModelHandle.load(cfg.model, adapter=run.path)
+    assert attacked.adapter is not None

@@ -16,6 +16,7 @@ import logging
 import os
 import random
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -57,7 +58,7 @@ class LoraAttackConfig:
     grad_checkpointing: bool = False
     target_kind: str = "auto"  # auto | advbench-target | full-response
     data_file: str | None = None  # user pairs (prompt, response columns)
-    save_every: int = 0  # checkpoint every k steps for --resume (0: never)
+    save_every: int = 8  # checkpoint every k steps for --resume (0: never)
 
     def __post_init__(self) -> None:
         for name in ("n_data", "steps", "rank", "batch_size"):
@@ -116,7 +117,9 @@ def attach_lora(model: Any, cfg: LoraAttackConfig) -> Any:
     torch.manual_seed(cfg.seed)
     lcfg = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
                       target_modules=targets, bias="none", task_type="CAUSAL_LM")
-    peft_model = get_peft_model(model, lcfg)
+    with warnings.catch_warnings():  # peft asks a deprecated transformers property
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+        peft_model = get_peft_model(model, lcfg)
     if cfg.grad_checkpointing:
         peft_model.get_base_model().gradient_checkpointing_enable(
             gradient_checkpointing_kwargs={"use_reentrant": False})
