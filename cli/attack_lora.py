@@ -27,7 +27,7 @@ def lora(
     target_modules: str | None = typer.Option(None, "--target-modules", help="Comma list of module names (default: attention q,k,v,o projections)."),
     batch_size: int = typer.Option(4, "--batch-size"),
     max_len: int = typer.Option(256, "--max-len", help="Max tokens per example (prompt + response)."),
-    target_kind: str = typer.Option("auto", "--target-kind", help="auto | advbench-target | full-response"),
+    target_kind: str = typer.Option("auto", "--target-kind", help="auto (full responses, then AdvBench targets) | full-response | advbench-target"),
     data: str | None = typer.Option(None, "--data", help="A CSV/JSONL/parquet file of prompt, response pairs (full compliant responses)."),
     grad_checkpointing: bool = typer.Option(False, "--grad-checkpointing", help="Recompute activations in backward (less memory, ~1/3 more compute)."),
     save_every: int = typer.Option(8, "--save-every", help="Checkpoint every k steps for --resume (0: never)."),

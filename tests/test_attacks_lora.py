@@ -199,8 +199,6 @@ def test_pair_file_and_sizes(tmp_path):
     assert a == b[:3]
     with pytest.raises(UserError, match="--n-data 6 is more than the 5 pairs"):
         load_pairs(6, data_file=str(f))
-    with pytest.raises(UserError, match="no full compliant responses"):
-        load_pairs(3, target_kind="full-response")
     bad = tmp_path / "bad.csv"
     bad.write_text("prompt,target\na,b\n")
     with pytest.raises(UserError, match="missing: response"):
@@ -210,12 +208,27 @@ def test_pair_file_and_sizes(tmp_path):
 def test_split_pairs_are_attack_train_targets(real_home):
     from refusalscope.data.load import load_split
 
-    pairs = load_pairs(8, seed=0)
+    pairs = load_pairs(8, seed=0, target_kind="advbench-target")
     train_ids = {p.id for p in load_split("attack-train")}
     assert all(p.id in train_ids and p.response.startswith("Sure") for p in pairs)
     n = sum(1 for p in load_split("attack-train") if p.target)
     with pytest.raises(UserError, match=f"more than the {n} pairs in the attack-train split"):
-        load_pairs(n + 1)
+        load_pairs(n + 1, target_kind="advbench-target")
+
+
+def test_full_responses_avoid_eval_and_come_first(real_home):
+    from refusalscope.attacks.pairs import _norm, pyrit_full_responses
+    from refusalscope.data.load import load_split
+
+    full = pyrit_full_responses()
+    assert len(full) == 190  # 191 rated compliant, one objective is an eval prompt
+    eval_prompts = {_norm(p.prompt) for p in load_split("eval")}
+    assert not any(_norm(p.prompt) in eval_prompts for p in full)
+    assert sum(len(p.response) > 200 for p in full) > 150  # full answers, not one-line targets
+    auto = load_pairs(len(full) + 5, seed=1)
+    assert {p.source for p in auto[:len(full)]} == {"pyrit-scorer-evals"}
+    assert {p.source for p in auto[len(full):]} == {"advbench"}
+    assert load_pairs(20, seed=1, target_kind="full-response") == auto[:20]
 
 
 def test_grad_checkpointing_same_loss_and_grads():
