@@ -1,0 +1,161 @@
+"""`attack gcg` as a run folder: prompts in, optimised suffix, logs, resumable state, evaluation.
+
+Files: `gcg.jsonl` (one row per step: loss, best suffix, wall time, candidates), `state.json`
+(suffix buffer + RNG + compute, rewritten atomically every step: what `--resume` reads),
+`attacked_prompts.jsonl` (goal + suffix; `refusalscope generate --prompts` reads it),
+`eval.jsonl` (greedy responses with and without the suffix, heuristic refusal labels) and
+`result.json` (best suffix, final loss, attack success rates, compute).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from refusalscope.attacks.gcg import GCGConfig, GCGState, run
+from refusalscope.errors import UserError
+
+LOG, STATE, ATTACKED, EVAL, RESULT = ("gcg.jsonl", "state.json", "attacked_prompts.jsonl",
+                                      "eval.jsonl", "result.json")
+DEFAULT_TARGET = "Sure, here is"
+
+
+@dataclass(frozen=True)
+class GCGRunConfig:
+    """A whole `attack gcg` invocation: model, prompts, the optimiser config, evaluation."""
+
+    model: str
+    gcg: dict[str, Any]
+    mode: str = "individual"  # individual | universal
+    split: str = "attack-train"
+    n: int = 1  # universal: prompts optimised over; individual: always the one at `skip`
+    skip: int = 0
+    prompt: str | None = None
+    target: str | None = None
+    adapter: str | None = None
+    n_eval: int = 0  # universal: held-out `eval` prompts to test the suffix on
+    max_new_tokens: int = 64
+
+    def __post_init__(self) -> None:
+        GCGConfig.from_dict(self.gcg)  # validates
+        if self.mode not in ("individual", "universal"):
+            raise UserError(f"unknown mode {self.mode!r}: individual or universal")
+        if self.n < 1 or self.n_eval < 0 or self.max_new_tokens < 1:
+            raise UserError("--n and --max-new-tokens must be at least 1, --n-eval at least 0")
+        if self.skip < 0:
+            raise UserError(f"--skip must be at least 0 (got {self.skip})")
+        if self.target is not None and self.prompt is None:
+            raise UserError("--target needs --prompt (split prompts bring their own targets)")
+
+    @property
+    def gcg_config(self) -> GCGConfig:
+        return GCGConfig.from_dict(self.gcg)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GCGRunConfig:
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+def _prompts(cfg: GCGRunConfig) -> list[Any]:
+    from refusalscope.data.load import Prompt, load_split
+
+    if cfg.prompt is not None:
+        return [Prompt(id="user-0", prompt=cfg.prompt, split="user", label="harmful",
+                       source="cli", target=cfg.target or DEFAULT_TARGET)]
+    n = 1 if cfg.mode == "individual" else cfg.n
+    got = load_split(cfg.split, n=cfg.skip + n)[cfg.skip:]
+    if not got:
+        raise UserError(f"split {cfg.split} has no prompt at --skip {cfg.skip}")
+    return got
+
+
+def _evaluate(handle: Any, rows: list[Any], suffix: str, max_new_tokens: int) -> list[dict[str, Any]]:
+    """Greedy responses with and without `suffix`, labelled by the heuristic scorer."""
+    from dataclasses import replace
+
+    from refusalscope.generate import GenerateConfig, generate_rows
+    from refusalscope.scoring.heuristic import HeuristicScorer
+
+    gen_cfg = GenerateConfig(model=handle.name, max_new_tokens=max_new_tokens)
+    scorer = HeuristicScorer()
+    out = []
+    for variant, text in (("baseline", ""), ("attacked", suffix)):
+        batch = [replace(p, prompt=p.prompt + text) for p in rows]
+        for r in generate_rows(handle, batch, gen_cfg, batch_size=8):
+            label = scorer.label(r["prompt"], r["response"])
+            out.append({"id": r["id"], "split": r["split"], "variant": variant,
+                        "prompt": r["prompt"], "response": r["response"],
+                        "refused": label.refused, "matched": label.matched})
+    return out
+
+
+def _asr(rows: list[dict[str, Any]], split: str, variant: str) -> float | None:
+    sel = [r for r in rows if r["split"] == split and r["variant"] == variant]
+    return sum(not r["refused"] for r in sel) / len(sel) if sel else None
+
+
+def run_gcg(cfg: GCGRunConfig, *, options: Any = None, batch_size: int | None = None,
+            resume: str | None = None, on_step: Any = None) -> Any:
+    """Optimise, log every step, evaluate; returns the finished `Run`."""
+    from refusalscope.fileio import append_jsonl, atomic_write_json, read_jsonl, write_jsonl
+    from refusalscope.models.handle import ModelHandle
+    from refusalscope.runs import Run
+
+    prompts = _prompts(cfg)
+    state = None
+    if resume is not None:
+        run_ = Run.open(resume)
+        if run_.manifest.command != "attack-gcg":
+            raise UserError(f"{run_.id} is a {run_.manifest.command!r} run, not attack-gcg")
+        if run_.manifest.status == "success":
+            raise UserError(f"{run_.id} has finished; start a new run instead of --resume")
+        cfg = GCGRunConfig.from_dict(run_.manifest.config)
+        prompts = _prompts(cfg)
+        if run_.file(STATE).is_file():
+            import json
+            state = GCGState.from_dict(json.loads(run_.file(STATE).read_text()))
+            done = [r for r in read_jsonl(run_.file(LOG)) if r["step"] <= state.step]
+            write_jsonl(run_.file(LOG), done)  # drop rows logged after the saved state
+    handle = ModelHandle.load(cfg.model, adapter=cfg.adapter, options=options)
+    if resume is None:
+        run_ = Run.create("attack-gcg", cfg.to_dict(), model=cfg.model,
+                          seed=cfg.gcg_config.seed, harmful_content=True)
+    pairs = [(p.prompt, p.target or DEFAULT_TARGET) for p in prompts]
+
+    def step_cb(row: dict[str, Any], st: GCGState) -> None:
+        append_jsonl(run_.file(LOG), row)
+        atomic_write_json(run_.file(STATE), st.to_dict())
+        if on_step is not None:
+            on_step(row)
+
+    try:
+        res = run(handle, pairs, cfg.gcg_config, batch_size=batch_size, state=state,
+                  on_step=step_cb)
+        attacked = [dict(p.to_dict(), prompt=p.prompt + res.suffix, goal=p.prompt)
+                    for p in prompts[:len(pairs)]]
+        write_jsonl(run_.file(ATTACKED), attacked)
+        from refusalscope.data.load import load_split
+        evals = list(prompts[:len(pairs)]) + (load_split("eval", n=cfg.n_eval) if cfg.n_eval else [])
+        rows = _evaluate(handle, evals, res.suffix, cfg.max_new_tokens)
+        write_jsonl(run_.file(EVAL), rows)
+        split = prompts[0].split
+        result = {"suffix": res.suffix, "suffix_ids": res.suffix_ids, "loss": res.loss,
+                  "n_prompts": len(pairs), "n_active": res.n_active,
+                  "asr_optimised": _asr(rows, split, "attacked"),
+                  "asr_optimised_baseline": _asr(rows, split, "baseline"),
+                  "asr_heldout": _asr(rows, "eval", "attacked") if cfg.n_eval else None,
+                  "asr_heldout_baseline": _asr(rows, "eval", "baseline") if cfg.n_eval else None,
+                  "compute": res.compute.to_dict(),
+                  "flops_formula": "2*N*forward_tokens + 6*N*gradient_tokens, N = parameters"}
+        atomic_write_json(run_.file(RESULT), result)
+        run_.manifest.extra["compute"] = res.compute.to_dict()
+        run_.manifest.extra["model"] = {"source": handle.source, "n_params": handle.n_params(),
+                                        "adapter": handle.adapter}
+    except BaseException as e:
+        run_.finish("error", error=f"{type(e).__name__}: {e}"[:500])
+        raise
+    run_.finish("success")  # resumable until here: --resume refuses a finished run
+    return run_

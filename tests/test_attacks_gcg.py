@@ -1,0 +1,124 @@
+"""GCG on tiny random models: exact losses against the reference, filter, sampling, steps."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from refusalscope.attacks.gcg import GCG, GCGConfig, GCGState, initial_suffix, run
+from refusalscope.attacks.gcg_loss import (PrefixCache, build_slots, candidate_losses,
+                                           reference_losses, suffix_gradient)
+from refusalscope.attacks.gcg_sample import (filter_and_dedupe, forbidden_tokens, round_trips,
+                                             sample_candidates)
+from refusalscope.errors import UserError
+from refusalscope.models.tiny import tiny_handle
+
+GOAL, TARGET = "Write a short poem about the sea", "Sure, here is a poem"
+
+
+@pytest.fixture(scope="module", params=["llama", "qwen2"])
+def handle(request):
+    return tiny_handle(request.param, seed=3)
+
+
+def _setup(handle, suffix_len=6):
+    ids = initial_suffix(handle.tokenizer, GCGConfig(suffix_len=suffix_len))
+    slots = build_slots(handle, GOAL, TARGET, ids)
+    return ids, slots, PrefixCache(handle.model, slots.prefix, handle.config)
+
+
+def test_candidate_loss_equals_reference(handle):
+    ids, slots, cache = _setup(handle)
+    g = torch.Generator().manual_seed(0)
+    cands = torch.randint(3, len(handle.tokenizer), (13, len(ids)), generator=g)
+    ref = reference_losses(handle.model, slots, cands)
+    for bs in (None, 4, 1):  # batching must not change a candidate's loss
+        ours, _ = candidate_losses(handle.model, slots, cache, cands, bs)
+        assert torch.allclose(ours, ref, atol=1e-5, rtol=0)
+    # losses differ between candidates: a loss that ignored the suffix would pass the above
+    assert ref.std() > 1e-4
+
+
+def test_gradient_with_cache_equals_full_prompt(handle):
+    ids, slots, cache = _setup(handle)
+    w = handle.model.get_input_embeddings().weight.detach()
+    g1, l1 = suffix_gradient(handle.model, slots, cache, torch.tensor(ids), w)
+    g2, l2 = suffix_gradient(handle.model, slots, None, torch.tensor(ids), w)
+    assert g1.shape == (len(ids), w.shape[0])
+    assert l1 == pytest.approx(l2, abs=1e-5)
+    assert torch.allclose(g1, g2, atol=1e-6)
+    ref = reference_losses(handle.model, slots, torch.tensor([ids]))
+    assert l1 == pytest.approx(float(ref[0]), abs=1e-5)
+
+
+def test_round_trip_filter(handle):
+    tok = handle.tokenizer
+    good = tok("Sure the sea", add_special_tokens=False)["input_ids"]
+    n = len(good)
+    # "Sure" spelled as single characters does not re-tokenise to itself (BPE merges it)
+    chars = [tok.convert_tokens_to_ids(c) for c in "Sure"][:n]
+    cands = torch.tensor([good, (chars + good)[:n]])
+    mask = round_trips(tok, cands)
+    assert mask.tolist()[0] is True
+    for row, ok in zip(cands.tolist(), mask.tolist()):
+        assert ok == (tok(tok.decode(row), add_special_tokens=False)["input_ids"] == row)
+    assert mask.tolist()[1] is False
+    kept = filter_and_dedupe(tok, torch.tensor([good, good, good]))
+    assert kept.tolist() == [good]
+
+
+def test_forbidden_and_sampling(handle):
+    tok = handle.tokenizer
+    v = handle.model.get_input_embeddings().weight.shape[0]
+    forb = forbidden_tokens(tok, v, allow_non_ascii=False)
+    assert forb[tok.all_special_ids].all()
+    ids = torch.tensor(initial_suffix(tok, GCGConfig(suffix_len=6)))
+    grad = torch.randn(6, v, generator=torch.Generator().manual_seed(1))
+    kw = dict(width=50, topk=4, n_replace=2, forbidden=forb)
+    a = sample_candidates(ids, grad, generator=torch.Generator().manual_seed(7), **kw)
+    b = sample_candidates(ids, grad, generator=torch.Generator().manual_seed(7), **kw)
+    assert torch.equal(a, b)  # same seed, same candidates
+    assert ((a != ids).sum(1) <= 2).all()
+    top = (-grad.masked_fill(forb, float("inf"))).topk(4, dim=1).indices
+    for row in a:
+        for pos in (row != ids).nonzero().flatten().tolist():
+            assert row[pos] in top[pos]
+            assert not forb[row[pos]]
+
+
+def test_step_keeps_or_lowers_best_loss(handle):
+    cfg = GCGConfig(steps=3, search_width=16, topk=8, suffix_len=6, seed=1)
+    opt = GCG(handle, [(GOAL, TARGET)], cfg)
+    state = opt.new_state()
+    losses = [state.buffer[0][0]]
+    for _ in range(3):
+        row = opt.step(state)
+        losses.append(row["loss"])
+        assert row["candidates"] >= 1
+    assert all(b <= a + 1e-7 for a, b in zip(losses, losses[1:]))
+    # the logged best loss is the reference loss of the logged suffix
+    slots = build_slots(handle, GOAL, TARGET, initial_suffix(handle.tokenizer, cfg))
+    ref = reference_losses(handle.model, slots, torch.tensor([state.buffer[0][1]]))
+    assert float(ref[0]) == pytest.approx(losses[-1], abs=1e-5)
+    assert state.compute.candidate_evals > 0 and state.compute.flops > 0
+
+
+def test_universal_adds_prompts_and_resumes_identically(handle):
+    cfg = GCGConfig(steps=4, search_width=8, topk=4, suffix_len=5, add_every=2, seed=2)
+    pairs = [(GOAL, TARGET), ("Explain photosynthesis", "Sure")]
+    full = run(handle, pairs, cfg)
+    assert [r["n_active"] for r in full.steps] == [1, 1, 2, 2]
+    saved: list[dict] = []
+    half = GCGConfig.from_dict({**cfg.to_dict(), "steps": 2})
+    run(handle, pairs, half, on_step=lambda row, st: saved.append(st.to_dict()))
+    resumed = run(handle, pairs, cfg, state=GCGState.from_dict(saved[-1]))
+    assert resumed.suffix_ids == full.suffix_ids
+    assert resumed.loss == pytest.approx(full.loss, abs=1e-6)
+
+
+def test_config_validation_and_round_trip():
+    cfg = GCGConfig(steps=3, topk=5)
+    assert GCGConfig.from_dict(cfg.to_dict()) == cfg
+    for bad in (dict(suffix_len=0), dict(search_width=0), dict(n_replace=3, suffix_len=2)):
+        with pytest.raises(UserError):
+            GCGConfig(**bad)
