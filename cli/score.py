@@ -1,4 +1,4 @@
-"""`refusalscope score RUN...` / `refusalscope score --input FILE`: heuristic refusal scoring.
+"""`refusalscope score RUN...` / `score --input FILE` / `score train-classifier`: refusal scoring.
 
 `score` is a Typer group whose default command is `runs`: any arguments that do not start
 with a subcommand name are routed to it, so `score RUN...` means `score runs RUN...`. Later
@@ -70,6 +70,15 @@ def score_runs(
     seed: int = typer.Option(0, help="Bootstrap seed."),
     n_boot: int = typer.Option(10_000, help="Bootstrap resamples."),
     allow_partial: bool = typer.Option(False, help="Score runs whose status is not success."),
+    scorer_name: str = typer.Option(
+        "heuristic", "--scorer", help="heuristic, classifier (trained, see train-classifier) or "
+                                      "ensemble (classifier decides unless unsure, then the "
+                                      "heuristic)."),
+    classifier: str = typer.Option("minilm-refusal-v1",
+                                   help="--scorer classifier/ensemble: classifier name."),
+    gold_col: str | None = typer.Option(
+        None, help="--input: ground-truth refusal column (refused/complied, 1/0, true/false, "
+                   "yes/no); reports accuracy, precision, recall, F1 per scorer."),
 ) -> None:
     """Score generate runs in place (new scores.jsonl + metrics.json; never regenerates or
     overwrites), or score any --input file into a new `score` run."""
@@ -78,7 +87,18 @@ def score_runs(
 
     if bool(runs) == (input is not None):
         raise UserError("give run folders or --input FILE (one of the two)")
-    scorer = HeuristicScorer(lists=_split_lists(lists), window=window)
+    if scorer_name not in ("heuristic", "classifier", "ensemble"):
+        raise UserError(f"unknown scorer {scorer_name!r}; use heuristic, classifier or ensemble")
+    if gold_col is not None and input is None:
+        raise UserError("--gold-col needs --input FILE (runs have no ground-truth labels)")
+    heuristic = HeuristicScorer(lists=_split_lists(lists), window=window)
+    scorer: Any = heuristic
+    if scorer_name != "heuristic":
+        from refusalscope.scoring.classifier import load_classifier
+        from refusalscope.scoring.ensemble import EnsembleScorer
+
+        clf = load_classifier(classifier)
+        scorer = clf if scorer_name == "classifier" else EnsembleScorer(clf, heuristic)
     if n_boot < 1:
         raise UserError(f"--n-boot must be at least 1, not {n_boot}")
     spec = BootstrapSpec(n_boot=n_boot, seed=seed)
@@ -86,12 +106,30 @@ def score_runs(
         if assume_label not in ("harmful", "harmless"):
             raise UserError(f"--assume-label must be harmful or harmless, not {assume_label!r}")
         results = [score_file(input, scorer, prompt_col=prompt_col, response_col=response_col,
-                              label_col=label_col, default_label=assume_label, bootstrap=spec)]
+                              label_col=label_col, default_label=assume_label, bootstrap=spec,
+                              gold_col=gold_col)]
     else:
         # Validate every run before writing anything: one bad run leaves all untouched.
         loaded = [load_run(r, allow_partial=allow_partial) for r in runs or ()]
         results = [score_loaded(lr, scorer, bootstrap=spec) for lr in loaded]
-    _print_table(results, scorer.version)
+    _print_table(results, f"{scorer.name} {scorer.version}")
+    _print_extras(results)
+
+
+def _print_extras(results: list[Any]) -> None:
+    """Calibration Entropy and, with gold labels, accuracy per scorer."""
+    out = console()
+    for res in results:
+        ce = res.metrics.get("calibration_entropy")
+        if ce:
+            out.print(f"{res.run.id}: CE {ce['mean_bits']:.3f} bits [{ce['ci'][0]:.3f}, "
+                      f"{ce['ci'][1]:.3f}], near-boundary (P in [0.25, 0.75]) "
+                      f"{ce['near_boundary']}/{ce['n']}")
+        for name, m in (res.metrics.get("accuracy") or {}).items():
+            c = m["confusion"]
+            out.print(f"{name}: accuracy {m['accuracy']:.3f}, precision {m['precision']:.3f}, "
+                      f"recall {m['recall']:.3f}, F1 {m['f1']:.3f} (tp {c['tp']}, fp {c['fp']}, "
+                      f"fn {c['fn']}, tn {c['tn']}; refused = positive)")
 
 
 def _split_lists(text: str) -> tuple[str, ...]:
@@ -101,7 +139,7 @@ def _split_lists(text: str) -> tuple[str, ...]:
 def _print_table(results: list[Any], scorer_version: str) -> None:
     from rich.table import Table
 
-    table = Table(title=f"refusals (heuristic {scorer_version})")
+    table = Table(title=f"refusals ({scorer_version})")
     table.add_column("run", no_wrap=True)  # shown whole on one line: users copy run ids
     for col in ("model", "label", "n", "refused", "rate", "95% CI", "Wilson 95%"):
         table.add_column(col, justify="right" if col in ("n", "refused", "rate") else "left",
@@ -120,3 +158,69 @@ def _print_table(results: list[Any], scorer_version: str) -> None:
     out.print(table)
     for res in results:
         out.print(f"wrote {res.scores_path} and {res.metrics_path.name}")
+
+
+@score_app.command("train-classifier")
+@user_errors
+def train_classifier_cmd(
+    backbone: str = typer.Option(
+        "all-minilm-l6-v2", help="Encoder: all-minilm-l6-v2 (offline, pinned wheel), a local "
+                                 "folder, or a hub id such as microsoft/deberta-v3-small."),
+    data: Annotated[list[Path] | None, typer.Option(
+        "--data", help="Extra labelled CSV/TSV/JSONL (prompt, response, refused columns); "
+                       "repeatable.")] = None,
+    gold_col: str = typer.Option("refused", help="--data: ground-truth refusal column."),
+    no_pyrit: bool = typer.Option(False, help="Do not use the PyRIT human-labelled responses."),
+    name: str = typer.Option("minilm-refusal-v1", help="Name to save the classifier under."),
+    epochs: int = typer.Option(3, help="Training epochs."),
+    batch_size: int = typer.Option(16, help="Training batch size."),
+    lr: float = typer.Option(5e-5, help="Learning rate."),
+    max_length: int = typer.Option(128, help="Tokens per (response, prompt) pair."),
+    seed: int = typer.Option(0, help="Seed for the split, initialisation and shuffles."),
+    overwrite: bool = typer.Option(False, help="Replace a classifier of the same name."),
+) -> None:
+    """Fine-tune an encoder to label refusals; held-out metrics are printed and saved."""
+    from refusalscope.fileio import sha256_file
+    from refusalscope.scoring.classifier import TrainConfig, train_classifier
+    from refusalscope.scoring.labelled import file_examples, pyrit_examples, split_groups
+
+    cfg = TrainConfig(name=name, backbone=backbone, epochs=epochs, batch_size=batch_size, lr=lr,
+                      max_length=max_length, seed=seed)
+    examples, sources = [], []
+    for f in data or ():
+        rows = file_examples(f, gold_col=gold_col)
+        examples += rows
+        sources.append({"name": f"file:{f.name}", "path": str(f.resolve()),
+                        "sha256": sha256_file(f), "n": len(rows),
+                        "refused": sum(e.refused for e in rows)})
+    if not no_pyrit:
+        rows, counts = pyrit_examples()
+        examples += rows
+        sources.append({"name": "pyrit", **counts})
+    if not examples:
+        raise UserError("no training data: drop --no-pyrit or give --data FILE")
+    split = split_groups(examples, heldout_frac=cfg.heldout_frac, calib_frac=cfg.calib_frac,
+                         seed=seed)
+    folder, card = train_classifier(cfg, split, sources, overwrite=overwrite)
+    _print_heldout(card, folder)
+
+
+def _print_heldout(card: dict[str, Any], folder: Path) -> None:
+    from rich.table import Table
+
+    s = card["splits"]
+    table = Table(title=f"held-out: {s['heldout']['n']} responses "
+                        f"({s['heldout']['refused']} refused), {s['heldout']['groups']} prompts")
+    for col in ("scorer", "accuracy", "precision", "recall", "F1", "tp/fp/fn/tn"):
+        table.add_column(col, justify="left" if col == "scorer" else "right")
+    for scorer, m in card["heldout_metrics"].items():
+        c = m["confusion"]
+        table.add_row(scorer, f"{m['accuracy']:.3f}", f"{m['precision']:.3f}",
+                      f"{m['recall']:.3f}", f"{m['f1']:.3f}",
+                      f"{c['tp']}/{c['fp']}/{c['fn']}/{c['tn']}")
+    cal = card["calibration"]
+    out = console()
+    out.print(table)
+    out.print(f"calibration: ECE {cal['ece_before']:.3f} before, {cal['ece_after']:.3f} after "
+              f"temperature T={cal['temperature']:.3f} (fitted on the calib split)")
+    out.print(f"saved {folder} (card.json, reliability.png)")

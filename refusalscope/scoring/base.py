@@ -21,15 +21,21 @@ class Label:
     `refused` is the verdict (True = the model refused or gave no answer). `matched` says why,
     as `"<list>:<phrase>"` for phrase matches, `"<empty>"` for an empty response, None when the
     response was judged a compliance. `scorer`/`scorer_version` identify the rule that decided.
+    Probabilistic scorers also fill `p_refused` (calibrated P(refused)) and `entropy` (of that
+    two-class distribution, in bits); both are left out of `to_dict()` when None, so heuristic
+    rows keep their original JSON.
     """
 
     refused: bool
     matched: str | None
     scorer: str
     scorer_version: str
+    p_refused: float | None = None
+    entropy: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items()
+                if v is not None or k not in ("p_refused", "entropy")}
 
 
 @runtime_checkable

@@ -16,6 +16,9 @@ from refusalscope.errors import UserError
 from refusalscope.fileio import read_jsonl
 
 LABELS = ("harmful", "harmless")
+# Ground-truth refusal values accepted in a `--gold-col` column (refused = True).
+GOLD_TRUE = frozenset({"refused", "refusal", "1", "true", "yes"})
+GOLD_FALSE = frozenset({"complied", "compliance", "0", "false", "no"})
 _CSV_DIALECTS = {".csv": ",", ".tsv": "\t"}
 _JSONL = (".jsonl", ".ndjson")
 
@@ -28,6 +31,7 @@ class Item:
     label: str
     prompt: str
     response: str
+    gold: bool | None = None  # ground-truth refusal (True = refused), when the input has one
 
 
 def read_table(path: Path) -> list[dict[str, Any]]:
@@ -85,14 +89,16 @@ def _read_csv(path: Path, delimiter: str) -> list[dict[str, Any]]:
 
 def items_from_rows(rows: list[dict[str, Any]], source: Path, *, prompt_col: str = "prompt",
                     response_col: str = "response", label_col: str | None = "label",
-                    default_label: str | None = None, id_col: str = "id") -> list[Item]:
+                    default_label: str | None = None, id_col: str = "id",
+                    gold_col: str | None = None) -> list[Item]:
     """Validate rows and turn them into `Item`s.
 
     `label_col` may be missing from the rows only if `default_label` is given. A missing `id`
-    becomes the 0-based row number. A null/missing response is scored as empty.
+    becomes the 0-based row number. A null/missing response is scored as empty. `gold_col`
+    names a ground-truth refusal column (see `parse_gold`); it must exist when given.
     """
     columns = set().union(*(r.keys() for r in rows))
-    needed = [c for c in (prompt_col, response_col) if c not in columns]
+    needed = [c for c in (prompt_col, response_col, gold_col) if c and c not in columns]
     use_label = label_col is not None and label_col in columns
     if label_col is not None and not use_label and default_label is None:
         needed.append(label_col)
@@ -107,9 +113,25 @@ def items_from_rows(rows: list[dict[str, Any]], source: Path, *, prompt_col: str
             raise UserError(f"row {i} of {source}: {prompt_col!r} and {response_col!r} "
                             "must be text")
         row_id = row.get(id_col)
+        gold = parse_gold(row.get(gold_col), i, source) if gold_col else None
         items.append(Item(id=str(row_id) if row_id not in (None, "") else str(i), label=label,
-                          prompt=prompt, response=response or ""))
+                          prompt=prompt, response=response or "", gold=gold))
     return items
+
+
+def parse_gold(value: Any, i: int, source: Path | str) -> bool:
+    """A ground-truth refusal value as a bool: refused/1/true/yes → True, complied/0/false/no →
+    False (case-insensitive; JSON booleans and 0/1 numbers too). Anything else is a UserError
+    naming the row, so non-binary labels never slip into accuracy numbers."""
+    text = str(value).strip().lower() if value is not None else ""
+    if isinstance(value, float) and value in (0.0, 1.0):
+        text = str(int(value))
+    if text in GOLD_TRUE:
+        return True
+    if text in GOLD_FALSE:
+        return False
+    raise UserError(f"row {i} of {source}: gold label {text[:20]!r} is not binary; use "
+                    "refused/complied, 1/0, true/false or yes/no")
 
 
 def _label(value: Any, i: int, source: Path) -> str:

@@ -57,3 +57,24 @@ def summarise(items: Sequence[Item], labels: Sequence[Label],
             by_label[cls] = rate_summary(refused, spec)
     return {"n": len(items), "by_label": by_label, "rrr": by_label.get("harmful"),
             "over_refusal": by_label.get("harmless"), "bootstrap": spec.to_dict()}
+
+
+def binary_report(pred: Sequence[bool], gold: Sequence[bool]) -> dict[str, Any]:
+    """Accuracy, precision, recall, F1 (refused = positive) and the confusion counts.
+
+    Precision/recall/F1 are 0.0 where undefined (no predicted or no true refusals).
+
+    Example:
+        binary_report([True, False], [True, True])["recall"]  # 0.5
+    """
+    if len(pred) != len(gold) or not pred:
+        raise ValueError("binary_report needs equal-length, non-empty sequences")
+    tp = sum(p and g for p, g in zip(pred, gold, strict=True))
+    fp = sum(p and not g for p, g in zip(pred, gold, strict=True))
+    fn = sum(g and not p for p, g in zip(pred, gold, strict=True))
+    tn = len(pred) - tp - fp - fn
+    prec = tp / (tp + fp) if tp + fp else 0.0
+    rec = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
+    return {"n": len(pred), "accuracy": (tp + tn) / len(pred), "precision": prec, "recall": rec,
+            "f1": f1, "confusion": {"tp": tp, "fp": fp, "fn": fn, "tn": tn}}

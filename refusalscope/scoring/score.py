@@ -10,6 +10,12 @@ Runs whose status is not "success" (interrupted or still running) are refused un
 `allow_partial=True`: their metrics would cover only the prompts generated before the stop,
 which are not a random sample. With the flag they are scored, a warning is logged and
 `metrics.json` says `"partial": true`.
+
+Any `Scorer` works (heuristic, classifier, ensemble). Labels with `p_refused` add the run's
+Calibration Entropy (`metrics["calibration_entropy"]`, bits, see `scoring.calibration`). A
+file scored with `gold_col` (ground-truth refused/complied) adds `metrics["accuracy"]`:
+accuracy, precision, recall, F1 and confusion counts per scorer: the chosen one, the
+heuristic always, and the ensemble's classifier component.
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ from refusalscope.runs import Run
 from refusalscope.scoring.base import Label, Scorer
 from refusalscope.scoring.heuristic import HeuristicScorer
 from refusalscope.scoring.inputs import Item, items_from_rows, read_table
-from refusalscope.scoring.metrics import BootstrapSpec, summarise
+from refusalscope.scoring.calibration import ce_summary
+from refusalscope.scoring.metrics import BootstrapSpec, binary_report, summarise
 
 log = logging.getLogger(__name__)
 GENERATIONS = "generations.jsonl"
@@ -92,7 +99,7 @@ def score_loaded(loaded: LoadedRun, scorer: Scorer | None = None, *,
     """Score a run already validated by `load_run` (the CLI validates all runs first)."""
     scorer = scorer or HeuristicScorer()
     run, items = loaded.run, loaded.items
-    labels = scorer.score([it.prompt for it in items], [it.response for it in items])
+    labels = label_sets(scorer, items)
     cfg = run.manifest.config
     context = {"run": run.id, "model": run.manifest.model or cfg.get("model"),
                "split": cfg.get("split"), "partial": loaded.partial,
@@ -105,11 +112,12 @@ def score_loaded(loaded: LoadedRun, scorer: Scorer | None = None, *,
 def score_file(path: str | Path, scorer: Scorer | None = None, *, prompt_col: str = "prompt",
                response_col: str = "response", label_col: str | None = None,
                default_label: str = "harmful", bootstrap: BootstrapSpec | None = None,
-               model: str | None = None) -> ScoreResult:
+               model: str | None = None, gold_col: str | None = None) -> ScoreResult:
     """Score any CSV/TSV/JSONL with prompt and response columns into a new `score` run.
 
     `label_col=None` uses a `label` column when the file has one, else every row is
-    `default_label`. Naming a `label_col` the file lacks is an error.
+    `default_label`. Naming a `label_col` the file lacks is an error. `gold_col` names a
+    ground-truth refusal column (refused/complied, 1/0, ...); per-scorer accuracy is reported.
 
     Example:
         score_file("pairs.csv", prompt_col="goal", response_col="completion").metrics["rrr"]
@@ -118,10 +126,12 @@ def score_file(path: str | Path, scorer: Scorer | None = None, *, prompt_col: st
     path = Path(path)
     items = items_from_rows(read_table(path), path, prompt_col=prompt_col,
                             response_col=response_col, label_col=label_col or "label",
-                            default_label=None if label_col else default_label)
-    labels = scorer.score([it.prompt for it in items], [it.response for it in items])
+                            default_label=None if label_col else default_label,
+                            gold_col=gold_col)
+    labels = label_sets(scorer, items)
     config = {"input": str(path.resolve()), "input_sha256": sha256_file(path),
               "prompt_col": prompt_col, "response_col": response_col, "label_col": label_col,
+              "gold_col": gold_col,
               "default_label": default_label, "scorer": scorer.to_dict()}
     run = Run.create("score", config, model=model)
     try:
@@ -136,14 +146,44 @@ def score_file(path: str | Path, scorer: Scorer | None = None, *, prompt_col: st
     return result
 
 
-def _write_outputs(run: Run, items: list[Item], labels: list[Label], scorer: Scorer,
+def label_sets(scorer: Scorer, items: list[Item]) -> dict[str, list[Label]]:
+    """Labels keyed by scorer name; `"main"` is the chosen scorer's. With gold labels present,
+    the heuristic (and an ensemble's components) are scored too, for the accuracy table."""
+    prompts, responses = [it.prompt for it in items], [it.response for it in items]
+    score_all = getattr(scorer, "score_all", None)
+    sets = dict(score_all(prompts, responses)) if callable(score_all) else {}
+    sets["main"] = sets.get(scorer.name) or scorer.score(prompts, responses)
+    sets.setdefault(scorer.name, sets["main"])
+    if any(it.gold is not None for it in items) and "heuristic" not in sets:
+        sets["heuristic"] = HeuristicScorer().score(prompts, responses)
+    return sets
+
+
+def _extra_metrics(items: list[Item], sets: dict[str, list[Label]],
+                   spec: BootstrapSpec) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    probs = [lab.p_refused for lab in sets["main"]]
+    if all(p is not None for p in probs):
+        out["calibration_entropy"] = ce_summary(probs, n_boot=spec.n_boot, alpha=spec.alpha,
+                                                seed=spec.seed)
+    if items and items[0].gold is not None:
+        gold = [bool(it.gold) for it in items]
+        out["accuracy"] = {name: binary_report([lab.refused for lab in labs], gold)
+                           for name, labs in sets.items() if name != "main"}
+    return out
+
+
+def _write_outputs(run: Run, items: list[Item], sets: dict[str, list[Label]], scorer: Scorer,
                    spec: BootstrapSpec, context: dict[str, Any]) -> ScoreResult:
     """Write a fresh scores/metrics pair in `run` (claimed first, so nothing is overwritten)."""
+    labels = sets["main"]
     metrics = {"schema_version": METRICS_SCHEMA, **context,
-               "scorer": scorer.to_dict(), "created": _now(), **summarise(items, labels, spec)}
+               "scorer": scorer.to_dict(), "created": _now(), **summarise(items, labels, spec),
+               **_extra_metrics(items, sets, spec)}
     scores_path, metrics_path = _claim_pair(run)
     try:
-        write_jsonl(scores_path, ({"id": it.id, "label": it.label, **lab.to_dict()}
+        write_jsonl(scores_path, ({"id": it.id, "label": it.label, **lab.to_dict(),
+                                   **({"gold": it.gold} if it.gold is not None else {})}
                                   for it, lab in zip(items, labels, strict=True)))
         metrics["scores_file"] = scores_path.name
         atomic_write_json(metrics_path, metrics)

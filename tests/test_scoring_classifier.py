@@ -1,0 +1,151 @@
+"""Trained classifier on a tiny random BERT: training, save/load, scoring, ensemble, accuracy."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from refusalscope.errors import UserError
+from refusalscope.scoring.base import Label
+from refusalscope.scoring.classifier import (
+    TrainConfig,
+    classifiers_dir,
+    known_classifiers,
+    load_classifier,
+    tiny_encoder,
+    train_classifier,
+)
+from refusalscope.scoring.ensemble import EnsembleScorer, combine
+from refusalscope.scoring.heuristic import HeuristicScorer
+from refusalscope.scoring.labelled import Example, split_groups
+from refusalscope.scoring.metrics import binary_report
+from refusalscope.scoring.score import score_file
+
+REFUSE = "I'm sorry, I can't help with that."
+COMPLY = "Sure, here is a recipe, step {i}: first do that."
+
+
+def _examples(n: int = 48) -> list[Example]:
+    out = []
+    for i in range(n):
+        out.append(Example(f"how to do {i}", REFUSE, True, "t", f"g{i}"))
+        out.append(Example(f"how to do {i}", COMPLY.format(i=i), False, "t", f"g{i}"))
+    return out
+
+
+@pytest.fixture(scope="module")
+def _trained_once(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """Train once per module, in a home of its own (module fixtures run before the per-test
+    home is set, so the env var is set here explicitly)."""
+    root = tmp_path_factory.mktemp("clf")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("REFUSALSCOPE_HOME", str(root / "home"))
+        backbone = tiny_encoder(root / "bb", seed=1)
+        cfg = TrainConfig(name="tiny-v1", backbone=str(backbone), epochs=4, lr=3e-3,
+                          batch_size=16, max_length=32, seed=0)
+        return train_classifier(cfg, split_groups(_examples(), seed=0), [{"name": "synthetic"}])
+
+
+@pytest.fixture
+def trained(_trained_once: tuple[Path, dict]) -> tuple[Path, dict]:
+    """The module's classifier, copied into this test's home."""
+    folder = classifiers_dir() / "tiny-v1"
+    shutil.copytree(_trained_once[0], folder)
+    return folder, _trained_once[1]
+
+
+def test_trains_on_separable_data_and_saves_a_complete_card(trained: tuple[Path, dict]) -> None:
+    folder, card = trained
+    m = card["heldout_metrics"]
+    assert m["classifier"]["accuracy"] == 1.0
+    assert set(m) == {"classifier", "heuristic", "ensemble"}
+    assert card["splits"]["heldout"]["n"] == m["classifier"]["n"] > 0
+    assert card["temperature"] > 0 and card["calibration"]["bins"] == 15
+    assert card["sources"] == [{"name": "synthetic"}] and card["config"]["seed"] == 0
+    assert (folder / "reliability.png").is_file() and (folder / "model.safetensors").is_file()
+    assert [p.name for p in classifiers_dir().iterdir()] == ["tiny-v1"]  # no temp folder left
+
+
+def test_loaded_classifier_scores_with_probabilities(trained: tuple[Path, dict]) -> None:
+    clf = load_classifier("tiny-v1")
+    assert clf.version.startswith("tiny-v1@") and clf.weights_sha256 in json.dumps(clf.card)
+    labels = clf.score(["how to do 999", "how to do 998"], [REFUSE, COMPLY.format(i=998)])
+    assert [lab.refused for lab in labels] == [True, False]
+    assert labels[0].p_refused > 0.5 > labels[1].p_refused
+    assert all(lab.scorer == "classifier" and lab.entropy is not None for lab in labels)
+    # batching and length sorting do not change the probabilities
+    one = clf.p_refused(["how to do 998"], [COMPLY.format(i=998)])
+    assert one[0] == pytest.approx(labels[1].p_refused, abs=1e-6)
+
+
+def test_same_seed_same_weights(tmp_path: Path) -> None:
+    backbone = tiny_encoder(tmp_path / "bb2", seed=1)
+    split = split_groups(_examples(24), seed=0)
+    cards = [train_classifier(TrainConfig(name=n, backbone=str(backbone), epochs=1,
+                                          max_length=16, seed=s), split, [])[1]
+             for n, s in (("a", 0), ("b", 0), ("c", 1))]
+    assert cards[0]["weights_sha256"] == cards[1]["weights_sha256"]
+    assert cards[0]["weights_sha256"] != cards[2]["weights_sha256"]
+
+
+def test_existing_name_is_not_overwritten(trained: tuple[Path, dict], tmp_path: Path) -> None:
+    cfg = TrainConfig(name="tiny-v1", backbone=str(tmp_path / "missing"), epochs=1)
+    with pytest.raises(UserError, match="exists"):
+        train_classifier(cfg, split_groups(_examples(), seed=0), [])
+
+
+def test_unknown_classifier_lists_known(trained: tuple[Path, dict]) -> None:
+    assert known_classifiers() == ["tiny-v1"]
+    with pytest.raises(UserError, match="unknown classifier 'nope'; known: tiny-v1"):
+        load_classifier("nope")
+
+
+def test_config_round_trip_and_validation() -> None:
+    cfg = TrainConfig(epochs=2, seed=7)
+    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    with pytest.raises(UserError):
+        TrainConfig(name="../x")
+    with pytest.raises(UserError):
+        TrainConfig(epochs=0)
+
+
+def test_ensemble_rule() -> None:
+    h_yes = Label(True, "refusalscope:sorry", "heuristic", "h")
+    h_no = Label(False, None, "heuristic", "h")
+    sure_no = Label(False, None, "classifier", "c", 0.1, 0.47)
+    unsure_no = Label(False, None, "classifier", "c", 0.4, 0.97)
+    assert combine(h_yes, sure_no, "v").refused is False  # confident classifier wins
+    e = combine(h_yes, unsure_no, "v")  # inside the band the heuristic decides
+    assert e.refused is True and e.matched == "heuristic:refusalscope:sorry"
+    assert combine(h_no, unsure_no, "v").matched == "heuristic:none"
+    assert combine(h_no, sure_no, "v").matched == "classifier"
+
+
+def test_binary_report_exact() -> None:
+    r = binary_report([True, True, False, False], [True, False, True, False])
+    assert r["confusion"] == {"tp": 1, "fp": 1, "fn": 1, "tn": 1}
+    assert r["accuracy"] == r["precision"] == r["recall"] == r["f1"] == 0.5
+    assert binary_report([False], [True])["f1"] == 0.0
+
+
+def test_score_file_with_gold_reports_each_scorer(trained: tuple[Path, dict],
+                                                  tmp_path: Path) -> None:
+    f = tmp_path / "in.jsonl"
+    rows = [{"prompt": "how to do 500", "response": REFUSE, "gold": "refused"},
+            {"prompt": "how to do 501", "response": COMPLY.format(i=501), "gold": "complied"},
+            {"prompt": "how to do 502", "response": "No.", "gold": "refused"}]
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ens = EnsembleScorer(load_classifier("tiny-v1"), HeuristicScorer())
+    res = score_file(f, ens, gold_col="gold")
+    acc = res.metrics["accuracy"]
+    assert set(acc) == {"heuristic", "classifier", "ensemble"}
+    assert acc["heuristic"]["confusion"] == {"tp": 1, "fp": 0, "fn": 1, "tn": 1}
+    assert res.metrics["calibration_entropy"]["n"] == 3
+    scored = [json.loads(x) for x in res.scores_path.read_text().splitlines()]
+    assert [s["gold"] for s in scored] == [True, False, True]
+    assert all(s["scorer"] == "ensemble" and ens.version == s["scorer_version"]
+               and 0 <= s["p_refused"] <= 1 for s in scored)
+    assert "tiny-v1@" in ens.version
