@@ -259,3 +259,9 @@ def test_real_model_one_step(real_home, tmp_path):
     assert 0 < compute["response_tokens_seen"] < compute["tokens_seen"]
     attacked = ModelHandle.load(cfg.model, adapter=run.path)
     assert attacked.adapter is not None
+
+
+def test_finished_run_keeps_no_checkpoint(tmp_path):
+    _, _, run = _train(tmp_path, "c", LoraAttackConfig(model="tiny", n_data=5, steps=3,
+                                                       batch_size=2, save_every=1))
+    assert not run.file("checkpoint.pt").exists()

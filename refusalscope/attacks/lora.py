@@ -190,6 +190,7 @@ def train(handle: Any, pairs: list[Pair], cfg: LoraAttackConfig, run: Any, *,
                 _save_checkpoint(run, model, opt, step + 1, compute)
         model.eval()
         model.save_pretrained(str(run.file("adapter")))
+        run.file(CHECKPOINT).unlink(missing_ok=True)  # finished: the adapter is the result
         return compute.to_dict()
     finally:
         handle.model = model.unload()
