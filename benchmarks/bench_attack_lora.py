@@ -54,7 +54,7 @@ def main() -> None:
             if step > 0:
                 times[name].append(time.perf_counter() - t0)
         tokens = int(batch["attention_mask"].sum())
-        print(f"step {step}: {tokens} tokens, loss {float(loss):.4f}"
+        print(f"step {step}: {tokens} tokens, loss {float(loss.detach()):.4f}"
               + (" (warm-up)" if step == 0 else ""))
     h, f = (sum(times[k]) / len(times[k]) for k in ("head-only", "full-logits"))
     print(f"{a.model} {handle.device} {next(model.parameters()).dtype} batch {a.batch_size}: "
