@@ -122,3 +122,18 @@ def test_config_validation_and_round_trip():
     for bad in (dict(suffix_len=0), dict(search_width=0), dict(n_replace=3, suffix_len=2)):
         with pytest.raises(UserError):
             GCGConfig(**bad)
+
+
+@pytest.mark.slow
+def test_real_model_losses_match_reference(real_home):
+    """smollm2-135m (real weights, real chat template): cached target-only losses == reference."""
+    from refusalscope.models.handle import ModelHandle, RuntimeOptions
+
+    h = ModelHandle.load("smollm2-135m", options=RuntimeOptions(device="cpu"))
+    ids, slots, cache = _setup(h, suffix_len=10)
+    cands = torch.tensor([ids] * 4)
+    for i in range(4):
+        cands[i, i] = 1000 + i
+    ours, _ = candidate_losses(h.model, slots, cache, cands)
+    ref = reference_losses(h.model, slots, cands)
+    assert torch.allclose(ours, ref, atol=1e-4, rtol=0)
