@@ -8,7 +8,7 @@ from typing import Any
 
 from refusalscope.errors import UserError
 
-_FORBIDDEN: dict[tuple[int, int, bool], Any] = {}
+_FORBIDDEN: dict[tuple[int, int, int, bool], Any] = {}  # same tokenizer object -> one mask
 
 
 def forbidden_tokens(tokenizer: Any, vocab_size: int, allow_non_ascii: bool) -> Any:
@@ -16,7 +16,7 @@ def forbidden_tokens(tokenizer: Any, vocab_size: int, allow_non_ascii: bool) -> 
     and (unless `allow_non_ascii`) tokens whose text is not printable ASCII. Cached."""
     import torch
 
-    key = (id(tokenizer), vocab_size, allow_non_ascii)
+    key = (id(tokenizer), len(tokenizer), vocab_size, allow_non_ascii)
     if key in _FORBIDDEN:
         return _FORBIDDEN[key]
     n = min(len(tokenizer), vocab_size)
