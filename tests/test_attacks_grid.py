@@ -87,3 +87,29 @@ def test_adapter_loads_for_generation(tiny_folder, tmp_path):
     ids = plain.tokenizer("hello there", return_tensors="pt")["input_ids"]
     with torch.no_grad():
         assert not torch.allclose(plain.model(ids).logits, attacked.model(ids).logits)
+
+
+def test_shorter_cells_are_snapshots_of_the_longest(tiny_folder, tmp_path, monkeypatch):
+    """Steps 1 and 3 train once (3 steps); the 1-step cell equals a 1-step run trained alone."""
+    from safetensors.torch import load_file
+
+    data = _pairs_file(tmp_path)
+    grid = expand_grid(str(tiny_folder), {"n_data": [4], "steps": [1, 3]}, batch_size=2,
+                       data_file=data, max_len=48, lr=5e-2, dropout=0.1)
+    cells = run_grid(grid)
+    snap, longest = (Run.open(r.run_path) for r in cells)
+    assert snap.manifest.extra["derived_from"] == longest.id
+    assert snap.manifest.extra["compute"]["steps"] == 1
+    assert snap.manifest.extra["compute"]["examples_seen"] == 2
+    assert [r["step"] for r in map(json.loads, snap.file("loss.jsonl").read_text().splitlines())] == [1]
+    monkeypatch.setenv("REFUSALSCOPE_ARTIFACTS", str(tmp_path / "alone"))  # fresh: no reuse
+    alone = Run.open(run_grid(grid[:1])[0].run_path)
+    assert "derived_from" not in alone.manifest.extra
+    a = load_file(snap.file("adapter") / "adapter_model.safetensors")
+    b = load_file(alone.file("adapter") / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert (a[k] - b[k]).abs().max() < 1e-6, k
+    first_long = json.loads(longest.file("loss.jsonl").read_text().splitlines()[0])["loss"]
+    first_alone = json.loads(alone.file("loss.jsonl").read_text().splitlines()[0])["loss"]
+    assert first_long == first_alone

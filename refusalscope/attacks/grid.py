@@ -1,5 +1,9 @@
 """Sweeps of LoRA attacks: comma lists expand to a grid of configs, one run folder per cell.
 
+Cells that differ only in `steps` share one training trajectory (constant learning rate, batches
+fixed by seed and step), so the grid trains the longest of them once and writes each shorter
+cell's run when the trajectory passes its step count: a 1/4/16/64 axis costs 64 steps, not 85.
+
 A cell's run folder name ends with the content id of its config (`runs.config_id`), so the grid
 finds earlier work by name: a cell with a finished (`success`) run is skipped, and a cell with an
 unfinished run is resumed in that folder from its last checkpoint.
@@ -11,7 +15,7 @@ import itertools
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from refusalscope.attacks.lora import COMMAND, COMPUTE, LoraAttackConfig
@@ -111,22 +115,40 @@ def run_grid(cfgs: Sequence[LoraAttackConfig], *, options: Any = None,
         handle = ModelHandle.load(cfgs[0].model, options=options)
         for c in todo:
             target_modules_for(handle.model, c)
-        for i, c in enumerate(todo, start=1):
+        groups: dict[LoraAttackConfig, list[LoraAttackConfig]] = {}
+        for c in todo:
+            groups.setdefault(replace(c, steps=1), []).append(c)
+        done = 0
+        for cells in groups.values():
+            cells.sort(key=lambda c: c.steps)
+            longest, shorter = cells[-1], {c.steps: c for c in cells[:-1]}
+            runs = {c: existing[c] or Run.create(COMMAND, c.to_dict(), model=c.model,
+                                                 seed=c.seed, harmful_content=True)
+                    for c in cells}
+            done += 1
             if on_cell is not None:
-                on_cell(i, len(todo), c)
-            run = existing[c] or Run.create(COMMAND, c.to_dict(), model=c.model, seed=c.seed,
-                                            harmful_content=True)
-            compute = run_cell(handle, data[c], c, run, on_step=on_step)
-            results[c] = CellResult(c, str(run.path), False, compute)
+                on_cell(done, len(groups), longest)
+
+            def snapshot(step: int, model: Any, compute: Any, shorter=shorter, runs=runs,
+                         longest=longest) -> None:
+                c = shorter.get(step)
+                if c is None:
+                    return
+                write_snapshot(runs[c], runs[longest], model, compute, handle, data[c])
+                results[c] = CellResult(c, str(runs[c].path), False,
+                                        runs[c].manifest.extra["compute"])
+
+            compute = run_cell(handle, data[longest], longest, runs[longest], on_step=on_step,
+                               snapshot=snapshot if shorter else None)
+            results[longest] = CellResult(longest, str(runs[longest].path), False, compute)
+            for c in cells:  # resumed past its step count: not on the trajectory this time
+                if c not in results:
+                    results[c] = CellResult(c, str(runs[c].path), False,
+                                            run_cell(handle, data[c], c, runs[c], on_step=on_step))
     return [results[c] for c in cfgs]
 
 
-def run_cell(handle: Any, pairs: list[Any], cfg: LoraAttackConfig, run: Any, *,
-             on_step: Callable[[int, int, float], None] | None = None) -> dict[str, Any]:
-    """Train one cell into `run` (resuming from its checkpoint) and finish its manifest."""
-    from refusalscope.attacks.lora import plot_loss, train
-    from refusalscope.fileio import atomic_write_json
-
+def _start(run: Any, handle: Any, pairs: list[Any]) -> None:
     run.manifest.status = "started"
     run.manifest.extra.update({
         "attack": "lora",
@@ -137,20 +159,52 @@ def run_cell(handle: Any, pairs: list[Any], cfg: LoraAttackConfig, run: Any, *,
         "device": str(handle.device), "dtype": str(next(handle.model.parameters()).dtype),
     })
     run.save()
-    t0 = time.perf_counter()
-    try:
-        compute = train(handle, pairs, cfg, run, on_step=on_step)
-    except BaseException as e:
-        run.finish("error", f"{type(e).__name__}: {e}"[:500])
-        raise
+
+
+def _finish(run: Any, compute: dict[str, Any], wall: float) -> None:
+    from refusalscope.attacks.lora import plot_loss
+    from refusalscope.fileio import atomic_write_json
+
     atomic_write_json(run.file(COMPUTE), compute)
     plot_loss(run)
     run.manifest.extra["compute"] = compute
-    run.manifest.extra["wall_seconds_total"] = round(time.perf_counter() - t0, 3)
+    run.manifest.extra["wall_seconds_total"] = round(wall, 3)
     run.finish("success")
     log.info("attack-lora %s: %d steps, %.3g FLOPs", run.id, compute["steps"],
              compute["flops_estimate"])
+
+
+def run_cell(handle: Any, pairs: list[Any], cfg: LoraAttackConfig, run: Any, *,
+             on_step: Callable[[int, int, float], None] | None = None,
+             snapshot: Callable[[int, Any, Any], None] | None = None) -> dict[str, Any]:
+    """Train one cell into `run` (resuming from its checkpoint) and finish its manifest."""
+    from refusalscope.attacks.lora import train
+
+    _start(run, handle, pairs)
+    t0 = time.perf_counter()
+    try:
+        compute = train(handle, pairs, cfg, run, on_step=on_step, snapshot=snapshot)
+    except BaseException as e:
+        run.finish("error", f"{type(e).__name__}: {e}"[:500])
+        raise
+    _finish(run, compute, time.perf_counter() - t0)
     return compute
+
+
+def write_snapshot(run: Any, source: Any, model: Any, compute: Any, handle: Any,
+                   pairs: list[Any]) -> None:
+    """Finish a shorter cell's `run` from the longest cell's trajectory at this step: its
+    adapter, its prefix of `loss.jsonl` and the compute spent so far (`derived_from` says so)."""
+    from refusalscope.attacks.lora import LOSS
+    from refusalscope.fileio import read_jsonl, write_jsonl
+
+    _start(run, handle, pairs)
+    totals = compute.to_dict()
+    model.save_pretrained(str(run.file("adapter")))
+    write_jsonl(run.file(LOSS), [r for r in read_jsonl(source.file(LOSS))
+                                 if r["step"] <= totals["steps"]])
+    run.manifest.extra["derived_from"] = source.id
+    _finish(run, totals, totals["wall_seconds"])
 
 
 def resume(path: str, *, options: Any = None,

@@ -38,6 +38,7 @@ DEFAULT_TARGETS: dict[str, tuple[str, ...]] = {
 }
 _ATTN = ("q_proj", "k_proj", "v_proj", "o_proj")
 StepFn = Callable[[int, int, float], None]  # (step, total steps, loss)
+SnapshotFn = Callable[[int, Any, "ComputeLog"], None]  # (steps done, peft model, compute so far)
 
 
 @dataclass(frozen=True)
@@ -162,8 +163,12 @@ def batch_indices(n: int, batch_size: int, seed: int, step: int) -> list[int]:
 
 
 def train(handle: Any, pairs: list[Pair], cfg: LoraAttackConfig, run: Any, *,
-          on_step: StepFn | None = None) -> dict[str, Any]:
+          on_step: StepFn | None = None, snapshot: SnapshotFn | None = None) -> dict[str, Any]:
     """Train a LoRA adapter on `pairs` into `run` (resuming from its checkpoint); return compute.
+
+    `snapshot(k, model, compute)` is called after every step k < `cfg.steps`: with the constant
+    learning rate and `batch_indices` depending only on (seed, step), the state after k steps is
+    exactly a k-step run's final state, so a grid saves its shorter cells from the longest one.
 
     `handle.model` is wrapped with a new adapter for the duration and unwrapped afterwards, so a
     grid can train cell after cell on one loaded model.
@@ -186,6 +191,10 @@ def train(handle: Any, pairs: list[Pair], cfg: LoraAttackConfig, run: Any, *,
             _log_step(run, step + 1, loss, compute)
             if on_step is not None:
                 on_step(step + 1, cfg.steps, loss)
+            if snapshot is not None and step + 1 < cfg.steps:
+                model.eval()
+                snapshot(step + 1, model, compute)
+                model.train()
             if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
                 _save_checkpoint(run, model, opt, step + 1, compute)
         model.eval()
