@@ -36,14 +36,14 @@ def _root(
 
 
 def _register() -> None:
-    from refusalscope.cli import attack, data, generate, models, score
+    from refusalscope.cli import attack, data, generate, models, score, serve
 
     app.add_typer(models.app, name="models")
     app.add_typer(data.app, name="data")
     generate.register(app)
     score.register(app)
     attack.register(app)
-    __import__("refusalscope.cli.serve", fromlist=["register"]).register(app)
+    serve.register(app)
 
 
 _register()
