@@ -43,7 +43,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--classifier", default="minilm-refusal-v1")
-    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--baseline-n", type=int, default=100)
     ap.add_argument("--runs", default=None, help="glob of generations.jsonl files to add")
     args = ap.parse_args()

@@ -136,7 +136,7 @@ class RefusalClassifier:
     weights_sha256: str
     model: Any = field(repr=False)
     tokenizer: Any = field(repr=False)
-    batch_size: int = 64
+    batch_size: int = 16  # measured on 2 CPU threads: 43 resp/s at 16, 36 at 64
 
     @property
     def version(self) -> str:
@@ -203,6 +203,7 @@ def save_classifier(model: Any, tokenizer: Any, card: dict[str, Any], name: str,
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{name}-"))
     try:
+        tmp.chmod(0o755)  # mkdtemp makes it private; a saved classifier is shared like a model
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         for rel, src in (extra_files or {}).items():
