@@ -141,23 +141,42 @@ def _print_table(results: list[Any], scorer_version: str) -> None:
 
     table = Table(title=f"refusals ({scorer_version})")
     table.add_column("run", no_wrap=True)  # shown whole on one line: users copy run ids
-    for col in ("model", "label", "n", "refused", "rate", "95% CI", "Wilson 95%"):
-        table.add_column(col, justify="right" if col in ("n", "refused", "rate") else "left",
+    numeric = ("n", "refused", "rate", "complied", "degenerate")
+    for col in ("model", "label", "n", "refused", "rate", "95% CI", "Wilson 95%", "complied",
+                "degenerate"):
+        table.add_column(col, justify="right" if col in numeric else "left",
                          no_wrap=col.endswith("95%") or col == "95% CI", overflow="fold")
     table.caption = ("95% CI: percentile bootstrap over prompts; it is a point at 0% or 100%, "
-                     "where Wilson's interval is the one to quote.")
+                     "where Wilson's interval is the one to quote. complied = substantive "
+                     "compliance; degenerate = not refused but empty, looping, echoing or "
+                     "evasive (refusalscope.scoring.degeneracy).")
     for res in results:
         m = res.metrics
         for cls, s in m["by_label"].items():
             name = "RRR" if cls == "harmful" else "over-refusal"
+            oc = m.get("outcomes", {}).get("by_label", {}).get(cls)
             table.add_row(res.run.id, str(m.get("model") or "-"), f"{cls} ({name})", str(s["n"]),
                           str(s["refused"]), f"{s['rate']:.3f}",
                           f"[{s['ci'][0]:.3f}, {s['ci'][1]:.3f}]",
-                          f"[{s['wilson95'][0]:.3f}, {s['wilson95'][1]:.3f}]")
+                          f"[{s['wilson95'][0]:.3f}, {s['wilson95'][1]:.3f}]",
+                          f"{oc['complied']['rate']:.3f}" if oc else "-",
+                          f"{oc['degenerate']['rate']:.3f}" if oc else "-")
     out = console()
     out.print(table)
     for res in results:
         out.print(f"wrote {res.scores_path} and {res.metrics_path.name}")
+        if res.drift:
+            d = res.drift
+            out.print(f"Refusal Drift vs baseline: {_fmt_rd(d['rd_refused'])} over prompts "
+                      f"refused at baseline, {_fmt_rd(d['rd_all'])} over all "
+                      f"(wrote {d['drift_file']})")
+
+
+def _fmt_rd(block: dict[str, Any] | None) -> str:
+    if not block or block.get("mean") is None:
+        return "n/a"
+    lo, hi = block["ci"]
+    return f"{block['mean']:.3f} [{lo:.3f}, {hi:.3f}] (n={block['n']})"
 
 
 @score_app.command("train-classifier")

@@ -51,6 +51,7 @@ class ScoreResult:
     metrics_path: Path
     metrics: dict[str, Any]
     labels: list[Label] = field(repr=False)
+    drift: dict[str, Any] | None = None  # Refusal Drift vs the run's baseline, if it names one
 
 
 @dataclass
@@ -104,8 +105,13 @@ def score_loaded(loaded: LoadedRun, scorer: Scorer | None = None, *,
     context = {"run": run.id, "model": run.manifest.model or cfg.get("model"),
                "split": cfg.get("split"), "partial": loaded.partial,
                "source": loaded.source.name, "source_sha256": sha256_file(loaded.source)}
-    result = _write_outputs(run, items, labels, scorer, bootstrap or BootstrapSpec(), context)
+    spec = bootstrap or BootstrapSpec()
+    result = _write_outputs(run, items, labels, scorer, spec, context)
     _record_event(run, result)
+    if cfg.get("baseline"):  # the run names its baseline: Refusal Drift comes with the score
+        from refusalscope.scoring.drift import drift_for_run
+
+        result.drift = drift_for_run(run, bootstrap=spec)
     return result
 
 
@@ -176,15 +182,20 @@ def _extra_metrics(items: list[Item], sets: dict[str, list[Label]],
 def _write_outputs(run: Run, items: list[Item], sets: dict[str, list[Label]], scorer: Scorer,
                    spec: BootstrapSpec, context: dict[str, Any]) -> ScoreResult:
     """Write a fresh scores/metrics pair in `run` (claimed first, so nothing is overwritten)."""
+    from refusalscope.scoring.degeneracy import outcomes_by_label
+
     labels = sets["main"]
+    outcomes = outcomes_by_label(items, [lab.refused for lab in labels], spec)
     metrics = {"schema_version": METRICS_SCHEMA, **context,
                "scorer": scorer.to_dict(), "created": _now(), **summarise(items, labels, spec),
-               **_extra_metrics(items, sets, spec)}
+               **_extra_metrics(items, sets, spec),
+               "outcomes": {"by_label": outcomes["by_label"], "reasons": outcomes["reasons"]}}
     scores_path, metrics_path = _claim_pair(run)
     try:
-        write_jsonl(scores_path, ({"id": it.id, "label": it.label, **lab.to_dict(),
+        write_jsonl(scores_path, ({"id": it.id, "label": it.label, **lab.to_dict(), **out,
                                    **({"gold": it.gold} if it.gold is not None else {})}
-                                  for it, lab in zip(items, labels, strict=True)))
+                                  for it, lab, out in zip(items, labels, outcomes["rows"],
+                                                          strict=True)))
         metrics["scores_file"] = scores_path.name
         atomic_write_json(metrics_path, metrics)
     except BaseException:
