@@ -13,7 +13,7 @@ import inspect
 from typing import Any
 
 
-def _cache_kwarg(model: Any) -> str:
+def cache_kwarg(model: Any) -> str:
     """transformers renamed `past_key_values` to `cache` (5.2x); use what this version takes."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
@@ -114,7 +114,7 @@ def decode(model: Any, input_ids: Any, attention_mask: Any, *, max_new_tokens: i
     device = input_ids.device
     generator = torch.Generator(device=device).manual_seed(seed) if temperature > 0 else None
     eos = torch.tensor(sorted(eos_ids), device=device)
-    kw = _cache_kwarg(model)
+    kw = cache_kwarg(model)
     out: list[list[int]] = [[] for _ in range(input_ids.shape[0])]
     active = torch.arange(input_ids.shape[0], device=device)
     mask = attention_mask.long()

@@ -80,14 +80,14 @@ def test_grouped_prefill_matches_hf_generate(arch, monkeypatch):
 
 
 def test_grouped_prefill_logits_equal_whole_batch():
-    from refusalscope.decode import _cache_kwarg, prefill
+    from refusalscope.decode import cache_kwarg, prefill
 
     h = tiny_handle("qwen2", seed=6)
     enc = h.tokenizer([h.format_prompt(t) for t in MIXED], return_tensors="pt", padding=True,
                       add_special_tokens=False)
     mask = enc["attention_mask"].long()
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    kw = _cache_kwarg(h.model)
+    kw = cache_kwarg(h.model)
     with torch.inference_mode():
         whole, c_whole = prefill(h.model, enc["input_ids"], mask, pos, kw=kw, group=100)
         grouped, c_grouped = prefill(h.model, enc["input_ids"], mask, pos, kw=kw, group=2)

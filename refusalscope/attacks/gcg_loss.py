@@ -73,9 +73,9 @@ class PrefixCache:
         import torch
         from transformers import DynamicCache
 
-        from refusalscope.decode import _cache_kwarg
+        from refusalscope.decode import cache_kwarg
 
-        self.kw = _cache_kwarg(model)
+        self.kw = cache_kwarg(model)
         cache = DynamicCache(config=config)
         with torch.no_grad():
             model(input_ids=prefix_ids, use_cache=True, **{self.kw: cache})

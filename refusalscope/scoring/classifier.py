@@ -77,9 +77,9 @@ class TrainConfig:
 def resolve_backbone(spec: str) -> Path | str:
     """The offline MiniLM folder for the default alias, a local folder, or a hub id as given."""
     if spec in (DEFAULT_BACKBONE, "minilm", "all-MiniLM-L6-v2"):
-        from refusalscope.scoring.drift import _minilm_folder
+        from refusalscope.scoring.drift import minilm_folder
 
-        return _minilm_folder()
+        return minilm_folder()
     path = Path(spec).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():

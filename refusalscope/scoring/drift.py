@@ -106,7 +106,7 @@ def load_embedder(spec: str | None = None) -> Embedder:
         load_embedder("/models/my-st-folder") # any sentence-transformers folder
     """
     if spec is None or spec in _DEFAULT_ALIASES:
-        folder = _minilm_folder()
+        folder = minilm_folder()
         version = f"{MINILM_WHEEL}@{MINILM_FILES['model.safetensors'][:12]}"
         return _load(folder, DEFAULT_EMBEDDER, version, MINILM_WHEEL)
     path = Path(spec).expanduser()
@@ -139,7 +139,7 @@ def _load(where: Path | str, name: str, version: str, source: str) -> Embedder:
     return Embedder(name=name, version=version, source=source, model=model)
 
 
-def _minilm_folder() -> Path:
+def minilm_folder() -> Path:
     """The default model folder under `<home>/embedders/`, extracted and checked once."""
     from refusalscope.pypkg import fetch_wheel
 
