@@ -74,7 +74,7 @@ def score_runs(
         "heuristic", "--scorer", help="heuristic, classifier (trained, see train-classifier) or "
                                       "ensemble (classifier decides unless unsure, then the "
                                       "heuristic)."),
-    classifier: str = typer.Option("minilm-refusal-v1",
+    classifier: str = typer.Option("minilm-refusal-v2",
                                    help="--scorer classifier/ensemble: classifier name."),
     gold_col: str | None = typer.Option(
         None, help="--input: ground-truth refusal column (refused/complied, 1/0, true/false, "
@@ -190,11 +190,11 @@ def train_classifier_cmd(
                        "repeatable.")] = None,
     gold_col: str = typer.Option("refused", help="--data: ground-truth refusal column."),
     no_pyrit: bool = typer.Option(False, help="Do not use the PyRIT human-labelled responses."),
-    name: str = typer.Option("minilm-refusal-v1", help="Name to save the classifier under."),
+    name: str = typer.Option("minilm-refusal-v2", help="Name to save the classifier under."),
     epochs: int = typer.Option(3, help="Training epochs."),
     batch_size: int = typer.Option(16, help="Training batch size."),
     lr: float = typer.Option(5e-5, help="Learning rate."),
-    max_length: int = typer.Option(128, help="Tokens per (response, prompt) pair."),
+    max_length: int = typer.Option(96, help="Tokens per (response, prompt) pair."),
     seed: int = typer.Option(0, help="Seed for the split, initialisation and shuffles."),
     overwrite: bool = typer.Option(False, help="Replace a classifier of the same name."),
 ) -> None:

@@ -34,7 +34,7 @@ from refusalscope.scoring.base import Label
 from refusalscope.scoring.calibration import entropy_bits, sigmoid
 
 log = logging.getLogger(__name__)
-DEFAULT_NAME = "minilm-refusal-v1"
+DEFAULT_NAME = "minilm-refusal-v2"
 DEFAULT_BACKBONE = "all-minilm-l6-v2"
 HUB_BACKBONE = "microsoft/deberta-v3-small"
 PROMPT_CHARS = 200
@@ -55,7 +55,7 @@ class TrainConfig:
     epochs: int = 3
     batch_size: int = 16
     lr: float = 5e-5
-    max_length: int = 128
+    max_length: int = 96  # 128 gave 0.964 held-out accuracy but 49 responses/s; 96: 0.956, 55/s
     heldout_frac: float = 0.2
     calib_frac: float = 0.15
     seed: int = 0
