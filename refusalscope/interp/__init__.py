@@ -1,0 +1,1 @@
+"""Interpretability core: activations to HDF5, refusal directions, steering and ablation, geometry."""
