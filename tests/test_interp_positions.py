@@ -37,3 +37,14 @@ def test_gather_picks_last_real_tokens_for_either_padding(side):
 def test_unknown_kind_is_user_error():
     with pytest.raises(UserError, match="unknown position"):
         n_positions("first", 3)
+
+
+def test_fingerprint_changes_with_weights_not_with_reload():
+    from refusalscope.interp.identity import model_fingerprint
+
+    a, b = tiny_handle("qwen2", seed=0), tiny_handle("qwen2", seed=0)
+    assert model_fingerprint(a) == model_fingerprint(b)
+    assert model_fingerprint(a) != model_fingerprint(tiny_handle("qwen2", seed=1))
+    with torch.no_grad():
+        next(p for p in b.layers[-1].parameters() if p.dim() == 2)[0, 0] += 1.0
+    assert model_fingerprint(a) != model_fingerprint(b)
