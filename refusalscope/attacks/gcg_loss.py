@@ -90,7 +90,7 @@ class PrefixCache:
         return DynamicCache(ddp_cache_data=data, config=self.config)
 
 
-def _target_loss(logits: Any, target: Any) -> tuple[Any, Any]:
+def target_loss(logits: Any, target: Any) -> tuple[Any, Any]:
     """Mean cross-entropy per row over target positions, and whether argmax hits every token.
 
     logits: `[B, T, V]`, target: `[1, T]` -> (`[B]` float32, `[B]` bool).
@@ -126,7 +126,7 @@ def candidate_losses(model: Any, slots: PromptSlots, cache: PrefixCache, cands: 
             ids = torch.cat([c, slots.tail.expand(b, -1), slots.target[:, :-1].expand(b, -1)], 1)
             out = model(input_ids=ids, use_cache=True, **{cache.kw: cache.expand(b)},
                         logits_to_keep=t)
-            loss, hit = _target_loss(out.logits, slots.target)
+            loss, hit = target_loss(out.logits, slots.target)
             losses.append(loss)
             hits.append(hit)
     return torch.cat(losses), torch.cat(hits)
@@ -154,7 +154,7 @@ def suffix_gradient(model: Any, slots: PromptSlots, cache: PrefixCache | None,
         out = model(inputs_embeds=torch.cat(parts, 1), use_cache=True,
                     **{cache.kw: cache.expand(1)}, logits_to_keep=t)
         logits = out.logits
-    loss, _ = _target_loss(logits, slots.target)
+    loss, _ = target_loss(logits, slots.target)
     (grad,) = torch.autograd.grad(loss.sum(), one_hot)
     return grad.float(), float(loss.item())
 
@@ -180,7 +180,7 @@ def reference_losses(model: Any, slots: PromptSlots, cands: Any,
                              slots.target.expand(b, -1)], 1)
             logits = model(input_ids=ids, use_cache=False).logits  # [B, S, V]
             shift = logits[:, -t - 1:-1]
-            out_losses.append(_target_loss(shift, slots.target)[0])
+            out_losses.append(target_loss(shift, slots.target)[0])
     return torch.cat(out_losses)
 
 
