@@ -16,8 +16,10 @@ def register(app: typer.Typer) -> None:
     """Add the `attack` group (commands come from attack_* modules) to the root app."""
     from refusalscope.cli import attack_gcg, attack_lora
     from refusalscope.cli import attack_autodan
+    from refusalscope.cli import attack_template
 
     attack_lora.register(attack_app)
     attack_gcg.register(attack_app)
     attack_autodan.register(attack_app)
+    attack_template.register(attack_app)
     app.add_typer(attack_app, name="attack")
