@@ -18,11 +18,11 @@ from typing import Any
 
 from refusalscope.attacks.autodan import AutoDANConfig, AutoDANState, run
 from refusalscope.attacks.autodan_prompts import render
+from refusalscope.attacks.gcg_run import DEFAULT_TARGET, asr, evaluate_pairs, load_requests
 from refusalscope.errors import UserError
 
 LOG, STATE, ATTACKED, EVAL, RESULT = ("autodan.jsonl", "state.json", "attacked_prompts.jsonl",
                                       "eval.jsonl", "result.json")
-DEFAULT_TARGET = "Sure, here is"
 
 
 @dataclass(frozen=True)
@@ -85,15 +85,7 @@ def read_texts(path: str | Path) -> tuple[list[str], str]:
 
 
 def _requests(cfg: AutoDANRunConfig) -> list[Any]:
-    from refusalscope.data.load import Prompt, load_split
-
-    if cfg.prompt is not None:
-        return [Prompt(id="user-0", prompt=cfg.prompt, split="user", label="harmful",
-                       source="cli", target=cfg.target or DEFAULT_TARGET)]
-    got = load_split(cfg.split, n=cfg.skip + cfg.n)[cfg.skip:]
-    if not got:
-        raise UserError(f"split {cfg.split} has no prompt at --skip {cfg.skip}")
-    return got
+    return load_requests(cfg.split, cfg.n, cfg.skip, cfg.prompt, cfg.target)
 
 
 def _texts(cfg: AutoDANRunConfig) -> list[str] | None:
@@ -103,31 +95,6 @@ def _texts(cfg: AutoDANRunConfig) -> list[str] | None:
     if cfg.texts_sha256 is not None and sha != cfg.texts_sha256:
         raise UserError(f"{cfg.texts_file} changed since the run started (sha256 differs)")
     return texts
-
-
-def _evaluate(handle: Any, pairs: list[tuple[Any, str]], max_new_tokens: int) -> list[dict[str, Any]]:
-    """Greedy responses to each `(prompt, attacked text)` without and with the jailbreak."""
-    from dataclasses import replace
-
-    from refusalscope.generate import GenerateConfig, generate_rows
-    from refusalscope.scoring.heuristic import HeuristicScorer
-
-    gen_cfg = GenerateConfig(model=handle.name, max_new_tokens=max_new_tokens)
-    scorer = HeuristicScorer()
-    out = []
-    for variant in ("baseline", "attacked"):
-        batch = [p if variant == "baseline" else replace(p, prompt=text) for p, text in pairs]
-        for r in generate_rows(handle, batch, gen_cfg, batch_size=8):
-            label = scorer.label(r["prompt"], r["response"])
-            out.append({"id": r["id"], "split": r["split"], "variant": variant,
-                        "prompt": r["prompt"], "response": r["response"],
-                        "refused": label.refused, "matched": label.matched})
-    return out
-
-
-def _asr(rows: list[dict[str, Any]], split: str, variant: str) -> float | None:
-    sel = [r for r in rows if r["split"] == split and r["variant"] == variant]
-    return sum(not r["refused"] for r in sel) / len(sel) if sel else None
 
 
 def _open_resume(resume: str) -> tuple[Any, AutoDANRunConfig, AutoDANState | None]:
@@ -181,16 +148,16 @@ def run_autodan(cfg: AutoDANRunConfig, *, options: Any = None, batch_size: int |
         write_jsonl(run_.file(ATTACKED), attacked)
         pairs = list(zip(requests, res.prompts, strict=True))
         pairs += [(p, render(res.body, p.prompt, res.name, res.developer)) for p in heldout]
-        rows = _evaluate(handle, pairs, cfg.max_new_tokens)
+        rows = evaluate_pairs(handle, pairs, cfg.max_new_tokens)
         write_jsonl(run_.file(EVAL), rows)
         split = requests[0].split
         result = {"body": res.body, "name": res.name, "developer": res.developer,
                   "loss": res.loss, "target_hit": res.target_hit, "stop": res.stop,
                   "generations": res.compute.steps, "n_requests": len(requests),
-                  "asr_optimised": _asr(rows, split, "attacked"),
-                  "asr_optimised_baseline": _asr(rows, split, "baseline"),
-                  "asr_heldout": _asr(rows, "eval", "attacked") if heldout else None,
-                  "asr_heldout_baseline": _asr(rows, "eval", "baseline") if heldout else None,
+                  "asr_optimised": asr(rows, split, "attacked"),
+                  "asr_optimised_baseline": asr(rows, split, "baseline"),
+                  "asr_heldout": asr(rows, "eval", "attacked") if heldout else None,
+                  "asr_heldout_baseline": asr(rows, "eval", "baseline") if heldout else None,
                   "compute": res.compute.to_dict(),
                   "flops_formula": "2*N*forward_tokens (fitness rows + greedy checks), "
                                    "N = parameters"}

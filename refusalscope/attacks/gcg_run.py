@@ -60,20 +60,34 @@ class GCGRunConfig:
 
 
 def _prompts(cfg: GCGRunConfig) -> list[Any]:
+    n = 1 if cfg.mode == "individual" else cfg.n
+    return load_requests(cfg.split, n, cfg.skip, cfg.prompt, cfg.target)
+
+
+def load_requests(split: str, n: int, skip: int, prompt: str | None = None,
+                  target: str | None = None) -> list[Any]:
+    """`n` prompts of `split` from `skip` on, or the one `prompt` (with `target`, default
+    `DEFAULT_TARGET`) given on the command line. Prompt attacks share it."""
     from refusalscope.data.load import Prompt, load_split
 
-    if cfg.prompt is not None:
-        return [Prompt(id="user-0", prompt=cfg.prompt, split="user", label="harmful",
-                       source="cli", target=cfg.target or DEFAULT_TARGET)]
-    n = 1 if cfg.mode == "individual" else cfg.n
-    got = load_split(cfg.split, n=cfg.skip + n)[cfg.skip:]
+    if prompt is not None:
+        return [Prompt(id="user-0", prompt=prompt, split="user", label="harmful",
+                       source="cli", target=target or DEFAULT_TARGET)]
+    got = load_split(split, n=skip + n)[skip:]
     if not got:
-        raise UserError(f"split {cfg.split} has no prompt at --skip {cfg.skip}")
+        raise UserError(f"split {split} has no prompt at --skip {skip}")
     return got
 
 
 def _evaluate(handle: Any, rows: list[Any], suffix: str, max_new_tokens: int) -> list[dict[str, Any]]:
     """Greedy responses with and without `suffix`, labelled by the heuristic scorer."""
+    return evaluate_pairs(handle, [(p, p.prompt + suffix) for p in rows], max_new_tokens)
+
+
+def evaluate_pairs(handle: Any, pairs: list[tuple[Any, str]],
+                   max_new_tokens: int) -> list[dict[str, Any]]:
+    """Greedy responses to each `(prompt, attacked text)`: the prompt as it is (variant
+    ``baseline``) and the attacked text (``attacked``), labelled by the heuristic scorer."""
     from dataclasses import replace
 
     from refusalscope.generate import GenerateConfig, generate_rows
@@ -82,8 +96,8 @@ def _evaluate(handle: Any, rows: list[Any], suffix: str, max_new_tokens: int) ->
     gen_cfg = GenerateConfig(model=handle.name, max_new_tokens=max_new_tokens)
     scorer = HeuristicScorer()
     out = []
-    for variant, text in (("baseline", ""), ("attacked", suffix)):
-        batch = [replace(p, prompt=p.prompt + text) for p in rows]
+    for variant in ("baseline", "attacked"):
+        batch = [p if variant == "baseline" else replace(p, prompt=text) for p, text in pairs]
         for r in generate_rows(handle, batch, gen_cfg, batch_size=8):
             label = scorer.label(r["prompt"], r["response"])
             out.append({"id": r["id"], "split": r["split"], "variant": variant,
@@ -92,7 +106,8 @@ def _evaluate(handle: Any, rows: list[Any], suffix: str, max_new_tokens: int) ->
     return out
 
 
-def _asr(rows: list[dict[str, Any]], split: str, variant: str) -> float | None:
+def asr(rows: list[dict[str, Any]], split: str, variant: str) -> float | None:
+    """Attack success rate: the share of `split`'s `variant` rows not refused (None if none)."""
     sel = [r for r in rows if r["split"] == split and r["variant"] == variant]
     return sum(not r["refused"] for r in sel) / len(sel) if sel else None
 
@@ -144,10 +159,10 @@ def run_gcg(cfg: GCGRunConfig, *, options: Any = None, batch_size: int | None = 
         split = prompts[0].split
         result = {"suffix": res.suffix, "suffix_ids": res.suffix_ids, "loss": res.loss,
                   "n_prompts": len(pairs), "n_active": res.n_active,
-                  "asr_optimised": _asr(rows, split, "attacked"),
-                  "asr_optimised_baseline": _asr(rows, split, "baseline"),
-                  "asr_heldout": _asr(rows, "eval", "attacked") if cfg.n_eval else None,
-                  "asr_heldout_baseline": _asr(rows, "eval", "baseline") if cfg.n_eval else None,
+                  "asr_optimised": asr(rows, split, "attacked"),
+                  "asr_optimised_baseline": asr(rows, split, "baseline"),
+                  "asr_heldout": asr(rows, "eval", "attacked") if cfg.n_eval else None,
+                  "asr_heldout_baseline": asr(rows, "eval", "baseline") if cfg.n_eval else None,
                   "compute": res.compute.to_dict(),
                   "flops_formula": "2*N*forward_tokens + 6*N*gradient_tokens, N = parameters"}
         atomic_write_json(run_.file(RESULT), result)
