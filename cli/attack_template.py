@@ -32,6 +32,8 @@ def template(
     list_: bool = typer.Option(False, "--list", help="Show the template library (or the --templates selection) and exit."),
 ) -> None:
     """Apply jailbreak templates to requests; writes attacked_prompts.jsonl (and result.json with ASR vs baseline)."""
+    from pathlib import Path
+
     from refusalscope.attacks.template_run import (DEFAULT_MAX_TEMPLATE_TOKENS,
                                                    TemplateRunConfig, run_template_attack)
     from refusalscope.errors import UserError
@@ -50,7 +52,8 @@ def template(
     cfg = TemplateRunConfig(
         model=model, templates=templates or ("user" if template_file else "default"),
         template_file=template_file,
-        template_file_sha256=sha256_file(template_file) if template_file else None,
+        template_file_sha256=sha256_file(Path(template_file))
+        if template_file and Path(template_file).is_file() else None,  # else: a one-line error later
         split=split, prompts_file=prompts, n=n, n_templates=n_templates, seeds=seed_list,
         max_template_tokens=max_template_tokens,
         evaluate=bool(model) if evaluate is None else evaluate,

@@ -39,7 +39,7 @@ def test_every_template_takes_the_goal_exactly_once(lib):
         out = apply(t, GOAL)
         assert out.count(GOAL) == 1, t.id
         if t.slot == "append":
-            assert out == t.text.rstrip() + "\n\n" + GOAL
+            assert out == t.text.strip() + "\n\n" + GOAL
         elif t.slot == "marker":
             assert t.marker is not None and t.text.count(t.marker) == 1
             assert t.marker not in out or t.text.lower().count(t.marker.lower()) > 1

@@ -87,13 +87,24 @@ def load_goals(cfg: TemplateRunConfig) -> list[Any]:
     return got[: cfg.n]
 
 
-def choose_templates(cfg: TemplateRunConfig, tokenizer: Any = None
-                     ) -> tuple[dict[int, list[Template]], list[str]]:
-    """Templates per seed, and the ids dropped by the length cap (counted with `tokenizer`)."""
+def selected_templates(cfg: TemplateRunConfig) -> list[Template]:
+    """The templates `cfg.templates` names (user file included), before any length cap.
+
+    Checks the sampling too (`--n-templates` over a family's size fails here), so bad input
+    fails before a model is loaded.
+    """
     pool = list(library())
     if cfg.template_file is not None:
         pool += load_template_file(cfg.template_file)
     chosen = select(cfg.templates, pool)
+    sample(chosen, cfg.n_templates, cfg.seeds[0])
+    return chosen
+
+
+def choose_templates(cfg: TemplateRunConfig, chosen: list[Template], tokenizer: Any = None
+                     ) -> tuple[dict[int, list[Template]], list[str]]:
+    """Templates per seed from `chosen`, and the ids the length cap dropped (counted with
+    `tokenizer` on the template applied to an empty request)."""
     dropped: list[str] = []
     if cfg.max_template_tokens:
         def n_tokens(t: Template) -> int:
@@ -136,12 +147,13 @@ def run_template_attack(cfg: TemplateRunConfig, *, options: Any = None, batch_si
     if batch_size < 1:
         raise UserError(f"--batch-size must be at least 1 (got {batch_size})")
     goals = load_goals(cfg)
+    chosen = selected_templates(cfg)  # bad input fails before weights are loaded
     handle = None
     if cfg.model is not None:
         from refusalscope.models.handle import ModelHandle
 
         handle = ModelHandle.load(cfg.model, options=options)
-    per_seed, dropped = choose_templates(cfg, handle.tokenizer if handle else None)
+    per_seed, dropped = choose_templates(cfg, chosen, handle.tokenizer if handle else None)
     rows = attacked_rows(goals, per_seed)
     used = {t.id: t for temps in per_seed.values() for t in temps}
     run = Run.create("attack-template", cfg.to_dict(), model=cfg.model, seed=cfg.seeds[0],

@@ -53,18 +53,21 @@ def _jinja() -> Any:
 
 
 def apply(template: Template, goal: str) -> str:
-    """The attacked prompt: `goal` put in `template`'s slot, or appended after a blank line.
+    """The attacked prompt: `goal` put in `template`'s slot, or appended after a blank line;
+    leading and trailing whitespace removed.
 
     Example:
         apply(Template("user/t", "user", "cli", "Answer: {{ prompt }}", "jinja"), "hi")
         # -> "Answer: hi"
     """
     if template.slot == "jinja":
-        return str(_jinja().from_string(template.text).render(prompt=goal))
-    if template.slot == "marker":
+        out = str(_jinja().from_string(template.text).render(prompt=goal))
+    elif template.slot == "marker":
         assert template.marker is not None
-        return template.text.replace(template.marker, goal, 1)
-    return template.text.rstrip() + "\n\n" + goal
+        out = template.text.replace(template.marker, goal, 1)
+    else:
+        out = template.text.rstrip() + "\n\n" + goal
+    return out.strip()  # prompt readers strip cells; the text sent must equal the text saved
 
 
 def check(template: Template) -> Template:
