@@ -248,3 +248,34 @@ def run_probe(cfg: ProbeConfig, *, options: Any = None, batch_size: int = 16,
         raise
     run.finish("success")
     return run
+
+
+def verify(handle: Any, path: str | Path, *, n: int = 4, batch_size: int = 16) -> float:
+    """Check that a probe file came from `handle`'s model: same fingerprint (else `UserError`),
+    and its first `n` rows re-extracted now match; returns the largest absolute difference.
+
+    Example:
+        verify(ModelHandle.load("qwen2.5-coder-0.5b"), "artifacts/runs/<run>/activations.h5")
+    """
+    import numpy as np
+
+    from refusalscope.data.load import Prompt
+    from refusalscope.interp.h5io import check_fingerprint, open_probe
+    from refusalscope.interp.identity import model_fingerprint
+
+    check_fingerprint(path, model_fingerprint(handle))
+    pf = open_probe(path)
+    m = pf.meta
+    rows = {pf.prompt_ids[i]: i for i in range(min(n, len(pf.prompt_ids)))}
+    prompts = [Prompt(pid, pf.prompts[i], m.split, "harmful" if pf.labels[i] else "harmless",
+                      "probe-file") for pid, i in rows.items()]
+    worst = 0.0
+    stored = {(s, layer): pf.acts(s, layer) for s in m.sites for layer in m.layers}
+    for batch, acts in iter_batches(handle, prompts, sites=m.sites, layers=m.layers,
+                                    positions=m.positions, n_post=m.n_post, backend="native",
+                                    batch_size=batch_size):
+        for key, x in acts.items():
+            want = stored[key][[rows[p.id] for p in batch]].astype(np.float32)
+            worst = max(worst, float(np.abs(x.float().numpy() - want).max()))
+    return worst
+
