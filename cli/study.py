@@ -1,0 +1,141 @@
+"""`refusalscope study run|status|plan|report SPEC`: a declarative sweep as a resumable graph."""
+
+from __future__ import annotations
+
+import typer
+
+from refusalscope.cli._common import console, user_errors
+
+study_app = typer.Typer(
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    help="Run a study spec (TOML: models x attacks x seeds x eval x scorers) as a graph of runs "
+         "that resumes where it stopped. SPEC is a .toml file or a shipped spec name "
+         "(quickstart, seed-plan).",
+)
+
+_SPEC = typer.Argument(..., metavar="SPEC", help="A spec .toml file or a shipped spec name.")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(study_app, name="study")
+
+
+def _load(spec: str):  # type: ignore[no-untyped-def]
+    from refusalscope.study.executor import study_dir
+    from refusalscope.study.graph import expand
+    from refusalscope.study.spec import load_spec
+
+    s = load_spec(spec)
+    return s, expand(s), study_dir(s.name)
+
+
+@study_app.command("run")
+@user_errors
+def run(
+    spec: str = _SPEC,
+    executor: str = typer.Option("local", help="local (in this process) | ray"),
+    max_retries: int = typer.Option(2, "--max-retries", help="Retries per failed node."),
+    address: str | None = typer.Option(None, help="--executor ray: cluster address "
+                                                  "(default: RAY_ADDRESS, else a local cluster)."),
+) -> None:
+    """Run every node not done yet; finished nodes are skipped, interrupted ones resumed."""
+    from refusalscope.errors import UserError
+    from refusalscope.study.executor import run_local, study_lock, write_spec
+
+    if executor not in ("local", "ray"):
+        raise UserError(f"unknown --executor {executor!r}: local or ray")
+    if max_retries < 0:
+        raise UserError(f"--max-retries must be >= 0 (got {max_retries})")
+    s, nodes, sdir = _load(spec)
+
+    def show(node, rec) -> None:  # type: ignore[no-untyped-def]
+        tag = "skipped (done)" if rec.get("skipped") else rec["status"]
+        typer.echo(f"{node.id}  {node.label}: {tag}", err=True)
+
+    with study_lock(sdir):
+        write_spec(sdir, s.to_dict(), nodes)
+        if executor == "ray":
+            from refusalscope.study.ray_exec import run_ray
+
+            out = run_ray(sdir, nodes, max_retries=max_retries, address=address, on_node=show)
+        else:
+            out = run_local(sdir, nodes, max_retries=max_retries, on_node=show)
+    typer.echo(f"{sdir}: {len(out.done)} ran, {len(out.skipped)} already done, "
+               f"{len(out.failed)} failed, {len(out.blocked)} blocked")
+    for nid, err in out.failed.items():
+        typer.echo(f"failed {nid}: {err}", err=True)
+    if out.failed or out.blocked:
+        raise typer.Exit(1)
+
+
+@study_app.command("status")
+@user_errors
+def status(spec: str = _SPEC) -> None:
+    """done / running / failed / pending per node, and totals."""
+    from rich.table import Table
+
+    from refusalscope.study.executor import last_error, node_state
+
+    _, nodes, sdir = _load(spec)
+    table = Table(title=f"study {sdir}")
+    for col in ("node", "kind", "what", "state"):
+        table.add_column(col, no_wrap=col == "node")
+    counts: dict[str, int] = {}
+    for n in nodes:
+        st = node_state(sdir, n)
+        counts[st] = counts.get(st, 0) + 1
+        err = last_error(sdir, n) if st == "failed" else None
+        table.add_row(n.id, n.kind, n.label, st + (f": {err[:80]}" if err else ""))
+    out = console()
+    out.print(table)
+    out.print(", ".join(f"{counts.get(k, 0)} {k}" for k in ("done", "running", "failed",
+                                                               "pending")))
+
+
+@study_app.command("plan")
+@user_errors
+def plan(spec: str = _SPEC) -> None:
+    """What would run (nodes not done yet) and an estimate of its cost."""
+    from rich.table import Table
+
+    from refusalscope.study import plan as cost
+    from refusalscope.study.executor import node_state
+
+    _, nodes, sdir = _load(spec)
+    todo = [n for n in nodes if node_state(sdir, n) != "done"]
+    costs = cost.estimate(todo)
+    table = Table(title=f"{len(todo)} of {len(nodes)} nodes to run ({sdir})")
+    for col in ("node", "kind", "what", "GFLOPs", "CPU min", "GPU min"):
+        table.add_column(col, justify="right" if col[0] in "GCU" else "left",
+                         no_wrap=col == "node")
+    for c in costs:
+        table.add_row(c.node.id, c.node.kind, c.node.label,
+                      f"{c.flops / 1e9:,.0f}" if c.flops is not None else "?",
+                      f"{c.cpu_min:.1f}" if c.cpu_min is not None else "?",
+                      f"{c.gpu_min:.2f}" if c.gpu_min is not None else "?")
+    t = cost.totals(costs)
+    table.caption = (f"total {t['flops'] / 1e12:,.1f} TFLOPs: ~{t['cpu_min']:.0f} CPU minutes "
+                     f"(2 cores) or ~{t['gpu_min']:.0f} GPU minutes"
+                     + (f"; {t['unknown']} nodes of unknown size" if t["unknown"] else "")
+                     + ". Estimated: dense-matmul FLOPs from tokens x parameters (upper bound: "
+                       "every response at max_new_tokens) over 52 GFLOP/s measured on 2 CPU "
+                       "cores and 100 TFLOP/s assumed on a GPU, plus model loading; see "
+                       "refusalscope/study/plan.py.")
+    console().print(table)
+
+
+@study_app.command("report")
+@user_errors
+def report(
+    spec: str = _SPEC,
+    out: str | None = typer.Option(None, help="Report folder (default: <study>/report)."),
+) -> None:
+    """Write a report folder: report.md (setup, results table, fits, caveats) + results.csv."""
+    from pathlib import Path
+
+    from refusalscope.study.report import write_report
+
+    s, nodes, sdir = _load(spec)
+    path = write_report(s, nodes, sdir, Path(out) if out else sdir / "report")
+    typer.echo(str(path))

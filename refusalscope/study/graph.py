@@ -1,0 +1,190 @@
+"""Expand a `Spec` into a graph of nodes, each one run of an existing command.
+
+    baseline generate -> score (per scorer)
+    attack-lora (one trajectory per n_data x lr x rank x alpha x seed; every `steps` value is a
+      cell saved on the way) -> generate --adapter CELL --baseline BASE -> score (+ drift)
+    attack-gcg / attack-autodan (per grid combo x seed) -> generate over the attacked eval
+      prompts -> score;  `after = "lora"`: the prompt attack targets the LoRA-attacked model
+    probe per model and per attacked model (when the spec has [probe])
+
+A node id is content-addressed: kind + sha256 of (kind, params, input node ids), so the same
+config on the same inputs is the same node in every run of every spec, and changing anything
+upstream changes every id downstream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from refusalscope.errors import UserError
+from refusalscope.study.spec import AttackSpec, ModelSpec, Spec
+
+# How many CPUs / GPUs a node of each kind asks a scheduler for (Ray). Scoring is light.
+RESOURCES: dict[str, dict[str, float]] = {
+    "generate": {"cpus": 2, "gpus": 1}, "score": {"cpus": 1, "gpus": 0},
+    "attack-lora": {"cpus": 2, "gpus": 1}, "attack-gcg": {"cpus": 2, "gpus": 1},
+    "attack-autodan": {"cpus": 2, "gpus": 1}, "probe": {"cpus": 2, "gpus": 1},
+}
+
+
+@dataclass(frozen=True)
+class Node:
+    """One run in the study: `kind` (a key of `executor.NODE_KINDS`), its config, its inputs."""
+
+    id: str
+    kind: str
+    params: dict[str, Any]
+    inputs: dict[str, str] = field(default_factory=dict)  # role -> node id
+    label: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "kind": self.kind, "params": self.params,
+                "inputs": self.inputs, "label": self.label}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Node:
+        return cls(d["id"], d["kind"], d["params"], dict(d.get("inputs", {})), d.get("label", ""))
+
+
+def node_id(kind: str, params: dict[str, Any], inputs: dict[str, str]) -> str:
+    """Content id: the same kind, params and input ids always give the same id."""
+    blob = json.dumps({"kind": kind, "params": params, "inputs": inputs}, sort_keys=True,
+                      default=str).encode()
+    return f"{kind}-{hashlib.sha256(blob).hexdigest()[:12]}"
+
+
+def make_node(kind: str, params: dict[str, Any], inputs: dict[str, str] | None = None,
+              label: str = "") -> Node:
+    inputs = dict(sorted((inputs or {}).items()))
+    params = json.loads(json.dumps(params, sort_keys=True))  # plain JSON: tuples -> lists
+    return Node(node_id(kind, params, inputs), kind, params, inputs, label)
+
+
+class _Builder:
+    def __init__(self, spec: Spec):
+        self.spec = spec
+        self.nodes: dict[str, Node] = {}
+
+    def add(self, node: Node) -> Node:
+        self.nodes.setdefault(node.id, node)
+        return node
+
+    def eval_params(self, model: str) -> dict[str, Any]:
+        ev = self.spec.eval
+        return {"model": model, "split": ev["split"], "prompts": ev["prompts"], "n": ev["n"],
+                "max_new_tokens": ev["max_new_tokens"], "batch_size": ev["batch_size"],
+                "device": self.spec.device}
+
+    def scored(self, gen: Node, label: str) -> None:
+        for scorer in self.spec.scorers:
+            self.add(make_node("score", {"scorer": scorer}, {"generate": gen.id},
+                               f"{label} | score {scorer}"))
+
+    def probe(self, model: str, label: str, inputs: dict[str, str] | None = None,
+              steps: int | None = None) -> None:
+        p = self.spec.probe
+        if p is None or (inputs and not p["attacked"]):
+            return
+        params = {"model": model, "n": p["n"], "layers": p["layers"], "split": p["split"],
+                  "positions": p["positions"], "sites": list(p["sites"]),
+                  "device": self.spec.device, "adapter_steps": steps}
+        self.add(make_node("probe", params, inputs, f"{label} | probe"))
+
+    def model(self, m: ModelSpec) -> None:
+        short = m.name.rsplit("/", 1)[-1]
+        base = self.add(make_node("generate", self.eval_params(m.name), {}, f"{short} baseline"))
+        self.scored(base, f"{short} baseline")
+        self.probe(m.name, f"{short} baseline")
+        chosen = [a for a in self.spec.attacks if m.attacks is None or a.name in m.attacks]
+        for a in chosen:
+            if a.after is None:
+                self.attack(m.name, short, a, base, chosen, adapter=None)
+
+    def attack(self, model: str, short: str, a: AttackSpec, base: Node,
+               chosen: list[AttackSpec], adapter: tuple[str, int] | None) -> None:
+        keys = list(a.grid)
+        combos = [dict(zip(keys, c, strict=True)) for c in itertools.product(*a.grid.values())]
+        for seed in self.spec.seeds:
+            if a.kind == "lora":
+                self.lora(model, short, a, base, chosen, combos, seed)
+                continue
+            for combo in combos:
+                params = {"model": model, "seed": seed, **combo, **a.fixed,
+                          "adapter_steps": adapter[1] if adapter else None,
+                          "device": self.spec.device}
+                inputs = {"adapter": adapter[0]} if adapter else {}
+                tag = f"{short} {a.name} " + " ".join(f"{k}={v}" for k, v in combo.items())
+                atk = self.add(make_node(f"attack-{a.kind}", params, inputs, f"{tag} seed={seed}"))
+                gen_params = {**self.eval_params(model), "attack": a.kind,
+                              "adapter_steps": params["adapter_steps"]}
+                gen = self.add(make_node("generate", gen_params, {"attack": atk.id, **inputs},
+                                         f"{tag} seed={seed}"))
+                self.scored(gen, f"{tag} seed={seed}")
+
+    def lora(self, model: str, short: str, a: AttackSpec, base: Node,
+             chosen: list[AttackSpec], combos: list[dict[str, Any]], seed: int) -> None:
+        trajectories: dict[str, dict[str, Any]] = {}
+        for c in combos:
+            rest = {k: v for k, v in c.items() if k != "steps"}
+            trajectories.setdefault(json.dumps(rest, sort_keys=True), rest)
+        steps = sorted(set(a.grid["steps"]))
+        for rest in trajectories.values():
+            params = {"model": model, "seed": seed, **rest, "steps": steps, **a.fixed,
+                      "device": self.spec.device}
+            tag = f"{short} {a.name} " + " ".join(f"{k}={v}" for k, v in rest.items())
+            atk = self.add(make_node("attack-lora", params, {}, f"{tag} seed={seed}"))
+            for s in steps:
+                inputs = {"adapter": atk.id, **({"baseline": base.id} if self.spec.drift else {})}
+                gen = self.add(make_node("generate", {**self.eval_params(model),
+                                                      "adapter_steps": s}, inputs,
+                                         f"{tag} steps={s} seed={seed}"))
+                self.scored(gen, f"{tag} steps={s} seed={seed}")
+                self.probe(model, f"{tag} steps={s} seed={seed}", {"adapter": atk.id}, s)
+            for b in chosen:
+                if b.after == a.name:
+                    self.attack(model, f"{short} {a.name}[{max(steps)}]", b, base, chosen,
+                                adapter=(atk.id, max(steps)))
+
+
+def expand(spec: Spec) -> list[Node]:
+    """Every node of the study, in dependency order (inputs before the nodes that read them)."""
+    b = _Builder(spec)
+    for m in spec.models:
+        b.model(m)
+    return topological(b.nodes.values())
+
+
+def topological(nodes: Iterable[Node]) -> list[Node]:
+    """Order nodes so that inputs come first (stable: ties keep the given order).
+
+    A node whose input is not in the graph, or a cycle, is a one-line `UserError`.
+    """
+    nodes = list(nodes)
+    by_id = {n.id: n for n in nodes}
+    for n in nodes:
+        for role, dep in n.inputs.items():
+            if dep not in by_id:
+                raise UserError(f"node {n.id} ({n.label}) reads {role} from {dep}, which is not "
+                                "in the study graph (missing input)")
+    order: list[Node] = []
+    state: dict[str, int] = {}  # 1 = on the stack, 2 = placed
+
+    def visit(n: Node, path: list[str]) -> None:
+        if state.get(n.id) == 2:
+            return
+        if state.get(n.id) == 1:
+            raise UserError(f"cycle in the study graph: {' -> '.join([*path, n.id])}")
+        state[n.id] = 1
+        for dep in n.inputs.values():
+            visit(by_id[dep], [*path, n.id])
+        state[n.id] = 2
+        order.append(n)
+
+    for n in nodes:
+        visit(n, [])
+    return order

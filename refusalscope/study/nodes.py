@@ -1,0 +1,233 @@
+"""What each node kind runs: a table from kind to a function calling the library in-process.
+
+A runner gets the node, the recorded outputs of its inputs (role -> outputs dict) and its own
+work folder, which is `$REFUSALSCOPE_ARTIFACTS` while it runs, so its run folders land in
+`<work>/runs/`. It returns its outputs (paths of the runs it made), which the executor records
+atomically in `node.json` only after the runner returned: a node without `node.json` is not
+done, whatever its folder holds.
+
+Each runner picks up an interrupted attempt of itself: a finished run is adopted, an unfinished
+generate / attack run continues from its checkpoint (`--resume`), and a scoring the previous
+attempt left unrecorded is removed before scoring again, so no result is written twice.
+To add a kind: write `run_<kind>(node, ins, work) -> dict` and add it to `NODE_KINDS`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import shutil
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from refusalscope.errors import UserError
+from refusalscope.fileio import atomic_write_json, write_jsonl
+
+Runner = Callable[[Any, dict[str, dict[str, Any]], Path], dict[str, Any]]
+ATTEMPT = "attempt.json"
+NODE_FILE = "node.json"
+_SCORE_FILES = ("scores*.jsonl", "metrics*.json", "drift*.json")
+
+
+def _options(p: dict[str, Any]) -> Any:
+    from refusalscope.models.handle import RuntimeOptions
+
+    return RuntimeOptions(device=p.get("device", "auto"))
+
+
+def _runs(work: Path, command: str) -> list[Any]:
+    """This node's earlier run folders of `command` (from interrupted attempts), oldest first."""
+    from refusalscope.runs import Run
+
+    out = []
+    for path in sorted((work / "runs").glob(f"*_{command}_*")):
+        try:
+            out.append(Run.open(path))
+        except UserError:
+            shutil.rmtree(path)  # a folder made but killed before its manifest was written
+    return out
+
+
+def _adapter(p: dict[str, Any], ins: dict[str, dict[str, Any]]) -> str | None:
+    if "adapter" not in ins:
+        return None
+    return ins["adapter"]["runs"][str(p["adapter_steps"])]
+
+
+def _attacked_prompts(p: dict[str, Any], attack: dict[str, Any], work: Path) -> str:
+    """The eval prompts with the attack applied (GCG suffix / AutoDAN template), as a file."""
+    from refusalscope.generate import GenerateConfig, load_prompts
+    from refusalscope.runs import config_id
+
+    base = load_prompts(GenerateConfig(model=p["model"], split=p["split"], n=p["n"],
+                                       prompts_file=p["prompts"]))
+    result = json.loads((Path(attack["run"]) / "result.json").read_text(encoding="utf-8"))
+    if p["attack"] == "gcg":
+        texts = [q.prompt + result["suffix"] for q in base]
+    else:
+        from refusalscope.attacks.autodan_prompts import render
+
+        texts = [render(result["body"], q.prompt, result["name"], result["developer"])
+                 for q in base]
+    # Beside the attack's own files, so `fit` finds the attack run from the prompts file; the
+    # content is a function of the name, so a repeat writes the same bytes.
+    key = config_id({"split": p["split"], "prompts": p["prompts"], "n": p["n"]})
+    path = Path(attack["run"]) / f"attacked_eval_{key}.jsonl"
+    if not path.is_file():
+        rows = [{**q.to_dict(), "prompt": t, "goal": q.prompt}
+                for q, t in zip(base, texts, strict=True)]
+        tmp = work / (path.name + ".tmp")
+        write_jsonl(tmp, rows)
+        tmp.replace(path)
+    return str(path)
+
+
+def run_generate_node(node: Any, ins: dict[str, dict[str, Any]], work: Path) -> dict[str, Any]:
+    from refusalscope.generate import GenerateConfig, run_generate
+
+    p = node.params
+    prompts = _attacked_prompts(p, ins["attack"], work) if "attack" in ins else p["prompts"]
+    cfg = GenerateConfig(model=p["model"], split=p["split"], n=p["n"], prompts_file=prompts,
+                         adapter=_adapter(p, ins), max_new_tokens=p["max_new_tokens"],
+                         baseline=ins["baseline"]["run"] if "baseline" in ins else None)
+    earlier = _runs(work, "generate")
+    if earlier and earlier[-1].manifest.status == "success":
+        return {"run": str(earlier[-1].path)}
+    resume = str(earlier[-1].path) if earlier else None
+    if resume:
+        cfg = GenerateConfig.from_dict(earlier[-1].manifest.config)
+    run = run_generate(cfg, options=_options(p), batch_size=p.get("batch_size", 16),
+                       resume=resume)
+    return {"run": str(run.path)}
+
+
+@contextmanager
+def _locked(path: Path):  # type: ignore[no-untyped-def]
+    """Scorings of one generate run take turns (they pick file names in the same folder)."""
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _claimed(study_nodes: Path, gen_run: str) -> set[str]:
+    """Score files of `gen_run` that finished score nodes have recorded as theirs."""
+    out: set[str] = set()
+    for f in study_nodes.glob(f"score-*/{NODE_FILE}"):
+        rec = json.loads(f.read_text(encoding="utf-8"))
+        o = rec.get("outputs", {})
+        if o.get("run") == gen_run:
+            out.update(Path(o[k]).name for k in ("scores", "metrics", "drift") if o.get(k))
+    return out
+
+
+def _roll_back(work: Path, run_path: Path) -> None:
+    """Remove the score files an interrupted attempt of this node wrote but never recorded."""
+    from refusalscope.runs import Run
+
+    att = work / ATTEMPT
+    if not att.is_file():
+        return
+    before = set(json.loads(att.read_text(encoding="utf-8"))["files_before"])
+    keep = before | _claimed(work.parent, str(run_path))
+    gone = {f.name for pat in _SCORE_FILES for f in run_path.glob(pat) if f.name not in keep}
+    for name in gone:
+        (run_path / name).unlink()
+    if gone:
+        run = Run.open(run_path)
+        events = run.manifest.extra.get("scores", [])
+        run.manifest.extra["scores"] = [e for e in events if e.get("scores_file") not in gone]
+        run.save()
+
+
+def run_score_node(node: Any, ins: dict[str, dict[str, Any]], work: Path) -> dict[str, Any]:
+    from refusalscope.scoring import BootstrapSpec, HeuristicScorer
+    from refusalscope.scoring.score import load_run, score_loaded
+
+    run_path = Path(ins["generate"]["run"])
+    name = node.params["scorer"]
+    scorer: Any = HeuristicScorer()
+    if name != "heuristic":
+        from refusalscope.scoring.classifier import load_classifier
+        from refusalscope.scoring.ensemble import EnsembleScorer
+
+        clf = load_classifier(node.params.get("classifier", "minilm-refusal-v2"))
+        scorer = clf if name == "classifier" else EnsembleScorer(clf, scorer)
+    loaded = load_run(run_path)
+    with _locked(run_path / ".study-score.lock"):
+        _roll_back(work, run_path)
+        files = sorted(f.name for pat in _SCORE_FILES for f in run_path.glob(pat))
+        atomic_write_json(work / ATTEMPT, {"files_before": files})
+        res = score_loaded(loaded, scorer, bootstrap=BootstrapSpec(seed=node.params.get("seed", 0)))
+    out = {"run": str(run_path), "scores": str(res.scores_path), "metrics": str(res.metrics_path)}
+    if res.drift:
+        out["drift"] = str(run_path / res.drift["drift_file"])
+    return out
+
+
+def run_lora_node(node: Any, ins: dict[str, dict[str, Any]], work: Path) -> dict[str, Any]:
+    """One trajectory; each `steps` value is a cell run saved on the way (grid resumes by name)."""
+    from refusalscope.attacks.grid import expand_grid, run_grid
+
+    p = node.params
+    grid = {"n_data": [p["n_data"]], "steps": p["steps"], "lr": [p["lr"]], "rank": [p["rank"]],
+            "alpha": [p["alpha"]], "seed": [p["seed"]]}
+    cfgs = expand_grid(p["model"], grid, batch_size=p["batch_size"], max_len=p["max_len"],
+                       target_kind=p["target_kind"], data_file=p["data"], dropout=p["dropout"])
+    results = run_grid(cfgs, options=_options(p))
+    return {"runs": {str(r.config.steps): r.run_path for r in results}}
+
+
+def _prompt_attack(node: Any, ins: dict[str, dict[str, Any]], work: Path, kind: str) -> dict[str, Any]:
+    p = node.params
+    command = f"attack-{kind}"
+    earlier = _runs(work, command)
+    if earlier and earlier[-1].manifest.status == "success":
+        return {"run": str(earlier[-1].path)}
+    resume = str(earlier[-1].path) if earlier else None
+    common = {"model": p["model"], "mode": p["mode"], "split": p["split"], "n": p["n"],
+              "adapter": _adapter(p, ins), "max_new_tokens": p["max_new_tokens"]}
+    if kind == "gcg":
+        from refusalscope.attacks.gcg_run import GCGRunConfig, run_gcg
+
+        cfg = GCGRunConfig(gcg={"steps": p["steps"], "search_width": p["search_width"],
+                                "topk": p["topk"], "suffix_len": p["suffix_len"],
+                                "seed": p["seed"]}, **common)
+        run = run_gcg(cfg, options=_options(p), resume=resume)
+    else:
+        from refusalscope.attacks.autodan_run import AutoDANRunConfig, run_autodan
+
+        common.pop("mode")
+        cfg = AutoDANRunConfig(autodan={"generations": p["generations"],
+                                        "population": p["population"], "seed": p["seed"]},
+                               **common)
+        run = run_autodan(cfg, options=_options(p), resume=resume)
+    return {"run": str(run.path)}
+
+
+def run_probe_node(node: Any, ins: dict[str, dict[str, Any]], work: Path) -> dict[str, Any]:
+    from refusalscope.interp.activations import ProbeConfig, run_probe
+
+    p = node.params
+    earlier = _runs(work, "probe")
+    if earlier and earlier[-1].manifest.status == "success":
+        return {"run": str(earlier[-1].path)}
+    for r in earlier:  # probe has no resume: an interrupted extraction is dropped and redone
+        shutil.rmtree(r.path)
+    cfg = ProbeConfig(model=p["model"], adapter=_adapter(p, ins), sites=tuple(p["sites"]),
+                      layers=p["layers"], positions=p["positions"], n=p["n"], split=p["split"])
+    return {"run": str(run_probe(cfg, options=_options(p)).path)}
+
+
+NODE_KINDS: dict[str, Runner] = {
+    "generate": run_generate_node,
+    "score": run_score_node,
+    "attack-lora": run_lora_node,
+    "attack-gcg": lambda n, i, w: _prompt_attack(n, i, w, "gcg"),
+    "attack-autodan": lambda n, i, w: _prompt_attack(n, i, w, "autodan"),
+    "probe": run_probe_node,
+}

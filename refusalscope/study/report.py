@@ -1,0 +1,156 @@
+"""`study report`: one folder with `report.md` (setup, results, fits, caveats) and `results.csv`.
+
+The results table has one row per finished score node: model, attack and its cell, seed,
+scorer, RRR with its bootstrap and Wilson 95% intervals, substantive compliance, Calibration
+Entropy and Refusal Drift where measured, and the attack's compute (FLOPs, from the attack
+run's `compute.json`). Fits and figures come from `refusalscope.study.fit` / `.figures` when
+those modules are installed; otherwise the report says they are missing.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from refusalscope.fileio import atomic_write_text
+from refusalscope.study.executor import node_state, record
+from refusalscope.study.graph import Node
+from refusalscope.study.spec import Spec
+
+COLUMNS = ("model", "attack", "n_data", "steps", "seed", "scorer", "n", "rrr", "rrr_lo",
+           "rrr_hi", "wilson_lo", "wilson_hi", "complied", "ce_bits", "rd_refused", "rd_all",
+           "attack_flops", "generate_run")
+
+
+def _json(path: str | Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def _attack_info(gen: Node, by_id: dict[str, Node], study: Path) -> dict[str, Any]:
+    """Attack name, cell and compute of the model a generate node evaluated."""
+    info: dict[str, Any] = {"attack": "none", "n_data": None, "steps": None, "seed": None,
+                            "attack_flops": 0.0}
+    if "adapter" in gen.inputs:
+        lora = by_id[gen.inputs["adapter"]]
+        steps = gen.params["adapter_steps"]
+        info.update(attack="lora", n_data=lora.params["n_data"], steps=steps,
+                    seed=lora.params["seed"])
+        rec = record(study, lora)
+        if rec is not None:
+            run = Path(rec["outputs"]["runs"][str(steps)])
+            if (run / "compute.json").is_file():
+                info["attack_flops"] = _json(run / "compute.json").get("flops_estimate")
+    if "attack" in gen.inputs:
+        atk = by_id[gen.inputs["attack"]]
+        info.update(attack=gen.params["attack"] + (f"+{info['attack']}"
+                                                   if info["attack"] != "none" else ""),
+                    seed=atk.params["seed"],
+                    steps=atk.params.get("steps", atk.params.get("generations")))
+        rec = record(study, atk)
+        if rec is not None and (Path(rec["outputs"]["run"]) / "result.json").is_file():
+            comp = _json(Path(rec["outputs"]["run"]) / "result.json").get("compute", {})
+            info["attack_flops"] = (info["attack_flops"] or 0) + (comp.get("flops_estimate")
+                                                                  or comp.get("flops") or 0)
+    return info
+
+
+def results(nodes: list[Node], study: Path) -> list[dict[str, Any]]:
+    """One row per finished score node (see `COLUMNS`)."""
+    by_id = {n.id: n for n in nodes}
+    rows = []
+    for n in nodes:
+        rec = record(study, n) if n.kind == "score" else None
+        if rec is None:
+            continue
+        gen = by_id[n.inputs["generate"]]
+        m = _json(rec["outputs"]["metrics"])
+        rrr = m.get("rrr") or {}
+        harmful = (m.get("outcomes", {}).get("by_label", {}) or {}).get("harmful") or {}
+        drift = _json(rec["outputs"]["drift"]) if rec["outputs"].get("drift") else {}
+        ce = m.get("calibration_entropy") or {}
+        rows.append({"model": Path(gen.params["model"]).name, **_attack_info(gen, by_id, study),
+                     "scorer": n.params["scorer"], "n": rrr.get("n"), "rrr": rrr.get("rate"),
+                     "rrr_lo": (rrr.get("ci") or [None, None])[0],
+                     "rrr_hi": (rrr.get("ci") or [None, None])[1],
+                     "wilson_lo": (rrr.get("wilson95") or [None, None])[0],
+                     "wilson_hi": (rrr.get("wilson95") or [None, None])[1],
+                     "complied": (harmful.get("complied") or {}).get("rate"),
+                     "ce_bits": ce.get("mean_bits"),
+                     "rd_refused": (drift.get("rd_refused") or {}).get("mean"),
+                     "rd_all": (drift.get("rd_all") or {}).get("mean"),
+                     "generate_run": rec["outputs"]["run"]})
+    return rows
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) >= 1e4 else f"{v:.3f}"
+    return str(v)
+
+
+def _markdown_table(rows: list[dict[str, Any]], cols: tuple[str, ...]) -> str:
+    head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
+    return head + "".join("| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |\n" for r in rows)
+
+
+def _fits(out: Path, rows: list[dict[str, Any]]) -> str:
+    try:
+        from refusalscope.study import fit  # noqa: F401  (built by the `fit` work; optional)
+    except ImportError:
+        return ("Not available in this install: `refusalscope.study.fit` is missing, so no "
+                "scaling fits or figures were made. The table above holds every point.\n")
+    return ("`refusalscope.study.fit` is installed but not yet wired into `study report`; run "
+            "`refusalscope fit` on the generate runs listed in results.csv.\n")
+
+
+def write_report(spec: Spec, nodes: list[Node], study: Path, out: Path) -> Path:
+    """Write `out/report.md` and `out/results.csv`; returns the report path."""
+    out.mkdir(parents=True, exist_ok=True)
+    rows = results(nodes, study)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS)
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(out / "results.csv", buf.getvalue())
+    states: dict[str, int] = {}
+    for n in nodes:
+        st = node_state(study, n)
+        states[st] = states.get(st, 0) + 1
+    ev = spec.eval
+    attacks = "; ".join(f"{a.name} ({a.kind}): " + ", ".join(f"{k}={list(v)}"
+                                                              for k, v in a.grid.items())
+                        for a in spec.attacks) or "none"
+    text = (f"# Study `{spec.name}`\n\n{spec.description}\n\n"
+            f"Written {_dt.datetime.now(_dt.UTC).isoformat(timespec='seconds')} from {study}. "
+            f"Nodes: " + ", ".join(f"{v} {k}" for k, v in sorted(states.items())) + ".\n\n"
+            "> Content warning: the runs behind this report hold model completions to harmful "
+            "requests; they are not reproduced here.\n\n"
+            "## Setup\n\n"
+            f"- Models: {', '.join(Path(m.name).name for m in spec.models)}\n"
+            f"- Attacks: {attacks}\n- Seeds: {list(spec.seeds)}\n"
+            f"- Evaluation: {ev['prompts'] or 'split ' + ev['split']}, first {ev['n']} prompts, "
+            f"greedy, at most {ev['max_new_tokens']} new tokens\n"
+            f"- Scorers: {', '.join(spec.scorers)}; Refusal Drift vs the baseline: "
+            f"{'yes' if spec.drift else 'no'}\n\n"
+            "## Results\n\nRRR = share of harmful eval prompts refused (95% percentile bootstrap "
+            "over prompts; Wilson's interval at 0 or 1). complied = substantive compliance. "
+            "attack_flops from the attack run's compute accounting.\n\n"
+            + _markdown_table(rows, ("model", "attack", "n_data", "steps", "seed", "scorer",
+                                     "n", "rrr", "rrr_lo", "rrr_hi", "complied", "ce_bits",
+                                     "rd_refused", "attack_flops"))
+            + "\n## Fits and figures\n\n" + _fits(out, rows)
+            + "\n## Caveats\n\n"
+              "- Small evaluation sets: intervals are wide; compare cells by their CIs, not "
+              "point estimates.\n"
+              "- Heuristic labels miss refusals phrased in unlisted ways and count degenerate "
+              "text as not refused; see the complied column and `score validate`.\n"
+              "- Prompt attacks (gcg, autodan) are scored on the attacked eval prompts; their "
+              "Refusal Drift is not computed (the prompts differ from the baseline's).\n")
+    atomic_write_text(out / "report.md", text)
+    return out / "report.md"

@@ -1,0 +1,246 @@
+"""A study spec: models x attacks (with their grids) x seeds x eval prompts x scorers, in TOML.
+
+Every table is checked key by key before anything runs: an unknown key, a model missing from
+the registry, an empty grid axis or an attack that names a missing (or circular) `after` is a
+one-line `UserError` that names the key and where it is (`attacks.lora.stepz`).
+
+    name = "quickstart"
+    seeds = [0]
+    scorers = ["heuristic", "ensemble"]
+    [eval]                      # split = "eval" | prompts = "file.jsonl"; n; max_new_tokens
+    [[models]]                  # name = registry name or model folder; attacks = [...] (optional)
+    [attacks.lora]              # kind = "lora" (default: the table name); grid axes are lists
+    [attacks.gcg]               # kind = "gcg"; after = "lora" attacks the LoRA-attacked model
+    [probe]                     # optional: activations per model and per attacked model
+
+Shipped specs live in `refusalscope/study/specs/`; `load_spec("quickstart")` finds them by name.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from refusalscope.errors import UserError
+
+SCORERS = ("heuristic", "classifier", "ensemble")
+# Per attack kind: grid axes (lists; one value allowed) and fixed options with their defaults.
+ATTACK_KEYS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "lora": ({"n_data": [16], "steps": [16], "lr": [2e-4], "rank": [8], "alpha": [16.0]},
+             {"batch_size": 4, "max_len": 256, "target_kind": "auto", "data": None,
+              "dropout": 0.0}),
+    "gcg": ({"steps": [20]},
+            {"search_width": 64, "topk": 64, "suffix_len": 10, "mode": "universal", "n": 4,
+             "split": "attack-train", "max_new_tokens": 32}),
+    "autodan": ({"generations": [4]},
+                {"population": 8, "mode": "universal", "n": 2, "split": "attack-train",
+                 "max_new_tokens": 32}),
+}
+ATTACK_COMMON = ("kind", "after")
+EVAL_KEYS = {"split": "eval", "prompts": None, "n": 32, "max_new_tokens": 64, "batch_size": 16}
+PROBE_KEYS = {"n": 32, "layers": "all", "positions": "post-instruction", "sites": ["resid_pre"],
+              "split": "direction", "attacked": True}
+TOP_KEYS = ("name", "description", "seeds", "scorers", "drift", "eval", "models", "attacks",
+            "probe", "device")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    attacks: tuple[str, ...] | None = None  # None: every attack in the spec
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    name: str
+    kind: str
+    grid: dict[str, tuple[Any, ...]]
+    fixed: dict[str, Any]
+    after: str | None = None
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A validated study spec (data only; `graph.expand` turns it into runs)."""
+
+    name: str
+    models: tuple[ModelSpec, ...]
+    attacks: tuple[AttackSpec, ...] = ()
+    seeds: tuple[int, ...] = (0,)
+    scorers: tuple[str, ...] = ("heuristic",)
+    drift: bool = True
+    eval: dict[str, Any] = field(default_factory=lambda: dict(EVAL_KEYS))
+    probe: dict[str, Any] | None = None
+    description: str = ""
+    device: str = "auto"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description, "seeds": list(self.seeds),
+                "scorers": list(self.scorers), "drift": self.drift, "device": self.device,
+                "eval": dict(self.eval),
+                "models": [{"name": m.name, **({"attacks": list(m.attacks)}
+                                                if m.attacks is not None else {})}
+                           for m in self.models],
+                "attacks": {a.name: {"kind": a.kind, **{k: list(v) for k, v in a.grid.items()},
+                                     **a.fixed, **({"after": a.after} if a.after else {})}
+                            for a in self.attacks},
+                **({"probe": dict(self.probe)} if self.probe is not None else {})}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], *, base: Path | None = None) -> Spec:
+        return parse_spec(d, base=base)
+
+
+def shipped_specs() -> list[str]:
+    """Names of the specs that ship with the package (`quickstart`, `seed-plan`)."""
+    root = resources.files("refusalscope.study") / "specs"
+    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".toml"))
+
+
+def spec_path(name_or_path: str) -> Path:
+    """A TOML file path, or the path of a shipped spec named `name_or_path`."""
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    if p.suffix != ".toml" and name_or_path in shipped_specs():
+        return Path(str(resources.files("refusalscope.study") / "specs" / f"{name_or_path}.toml"))
+    raise UserError(f"no spec file {name_or_path!r} and no shipped spec of that name "
+                    f"(shipped: {', '.join(shipped_specs())})")
+
+
+def load_spec(name_or_path: str) -> Spec:
+    """Read and validate a spec file (or a shipped spec by name). Nothing runs.
+
+    Example:
+        >>> load_spec("quickstart").models[0].name
+        'smollm2-135m'
+    """
+    path = spec_path(name_or_path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{path}: not valid TOML: {e}") from None
+    data.setdefault("name", path.stem)
+    return parse_spec(data, base=path.parent)
+
+
+def _unknown(table: dict[str, Any], allowed: Any, where: str) -> None:
+    for key in table:
+        if key not in allowed:
+            loc = f"{where}.{key}" if where else key
+            raise UserError(f"unknown key {key!r} in the spec (at {loc}); allowed here: "
+                            f"{', '.join(sorted(allowed))}")
+
+
+def _list(value: Any, where: str) -> list[Any]:
+    out = value if isinstance(value, list) else [value]
+    if not out:
+        raise UserError(f"empty grid at {where}: give at least one value")
+    return out
+
+
+def _models(raw: Any, base: Path | None) -> tuple[ModelSpec, ...]:
+    from refusalscope.models.registry import REGISTRY, known_names
+
+    if not raw:
+        raise UserError("the spec names no models (add [[models]] tables or models = [...])")
+    out = []
+    for i, item in enumerate(raw if isinstance(raw, list) else [raw]):
+        entry = {"name": item} if isinstance(item, str) else item
+        if not isinstance(entry, dict):
+            raise UserError(f"models[{i}] must be a name or a table with name = ...")
+        _unknown(entry, ("name", "attacks"), f"models[{i}]")
+        name = entry.get("name")
+        if not isinstance(name, str):
+            raise UserError(f"models[{i}] has no name")
+        if name not in REGISTRY:
+            folder = Path(name) if Path(name).is_absolute() or base is None else base / name
+            if not folder.is_dir():
+                raise UserError(f"model {name!r} (at models[{i}]) is not in the registry "
+                                f"({', '.join(known_names())}) nor a model folder")
+            name = str(folder.resolve())
+        attacks = entry.get("attacks")
+        out.append(ModelSpec(name, tuple(attacks) if attacks is not None else None))
+    return tuple(out)
+
+
+def _attack(name: str, raw: Any, base: Path | None) -> AttackSpec:
+    where = f"attacks.{name}"
+    if not isinstance(raw, dict):
+        raise UserError(f"{where} must be a table")
+    kind = raw.get("kind", name)
+    if kind not in ATTACK_KEYS:
+        raise UserError(f"unknown attack kind {kind!r} at {where}.kind: one of "
+                        f"{', '.join(ATTACK_KEYS)}")
+    axes, fixed_defaults = ATTACK_KEYS[kind]
+    _unknown(raw, (*axes, *fixed_defaults, *ATTACK_COMMON), where)
+    grid = {k: tuple(_list(raw.get(k, v), f"{where}.{k}")) for k, v in axes.items()}
+    fixed = {k: raw.get(k, v) for k, v in fixed_defaults.items()}
+    if fixed.get("data") is not None and base is not None and not Path(fixed["data"]).is_absolute():
+        fixed["data"] = str((base / fixed["data"]).resolve())
+    return AttackSpec(name, kind, grid, fixed, raw.get("after"))
+
+
+def _check_after(attacks: tuple[AttackSpec, ...]) -> None:
+    """Every `after` names an attack in the spec, without cycles, and a LoRA attack last."""
+    by_name = {a.name: a for a in attacks}
+    for a in attacks:
+        seen = [a.name]
+        cur = a
+        while cur.after is not None:
+            if cur.after not in by_name:
+                raise UserError(f"attacks.{cur.name}.after names {cur.after!r}, which is not an "
+                                f"attack in the spec (missing input)")
+            if cur.after in seen:
+                raise UserError(f"cycle in attacks: {' -> '.join([*seen, cur.after])}")
+            seen.append(cur.after)
+            cur = by_name[cur.after]
+    for a in attacks:
+        if a.after is not None and (a.kind == "lora" or by_name[a.after].kind != "lora"):
+            raise UserError(f"attacks.{a.name}.after: a prompt attack (gcg, autodan) can follow "
+                            "a lora attack (it then attacks the LoRA-attacked model); nothing else")
+
+
+def parse_spec(data: dict[str, Any], *, base: Path | None = None) -> Spec:
+    """Validate a spec's raw tables into a `Spec`; every problem is a one-line `UserError`."""
+    _unknown(data, TOP_KEYS, "")
+    ev = dict(data.get("eval", {}))
+    _unknown(ev, EVAL_KEYS, "eval")
+    ev = {**EVAL_KEYS, **ev}
+    if ev["prompts"] is not None and base is not None and not Path(ev["prompts"]).is_absolute():
+        ev["prompts"] = str((base / ev["prompts"]).resolve())
+    if ev["prompts"] is not None and not Path(ev["prompts"]).is_file():
+        raise UserError(f"eval.prompts: no such file {ev['prompts']}")
+    for key in ("n", "max_new_tokens", "batch_size"):
+        if not isinstance(ev[key], int) or ev[key] < 1:
+            raise UserError(f"eval.{key} must be a positive integer (got {ev[key]!r})")
+    attacks_raw = data.get("attacks", {})
+    if not isinstance(attacks_raw, dict):
+        raise UserError("attacks must be tables: [attacks.NAME]")
+    attacks = tuple(_attack(n, a, base) for n, a in attacks_raw.items())
+    _check_after(attacks)
+    models = _models(data.get("models"), base)
+    names = {a.name for a in attacks}
+    for i, m in enumerate(models):
+        for a in m.attacks or ():
+            if a not in names:
+                raise UserError(f"models[{i}].attacks names {a!r}, which is not an attack in "
+                                f"the spec ({', '.join(sorted(names)) or 'none'})")
+    scorers = tuple(_list(data.get("scorers", ["heuristic"]), "scorers"))
+    for s in scorers:
+        if s not in SCORERS:
+            raise UserError(f"unknown scorer {s!r} at scorers: one of {', '.join(SCORERS)}")
+    seeds = tuple(_list(data.get("seeds", [0]), "seeds"))
+    if not all(isinstance(s, int) for s in seeds):
+        raise UserError(f"seeds must be integers (got {list(seeds)})")
+    probe = data.get("probe")
+    if probe is not None:
+        _unknown(probe, PROBE_KEYS, "probe")
+        probe = {**PROBE_KEYS, **probe}
+    return Spec(name=str(data.get("name", "study")), models=models, attacks=attacks,
+                seeds=seeds, scorers=scorers, drift=bool(data.get("drift", True)), eval=ev,
+                probe=probe, description=str(data.get("description", "")),
+                device=str(data.get("device", "auto")))
