@@ -44,6 +44,9 @@ def _register() -> None:
     score.register(app)
     attack.register(app)
     serve.register(app)
+    from refusalscope.cli import study
+
+    study.register(app)
     from refusalscope.cli import probe
 
     probe.register(app)
