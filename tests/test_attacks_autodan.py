@@ -216,3 +216,20 @@ def test_too_few_texts_fit(handle, short_texts):
                 texts=short_texts).initial_population()
     with pytest.raises(UserError, match="target is empty"):
         AutoDAN(handle, [(GOAL, " ")], AutoDANConfig(population=4), texts=short_texts)
+
+
+@pytest.mark.slow
+def test_real_model_fitness_and_generation(real_home):
+    """smollm2-135m with the real prompt group: batched left-padded fitness == full-logits NLL,
+    and one generation runs (names filled from the model)."""
+    from refusalscope.models.handle import ModelHandle, RuntimeOptions
+
+    h = ModelHandle.load("smollm2-135m", options=RuntimeOptions(device="cpu"))
+    opt = AutoDAN(h, [(GOAL, TARGET)], AutoDANConfig(population=3), batch_size=3)
+    bodies = opt.initial_population()
+    assert opt.name == "SmolLM" and "act as SmolLM" in h.tokenizer.decode(
+        opt.prompt_ids(bodies[0], GOAL))
+    losses, _ = opt.fitness(bodies, Compute())
+    assert losses == pytest.approx([_full_nll(h, opt, b) for b in bodies], abs=1e-4)
+    res = run(h, [(GOAL, TARGET)], AutoDANConfig(population=3, generations=1, early_stop=False))
+    assert len(res.generations) == 2 and res.loss <= res.generations[0]["best_loss"]
