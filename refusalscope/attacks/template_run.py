@@ -167,6 +167,7 @@ def run_template_attack(cfg: TemplateRunConfig, *, options: Any = None, batch_si
                                   dropped_by_length=dropped)
         if handle is not None:
             run.manifest.extra["model"] = {"source": handle.source, "n_params": handle.n_params()}
+        run.save()  # a run killed while evaluating still says what it holds
         if cfg.evaluate:
             from refusalscope.attacks.template_eval import evaluate
 
