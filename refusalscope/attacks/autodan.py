@@ -7,6 +7,9 @@ prompt and the request, over the requests) -> the best `elite_frac` are kept unc
 parents are drawn by roulette (softmax of minus the loss) -> multi-point sentence crossover
 with probability `crossover_rate` -> word mutation at `mutation_rate` per word, substitutes
 mined from the prompt group and chosen by HGA's momentum word table (see `autodan_ops`).
+Differences from the paper: its mutation rate is the chance that an LLM rewrites a whole child,
+ours the chance per word; its HGA runs the sentence-level crossover only every few generations
+and word replacement in between, ours runs both every generation.
 Stops after `generations`, or (`early_stop`) once the best prompt's greedy reply hits every
 target token or no longer refuses (heuristic scorer). How a text becomes a prompt (and why the
 request slot survives every operator): `autodan_prompts`.
