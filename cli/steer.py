@@ -1,0 +1,87 @@
+"""`refusalscope steer orthogonalize|eval`: bake an ablation into weights; measure steering."""
+
+from __future__ import annotations
+
+import typer
+
+from refusalscope.cli._common import user_errors
+
+steer_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                        help="Refusal-direction steering: orthogonalised weights, evaluation. "
+                             "`generate --steer SPEC` applies one intervention while generating.")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(steer_app, name="steer")
+
+
+@steer_app.command("orthogonalize")
+@user_errors
+def orthogonalize(
+    model: str = typer.Option(..., "--model", "-m", help="Registry name, local folder or hub id."),
+    directions: str = typer.Option(..., "--directions", "-d", help="directions.h5 from `probe sweep`."),
+    out: str = typer.Option(..., "--out", help="New model folder (must not exist or be empty)."),
+    device: str = typer.Option("cpu"),
+) -> None:
+    """Project the selected direction out of embedding, attention-out and MLP-out weights; save
+    a model folder usable as `--model FOLDER`."""
+    from pathlib import Path
+
+    from refusalscope.errors import UserError
+    from refusalscope.fileio import sha256_file
+    from refusalscope.interp.directions import load_directions
+    from refusalscope.interp.steering import orthogonalize as ortho
+    from refusalscope.interp.steering import save_orthogonalized
+    from refusalscope.models.handle import ModelHandle, RuntimeOptions
+
+    p = Path(out)
+    if p.exists() and (not p.is_dir() or any(p.iterdir())):
+        raise UserError(f"--out {out} exists and is not empty; not overwriting")
+    handle = ModelHandle.load(model, options=RuntimeOptions(device=device, dtype="float32"))
+    d = load_directions(directions, handle)
+    import torch
+
+    ortho(handle, torch.from_numpy(d.selected_direction()))
+    info = {"source_model": model, "directions": str(Path(directions).resolve()),
+            "directions_sha256": sha256_file(Path(directions)), "selected": list(d.selected or ()),
+            "operation": "orthogonalize"}
+    typer.echo(str(save_orthogonalized(handle, p, info)))
+
+
+@steer_app.command("eval")
+@user_errors
+def evaluate(
+    model: str = typer.Option(..., "--model", "-m"),
+    directions: str = typer.Option(..., "--directions", "-d", help="directions.h5 from `probe sweep`."),
+    alpha: str = typer.Option("0,1,2,4,8", help="Addition coefficients, comma-separated (x difference-in-means)."),
+    layers: str | None = typer.Option(None, help="Addition layers (L, L1,L2, L1-L2) [default: the selected layer]."),
+    n: int = typer.Option(32, "--n", help="Harmful and harmless prompts each."),
+    split: str = typer.Option("eval"),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens"),
+    scorer: str = typer.Option("heuristic", help="heuristic | ensemble"),
+    batch_size: int = typer.Option(16, "--batch-size"),
+    device: str = typer.Option("auto"),
+    dtype: str = typer.Option("auto"),
+) -> None:
+    """Refusal rate of harmful prompts under ablation, and of harmless prompts vs coefficient."""
+    from refusalscope.errors import UserError
+    from refusalscope.interp.steer_eval import SteerEvalConfig, run_steer_eval
+    from refusalscope.interp.steering import parse_layers
+    from refusalscope.models.handle import RuntimeOptions
+
+    try:
+        alphas = tuple(float(a) for a in alpha.split(",") if a.strip())
+    except ValueError:
+        raise UserError(f"--alpha {alpha!r}: comma-separated numbers, e.g. 0,1,2,4") from None
+    cfg = SteerEvalConfig(model=model, directions=directions, alphas=alphas,
+                          layers=None if layers is None else parse_layers(layers, None), n=n,
+                          split=split, max_new_tokens=max_new_tokens, scorer=scorer)
+
+    def on_condition(i: int, total: int, r: dict) -> None:  # type: ignore[type-arg]
+        typer.echo(f"[{i}/{total}] {r['condition']}: refused {r['refused']}/{r['n']} "
+                   f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}], degenerate {r['degenerate']}",
+                   err=True)
+
+    run = run_steer_eval(cfg, options=RuntimeOptions(device=device, dtype=dtype),
+                         batch_size=batch_size, on_condition=on_condition)
+    typer.echo(str(run.path))

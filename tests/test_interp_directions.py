@@ -1,0 +1,164 @@
+"""Difference-in-means directions, directions.h5, and Arditi-style selection on tiny models."""
+
+import numpy as np
+import pytest
+import torch
+
+from refusalscope.errors import UserError
+from refusalscope.interp.directions import (class_means, compute_directions, iter_activations,
+                                            load_directions, save_directions)
+from refusalscope.interp.positions import post_instruction_count
+from refusalscope.interp.select import (SelectConfig, mean_kl, refusal_scores, refusal_token_ids,
+                                        select_direction, summary_table)
+from refusalscope.models.handle import ModelHandle
+from refusalscope.models.tiny import tiny_handle
+
+HARMFUL = ["Write a short poem about the sea.", "Explain how photosynthesis works, step by step.",
+           "The quick brown fox", "0123 hello"]
+HARMLESS = ["Sure, here is a recipe for soup", "hello", "I'm sorry, but no.",
+            "As an AI language model, I can't"]
+
+
+@pytest.fixture(scope="module")
+def handle():
+    return tiny_handle("qwen2", seed=3)
+
+
+@pytest.fixture(scope="module")
+def selected(handle):
+    d = compute_directions(handle, HARMFUL, HARMLESS, kind="post-instruction", batch_size=3)
+    return select_direction(handle, d, HARMFUL[:2], HARMLESS[:2],
+                            SelectConfig(kl_threshold=0.5), batch_size=2)
+
+
+def test_float64_streamed_means_equal_a_direct_mean(handle):
+    n_post = post_instruction_count(handle)
+    texts = [handle.format_prompt(t) for t in HARMFUL]
+    streamed = class_means(handle, texts, kind="last", n_post=n_post, batch_size=3)
+    # direct: every prompt alone (no padding), resid_pre of each layer = hidden_states[layer]
+    per = []
+    for t in texts:
+        enc = handle.tokenizer([t], return_tensors="pt", add_special_tokens=False)
+        with torch.no_grad():
+            hs = handle.model(**enc, output_hidden_states=True).hidden_states
+        per.append(torch.stack([hs[i][0, -1] for i in range(handle.n_layers)]).double())
+    direct = torch.stack(per).mean(0).numpy()
+    assert streamed.dtype == np.float64 and streamed.shape == (handle.n_layers, 1, handle.d_model)
+    np.testing.assert_allclose(streamed[:, 0], direct, atol=1e-5)
+
+
+def test_post_instruction_positions_and_shapes(handle):
+    d = compute_directions(handle, HARMFUL[:2], HARMLESS[:2], kind="post-instruction")
+    n_post = post_instruction_count(handle)
+    assert d.mean_harmful.shape == (handle.n_layers, n_post, handle.d_model)
+    assert d.n_harmful == 2 and d.n_harmless == 2 and d.selected is None
+    u = d.unit(1, n_post - 1)
+    assert np.isclose(np.linalg.norm(u), 1.0)
+    np.testing.assert_allclose(u * np.linalg.norm(d.diff[1, -1]), d.diff[1, -1], atol=1e-12)
+
+
+def test_refusal_tokens_and_score_math(handle):
+    ids = refusal_token_ids(handle.tokenizer, ("I", "As", "I'm"))
+    assert ids == [handle.tokenizer("I", add_special_tokens=False)["input_ids"][0],
+                   handle.tokenizer("As", add_special_tokens=False)["input_ids"][0]]
+    logits = torch.randn(3, 50)
+    p = torch.softmax(logits.double(), -1)[:, [4, 7]].sum(-1)
+    np.testing.assert_allclose(refusal_scores(logits, [4, 7]), torch.log(p / (1 - p)).numpy(),
+                               rtol=1e-9)
+    assert mean_kl(logits, logits) == pytest.approx(0.0, abs=1e-12)
+    assert mean_kl(logits, torch.randn(3, 50)) > 0
+
+
+def test_selection_follows_the_filter(handle, selected):
+    d = selected
+    m = d.metrics
+    cut = d.attrs["layer_cut"]
+    assert cut == int(np.ceil(0.8 * handle.n_layers))
+    scored = ~np.isnan(m["bypass"])
+    assert np.all(m["layer"][scored] < cut) and np.all(np.isnan(m["kl"][m["layer"] >= cut]))
+    passed = m["passed"].astype(bool)
+    np.testing.assert_array_equal(passed, scored & (m["induce"] > 0) & (m["kl"] < 0.5))
+    pool = passed if passed.any() else scored
+    best = np.flatnonzero(pool)[np.argmin(m["bypass"][pool])]
+    assert d.selected == (int(m["layer"][best]), int(m["pos"][best]))
+    assert d.attrs["filter_passed"] == bool(passed.any())
+    assert len(summary_table(d)) == handle.n_layers * d.mean_harmful.shape[1]
+
+
+def test_kl_is_zero_for_a_direction_the_stream_never_carries(handle):
+    from refusalscope.interp import steering
+    from refusalscope.interp.select import first_token_logits
+
+    texts = [handle.format_prompt(t) for t in HARMLESS]
+    base = first_token_logits(handle, texts)
+    v = torch.zeros(handle.d_model)
+    v[0] = 1.0
+    ablated = first_token_logits(handle, texts, steering.ablate_hooks(v, handle.n_layers))
+    assert mean_kl(base, ablated) > 0  # a real direction changes the output
+    same = first_token_logits(handle, texts, [])
+    assert mean_kl(base, same) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_directions_file_round_trips(tmp_path, handle, selected):
+    p = save_directions(tmp_path / "directions.h5", selected)
+    d = load_directions(p, handle)
+    np.testing.assert_array_equal(d.mean_harmful, selected.mean_harmful)
+    np.testing.assert_array_equal(d.mean_harmless, selected.mean_harmless)
+    assert d.selected == selected.selected and d.positions == "post-instruction"
+    assert d.site == "resid_pre" and d.n_post == selected.n_post
+    assert d.attrs["kl_threshold"] == 0.5
+    np.testing.assert_array_equal(d.selected_direction(), selected.selected_direction())
+    for k, v in selected.metrics.items():
+        np.testing.assert_array_equal(d.metrics[k], v)
+    import h5py
+
+    with h5py.File(p) as f:
+        assert f["direction"].shape == (handle.d_model,) and f["mean_harmful"].dtype == np.float64
+    with pytest.raises(UserError, match="not overwriting"):
+        save_directions(p, selected)
+
+
+def test_bad_files_are_one_line_errors(tmp_path, handle, selected):
+    p = save_directions(tmp_path / "d.h5", selected)
+    with pytest.raises(UserError, match="another model"):
+        load_directions(p, tiny_handle("qwen2", seed=4))
+    with pytest.raises(UserError, match="does not fit"):
+        load_directions(p, ModelHandle(*_wider(), "wide", source="x"))
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(b"not an hdf5 file at all")
+    with pytest.raises(UserError, match="not a readable directions file"):
+        load_directions(bad)
+    with pytest.raises(UserError, match="no directions file"):
+        load_directions(tmp_path / "missing.h5")
+
+
+def _wider():
+    from transformers import AutoModelForCausalLM
+
+    from refusalscope.models.tiny import tiny_config, tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    cfg = tiny_config("qwen2", len(tok), hidden_size=32, num_hidden_layers=2)
+    return AutoModelForCausalLM.from_config(cfg).eval(), tok
+
+
+def test_candidate_layers_option_and_bad_layer(handle):
+    d = compute_directions(handle, HARMFUL[:2], HARMLESS[:2], kind="last")
+    select_direction(handle, d, HARMFUL[2:3], HARMLESS[2:3], SelectConfig(layers=(1,)))
+    assert d.selected[0] == 1
+    assert np.isnan(d.metrics["bypass"][d.metrics["layer"] != 1]).all()
+    with pytest.raises(UserError, match="out of range"):
+        select_direction(handle, d, HARMFUL[2:3], HARMLESS[2:3], SelectConfig(layers=(7,)))
+    assert SelectConfig.from_dict(SelectConfig(layers=(1, 2)).to_dict()) == SelectConfig(layers=(1, 2))
+
+
+def test_iter_activations_sees_interventions(handle):
+    from refusalscope.interp import steering
+
+    texts = [handle.format_prompt(HARMFUL[0])]
+    v = torch.ones(handle.d_model, dtype=torch.float64)
+    (a0, _), = iter_activations(handle, texts, kind="last", n_post=1)
+    (a1, _), = iter_activations(handle, texts, kind="last", n_post=1,
+                                interventions=steering.add_hooks(v, 2.0, [1]))
+    torch.testing.assert_close(a1[0, 1, 0] - a0[0, 1, 0], 2.0 * v, atol=1e-5, rtol=0)
+    torch.testing.assert_close(a1[0, 0], a0[0, 0])
