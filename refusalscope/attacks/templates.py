@@ -52,6 +52,11 @@ def _jinja() -> Any:
                                 keep_trailing_newline=True)
 
 
+@functools.lru_cache(maxsize=4096)
+def _compiled(text: str) -> Any:
+    return _jinja().from_string(text)  # compiling costs ~1 ms; each template serves many goals
+
+
 def apply(template: Template, goal: str) -> str:
     """The attacked prompt: `goal` put in `template`'s slot, or appended after a blank line;
     leading and trailing whitespace removed.
@@ -61,7 +66,7 @@ def apply(template: Template, goal: str) -> str:
         # -> "Answer: hi"
     """
     if template.slot == "jinja":
-        out = str(_jinja().from_string(template.text).render(prompt=goal))
+        out = str(_compiled(template.text).render(prompt=goal))
     elif template.slot == "marker":
         assert template.marker is not None
         out = template.text.replace(template.marker, goal, 1)
