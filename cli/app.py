@@ -44,12 +44,18 @@ def _register() -> None:
     score.register(app)
     attack.register(app)
     serve.register(app)
-    from refusalscope.cli import study
+    from refusalscope.cli import steer
 
-    study.register(app)
+    steer.register(app)
     from refusalscope.cli import probe
 
     probe.register(app)
+    from refusalscope.cli import study
+
+    study.register(app)
+    from refusalscope.cli import fit
+
+    fit.register(app)
 
 
 _register()

@@ -1,0 +1,221 @@
+"""Scaling fits of RRR, RD and CE against model size N and attack compute C, with bootstrap CIs.
+
+Forms (natural logs; N = parameters, C = attack FLOPs or examples processed):
+- `logistic` (RRR only): logit P(refused) = a + b_N·log N + b_C·log C (+ b_NC·log N·log C),
+  maximum likelihood on per-prompt refusal labels (`regress.logistic_mle`).
+- `linear` ("log-linear"): run mean of the metric = a + b·log x, least squares on run means.
+- `loglog`: log(run mean) = a + b·log x, least squares on runs with a mean above 0.
+
+How the baseline (no attack, C = 0) enters: by default through its own intercept,
+    η = a + b_N·log N + 1[attacked]·(d_attack + b_C·log C),
+so `a` (+ b_N·log N) is the unattacked level and no constant has to be added to C. With
+`c0` set, every run uses log(C + c0) instead (no `d_attack`). Log-log fits vs compute use the
+attacked runs only (log 0 is undefined).
+
+Confidence intervals: percentile bootstrap. Each replicate resamples prompt ids with
+replacement, once for all runs (paired: a prompt drawn twice counts twice in every run), and,
+for every condition (model × attack strength) run with several seeds, resamples those seeds;
+then every fit is refitted. Replicates where a fit has no finite estimate are counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from refusalscope.errors import UserError
+from refusalscope.study.fitspec import FitSpec, Gathered, build_specs, cells_of, predict
+from refusalscope.study.points import METRICS, RD_OVER, Point
+from refusalscope.study.regress import FitFailed, log_likelihood, logistic_mle, r_squared, wls
+
+X_AXES = ("size", "compute", "both")
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """What to fit and how to bootstrap it. Saved in `fit.json`."""
+
+    metric: str = "rrr"
+    x: str = "both"  # size | compute | both
+    n_boot: int = 1000
+    seed: int = 0
+    alpha: float = 0.05
+    interaction: bool = False  # add b_NC·log N·log C to the joint fit
+    c0: float | None = None  # None: baseline as its own intercept; else log(C + c0)
+    rd_over: str = "refused"  # RD over prompts refused at baseline, or all prompts
+
+    def __post_init__(self) -> None:
+        if self.metric not in METRICS:
+            raise UserError(f"unknown metric {self.metric!r}: one of {', '.join(METRICS)}")
+        if self.x not in X_AXES:
+            raise UserError(f"unknown --x {self.x!r}: one of {', '.join(X_AXES)}")
+        if self.n_boot < 10:
+            raise UserError(f"--n-boot must be at least 10 (got {self.n_boot})")
+        if not 0 < self.alpha < 0.5:
+            raise UserError(f"alpha must be in (0, 0.5) (got {self.alpha})")
+        if self.c0 is not None and not self.c0 > 0:
+            raise UserError(f"--c0 must be > 0 (got {self.c0})")
+        if self.rd_over not in RD_OVER:
+            raise UserError(f"unknown --rd-over {self.rd_over!r}: one of {', '.join(RD_OVER)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FitConfig:
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass
+class Fit:
+    """One fitted curve: coefficients with CIs, fit quality, and the bootstrap draws."""
+
+    spec: FitSpec
+    estimate: np.ndarray  # [k], names in spec.coef_names
+    ci: np.ndarray  # [k, 2]
+    quality: dict[str, Any]
+    n_boot_ok: int
+    boot: np.ndarray = field(repr=False)  # [n_boot_ok, k]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.spec.to_dict(), "quality": self.quality, "n_boot_ok": self.n_boot_ok,
+                "coefficients": {n: {"estimate": float(e), "ci": [float(lo), float(hi)]}
+                                 for n, e, (lo, hi) in zip(self.spec.coef_names, self.estimate,
+                                                           self.ci, strict=True)}}
+
+    def curve(self, n_params: np.ndarray, c: np.ndarray, alpha: float = 0.05
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Fitted metric at (N, C) points and its pointwise bootstrap band: (mid, lo, hi)."""
+        mid = predict(self.spec, self.estimate[None], n_params, c)[0]
+        draws = predict(self.spec, self.boot, n_params, c)
+        lo, hi = np.nanquantile(draws, [alpha / 2, 1 - alpha / 2], axis=0)
+        return mid, lo, hi
+
+
+@dataclass
+class FitResult:
+    """Everything `fit` found: the fits, per-condition summaries and notes on what was left out."""
+
+    config: FitConfig
+    fits: list[Fit]
+    cells: list[dict[str, Any]]
+    runs: list[str]
+    notes: list[str]
+    baseline_handling: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return _finite({"schema_version": 1, "config": self.config.to_dict(), "runs": self.runs,
+                        "baseline_handling": self.baseline_handling, "notes": self.notes,
+                        "fits": [f.to_dict() for f in self.fits], "cells": self.cells})
+
+
+def _finite(obj: Any) -> Any:
+    """NaN/inf -> None, numpy scalars -> Python: `fit.json` stays strict JSON."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, float | np.floating):
+        return float(obj) if np.isfinite(obj) else None
+    return obj
+
+
+def fit_metric(points: Sequence[Point], cfg: FitConfig) -> FitResult:
+    """Fit `cfg.metric` against `cfg.x` over `points`, with bootstrap CIs.
+
+    Example:
+        res = fit_metric(gather_points(find_runs("artifacts/runs")), FitConfig("rrr", "compute"))
+        [(f.spec.name, f.estimate, f.ci) for f in res.fits]
+    """
+    data = Gathered.from_points(points, cfg.metric, cfg.rd_over)
+    specs, notes = build_specs(data, cfg.x, interaction=cfg.interaction, c0=cfg.c0)
+    notes = data.notes + notes
+    ones_w, ones_r = np.ones(data.n_prompts), np.ones(data.n_runs)
+    kept: list[tuple[FitSpec, np.ndarray]] = []
+    for s in specs:
+        try:
+            kept.append((s, estimate(data, s, ones_w, ones_r)))
+        except FitFailed as e:
+            notes.append(f"{s.name}: no fit ({e})")
+    if not kept:
+        raise UserError(f"no {cfg.metric} fit vs {cfg.x} is possible on these runs: "
+                        + "; ".join(notes[-3:]))
+    rng = np.random.default_rng(cfg.seed)
+    boots = np.full((len(kept), cfg.n_boot, max(len(s.coef_names) for s, _ in kept)), np.nan)
+    cell_keys = sorted(set(data.condition))
+    cell_boot = np.full((len(cell_keys), cfg.n_boot), np.nan)
+    for b in range(cfg.n_boot):
+        w, r = data.resample(rng)
+        for i, (s, _) in enumerate(kept):
+            try:
+                boots[i, b, :len(s.coef_names)] = estimate(data, s, w, r)
+            except FitFailed:
+                pass
+        cell_boot[:, b] = [data.cell_mean(c, w, r) for c in cell_keys]
+    fits = []
+    lo_q, hi_q = cfg.alpha / 2, 1 - cfg.alpha / 2
+    for i, (s, est) in enumerate(kept):
+        draws = boots[i, :, :len(s.coef_names)]
+        ok = draws[np.all(np.isfinite(draws), axis=1)]
+        if len(ok) < 0.9 * cfg.n_boot:
+            notes.append(f"{s.name}: only {len(ok)}/{cfg.n_boot} bootstrap refits had a finite "
+                         "estimate; its CI is less reliable")
+        ci = (np.quantile(ok, [lo_q, hi_q], axis=0).T if len(ok)
+              else np.full((len(est), 2), np.nan))
+        fits.append(Fit(s, est, ci, quality(data, s, est), len(ok), ok))
+    cells = cells_of(data, cell_keys, cell_boot, cfg.alpha)
+    handling = ("baseline runs (C = 0) enter through their own intercept: "
+                "eta = a + b_N*log N + 1[attacked]*(d_attack + b_C*log C)" if cfg.c0 is None else
+                f"every run uses log(C + c0) with c0 = {cfg.c0:g} (in the units of each C axis)")
+    return FitResult(cfg, fits, cells, sorted({p.run for p in points}), notes, handling)
+
+
+def estimate(data: Gathered, spec: FitSpec, w: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """Coefficients of `spec` with prompt weights `w` [n_prompts] and run weights `r` [n_runs]."""
+    runs = np.asarray(spec.runs)
+    if spec.form == "logistic":
+        rows = np.isin(data.row_run, runs)
+        rw = w[data.row_prompt[rows]] * r[data.row_run[rows]]
+        X = data.features(spec)[data.row_run[rows]]
+        return logistic_mle(X, data.row_y[rows], rw)
+    X, y, rw = run_level(data, spec, w, r)
+    return wls(X, y, rw)
+
+
+def run_level(data: Gathered, spec: FitSpec, w: np.ndarray, r: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Design, response and weights of a run-mean fit (runs without weight dropped)."""
+    runs = np.asarray(spec.runs)
+    means = np.array([data.run_mean(j, w) for j in runs])
+    keep = (r[runs] > 0) & np.isfinite(means)
+    if spec.form == "loglog":
+        keep &= means > 0
+    y = np.log(means[keep]) if spec.form == "loglog" else means[keep]
+    X = data.features(spec)[runs[keep]]
+    if len(y) == 0:
+        raise FitFailed("no run has a usable mean")
+    return X, y, r[runs[keep]].astype(float)
+
+
+def quality(data: Gathered, spec: FitSpec, est: np.ndarray) -> dict[str, Any]:
+    """Fit quality on the data as observed: deviance and McFadden R^2, or R^2; sizes."""
+    ones_w, ones_r = np.ones(data.n_prompts), np.ones(data.n_runs)
+    out: dict[str, Any] = {"n_runs": len(spec.runs)}
+    if spec.form == "logistic":
+        rows = np.isin(data.row_run, np.asarray(spec.runs))
+        X, y = data.features(spec)[data.row_run[rows]], data.row_y[rows]
+        w = np.ones(len(y))
+        ll = log_likelihood(X, y, w, est)
+        p = float(y.mean())
+        ll0 = float(np.sum(y * np.log(max(p, 1e-300)) + (1 - y) * np.log(max(1 - p, 1e-300))))
+        out.update({"n_obs": int(len(y)), "deviance": -2 * ll, "null_deviance": -2 * ll0,
+                    "pseudo_r2_mcfadden": 1 - ll / ll0 if ll0 < 0 else float("nan")})
+    else:
+        X, y, rw = run_level(data, spec, ones_w, ones_r)
+        out.update({"n_obs": int(len(y)), "r2": r_squared(X, y, rw, est)})
+    return out

@@ -1,0 +1,110 @@
+"""Which curves each `--x` axis asks for, and which runs each one uses.
+
+- size: one group per attack strength (the baseline is one), fitted across model sizes;
+- compute: one group per model and attack kind (its baseline runs included), on each C axis;
+- both: one joint group per attack kind (all models, their baselines included), on each C axis.
+A group without enough distinct x values is skipped with a note; an axis with no group at all
+is a `UserError` that says what is missing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from refusalscope.errors import UserError
+from refusalscope.study.fitspec import C_AXES, FORMS, FitSpec, Gathered, _fmt_n
+
+Specs = tuple[list[FitSpec], list[str]]
+
+
+def _sizes(data: Gathered, runs: list[int]) -> set[int]:
+    return {data.points[j].n_params for j in runs}
+
+
+def size_specs(data: Gathered, *, interaction: bool, c0: float | None) -> Specs:
+    metric = _metric(data)
+    groups: dict[str, list[int]] = {}
+    for j, p in enumerate(data.points):
+        groups.setdefault(p.strength, []).append(j)
+    specs, notes = [], []
+    for strength, runs in sorted(groups.items()):
+        if len(_sizes(data, runs)) < 2:
+            notes.append(f"{strength}: one model size only; no fit vs size")
+            continue
+        specs += [FitSpec(metric, form, "size", strength, ("1", "logN"), tuple(runs))
+                  for form in FORMS[metric]]
+    if not specs:
+        sizes = ", ".join(f"{_fmt_n(n)} ({m})" for n, m in
+                          sorted({(p.n_params, p.model) for p in data.points}))
+        raise UserError("a fit vs model size needs runs of at least 2 model sizes under one "
+                        f"attack strength; these runs have N = {sizes}")
+    return specs, notes
+
+
+def compute_specs(data: Gathered, *, interaction: bool, c0: float | None) -> Specs:
+    metric = _metric(data)
+    specs, notes = [], []
+    for model in sorted({p.model for p in data.points}):
+        base = [j for j, p in enumerate(data.points) if p.model == model and not p.attacked]
+        for kind in sorted({p.attack for p in data.points if p.attacked and p.model == model}):
+            for axis in C_AXES:
+                att = _attacked(data, kind, axis, model)
+                group = f"{model} {kind}"
+                if len({data.c_values(axis)[j] for j in att}) < 2:
+                    notes.append(f"{group}: fewer than 2 {axis} levels; no fit vs {axis}")
+                    continue
+                specs += _c_specs(metric, "compute", group, axis, att, base, (), c0)
+    if not specs:
+        raise UserError("a fit vs attack compute needs attacked runs at 2+ compute levels of "
+                        "one model (generate --adapter ATTACK_RUN for several attack runs, "
+                        "then score); " + "; ".join(notes[:2] or ["no attacked runs found"]))
+    return specs, notes
+
+
+def both_specs(data: Gathered, *, interaction: bool, c0: float | None) -> Specs:
+    metric = _metric(data)
+    specs, notes = [], []
+    base = [j for j, p in enumerate(data.points) if not p.attacked]
+    for kind in sorted({p.attack for p in data.points if p.attacked}):
+        for axis in C_AXES:
+            att = _attacked(data, kind, axis)
+            n_c = len({data.c_values(axis)[j] for j in att})
+            n_n = len(_sizes(data, att + base))
+            if n_c < 2 or n_n < 2:
+                sizes = ", ".join(sorted({data.points[j].model for j in att + base}))
+                notes.append(f"{kind} ({axis}): {n_n} model size(s) [{sizes}] and {n_c} "
+                             "compute level(s); a joint fit needs 2+ of each")
+                continue
+            extra = ("logN",) + (("logN*logC",) if interaction else ())
+            specs += [s for s in _c_specs(metric, "both", f"all models {kind}", axis, att, base,
+                                          extra, c0) if s.form != "loglog"]
+    if not specs:
+        raise UserError("a joint fit vs model size and compute is impossible: "
+                        + "; ".join(notes[:2] or ["no attacked runs found"]))
+    return specs, notes
+
+
+def _metric(data: Gathered) -> str:
+    return data.metric
+
+
+def _attacked(data: Gathered, kind: str, axis: str, model: str | None = None) -> list[int]:
+    c = data.c_values(axis)
+    return [j for j, p in enumerate(data.points)
+            if p.attack == kind and (model is None or p.model == model)
+            and np.isfinite(c[j]) and c[j] > 0]
+
+
+def _c_specs(metric: str, x: str, group: str, axis: str, att: list[int], base: list[int],
+             extra: tuple[str, ...], c0: float | None) -> list[FitSpec]:
+    """Logistic/linear on attacked + baseline runs; log-log on attacked runs only (unless c0)."""
+    out = []
+    for form in FORMS[metric]:
+        if form == "loglog" and c0 is None:
+            runs, cols = att, ("1", *extra[:1], "logC")
+        else:
+            runs = att + base
+            ind = ("attacked",) if base and c0 is None else ()
+            cols = ("1", *extra[:1], *ind, "logC", *extra[1:])
+        out.append(FitSpec(metric, form, x, group, cols, tuple(sorted(runs)), axis, c0))
+    return out
