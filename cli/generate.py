@@ -31,6 +31,7 @@ def generate(
     resume: str | None = typer.Option(None, help="Resume an interrupted generate run (folder or id); its saved options are used."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Run the model repo's own code (off by default)."),
     baseline: str | None = typer.Option(None, "--baseline", help="A generate run over the same prompts to compare with; `score` then reports Refusal Drift."),
+    steer: str | None = typer.Option(None, "--steer", help="ablate:DIRS.h5 or add:DIRS.h5[:alpha=A][:layers=L] (see `refusalscope steer --help`); the file's sha256 is saved with the run."),
 ) -> None:
     """Generate responses for harmful (or harmless) prompts; writes generations.jsonl in a run."""
     from refusalscope.errors import UserError
@@ -47,10 +48,19 @@ def generate(
         cfg = GenerateConfig(model=model, split=split, n=n, harmless=harmless, prompts_file=prompts,
                              adapter=adapter, max_new_tokens=max_new_tokens, seed=seed,
                              system_prompt=system_prompt, temperature=temperature, top_p=top_p,
-                             baseline=baseline)
+                             baseline=baseline, steer=_steer(steer))
     opts = RuntimeOptions(device=device, dtype=dtype, trust_remote_code=trust_remote_code)
     run = _with_progress(cfg, opts, batch_size, resume, compile)
     typer.echo(str(run.path))
+
+
+def _steer(spec: str | None) -> str | None:
+    """A `--steer` spec with an absolute path and the file's sha256 (None stays None)."""
+    if spec is None:
+        return None
+    from refusalscope.interp.steering import SteerSpec
+
+    return SteerSpec.parse(spec).resolve().to_string()
 
 
 def _with_progress(cfg, opts, batch_size, resume, compile):  # type: ignore[no-untyped-def]

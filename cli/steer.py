@@ -59,6 +59,7 @@ def evaluate(
     split: str = typer.Option("eval"),
     max_new_tokens: int = typer.Option(64, "--max-new-tokens"),
     scorer: str = typer.Option("heuristic", help="heuristic | ensemble"),
+    harmful: bool = typer.Option(True, "--harmful/--no-harmful", help="Also generate harmful prompts without and with ablation."),
     batch_size: int = typer.Option(16, "--batch-size"),
     device: str = typer.Option("auto"),
     dtype: str = typer.Option("auto"),
@@ -75,7 +76,8 @@ def evaluate(
         raise UserError(f"--alpha {alpha!r}: comma-separated numbers, e.g. 0,1,2,4") from None
     cfg = SteerEvalConfig(model=model, directions=directions, alphas=alphas,
                           layers=None if layers is None else parse_layers(layers, None), n=n,
-                          split=split, max_new_tokens=max_new_tokens, scorer=scorer)
+                          split=split, max_new_tokens=max_new_tokens, scorer=scorer,
+                          harmful=harmful)
 
     def on_condition(i: int, total: int, r: dict) -> None:  # type: ignore[type-arg]
         typer.echo(f"[{i}/{total}] {r['condition']}: refused {r['refused']}/{r['n']} "

@@ -39,7 +39,7 @@ class GenerateConfig:
     system_prompt: str | None = None
     temperature: float = 0.0  # 0 = greedy
     top_p: float = 1.0
-    steer: str | None = None  # description of interventions applied (set by the caller)
+    steer: str | None = None  # a resolved `interp.steering.SteerSpec` string (file + sha256)
     baseline: str | None = None  # run to compare with (`score` then reports Refusal Drift)
 
     def __post_init__(self) -> None:
@@ -250,6 +250,10 @@ def run_generate(cfg: GenerateConfig, *, options: Any = None, batch_size: int = 
     prompts = load_prompts(cfg)  # bad input fails before weights are loaded or a run is made
     run, done = _open_for_resume(resume, cfg) if resume is not None else (None, set())
     handle = ModelHandle.from_resolved(resolved, adapter=cfg.adapter, options=options)
+    if cfg.steer is not None:  # a `SteerSpec` string, pinned by sha256 (see interp.steering)
+        from refusalscope.interp.steering import SteerSpec
+
+        interventions = [*interventions, *SteerSpec.parse(cfg.steer).hooks(handle)]
     if run is None:
         run = Run.create("generate", cfg.to_dict(), model=cfg.model, seed=cfg.seed,
                          harmful_content=not cfg.harmless,

@@ -32,6 +32,7 @@ class SteerEvalConfig:
     split: str = "eval"
     max_new_tokens: int = 64
     scorer: str = "heuristic"  # heuristic | ensemble
+    harmful: bool = True  # also run harmful/none and harmful/ablate
     directions_sha256: str | None = None
     seed: int = 0
 
@@ -90,13 +91,13 @@ def run_steer_eval(cfg: SteerEvalConfig, *, options: Any = None, batch_size: int
     from refusalscope.models.handle import ModelHandle
     from refusalscope.runs import Run
 
-    harmful = load_split(cfg.split, n=cfg.n)
+    harmful = load_split(cfg.split, n=cfg.n) if cfg.harmful else []
     harmless = load_split(cfg.split, harmless=True, n=cfg.n)
     scorer = _scorer(cfg.scorer)
     handle = ModelHandle.load(cfg.model, options=options)
     load_directions(cfg.directions, handle)  # one-line error before any run folder exists
     cfg = replace(cfg, directions_sha256=sha256_file(cfg.directions))
-    conds: list[tuple[str, list[Any], list[Any]]] = [
+    conds: list[tuple[str, list[Any], list[Any]]] = [] if not cfg.harmful else [
         ("harmful/none", harmful, []),
         ("harmful/ablate", harmful, SteerSpec("ablate", cfg.directions).hooks(handle))]
     for a in cfg.alphas:
@@ -104,7 +105,7 @@ def run_steer_eval(cfg: SteerEvalConfig, *, options: Any = None, batch_size: int
                                             layers=cfg.layers).hooks(handle)
         conds.append((f"harmless/add={a:g}", harmless, hooks))
     run = Run.create("steer-eval", cfg.to_dict(), model=cfg.model, seed=cfg.seed,
-                     harmful_content=True)
+                     harmful_content=cfg.harmful)
     gcfg = GenerateConfig(model=cfg.model, split=cfg.split, n=cfg.n,
                           max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
     results = []
@@ -147,8 +148,8 @@ def plot_steer_eval(results: list[dict[str, Any]], png: Any, model: str) -> None
         lo = "ci_low" if key == "refusal_rate" else "degenerate_ci_low"
         hi = "ci_high" if key == "refusal_rate" else "degenerate_ci_high"
         ys = [r[key] for r in add]
-        ax.errorbar(xs, ys, yerr=[[y - r[lo] for y, r in zip(ys, add, strict=True)],
-                                  [r[hi] - y for y, r in zip(ys, add, strict=True)]],
+        ax.errorbar(xs, ys, yerr=[[max(y - r[lo], 0) for y, r in zip(ys, add, strict=True)],
+                                  [max(r[hi] - y, 0) for y, r in zip(ys, add, strict=True)]],
                     marker="o", capsize=3, label=label)
     styles = {"harmful/none": ("k", "--"), "harmful/ablate": ("r", ":")}
     for r in results:
