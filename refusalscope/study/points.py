@@ -145,7 +145,8 @@ def _point(run: Run) -> Point:
     rd, rd_ref = _drift(run, ids)
     model = m.model or str(cfg.get("model"))
     attack = _attack(run)
-    return Point(run=run.id, model=model, n_params=_n_params(run, model), **attack,
+    n_params = attack.pop("base_params") or _n_params(run, model)
+    return Point(run=run.id, model=model, n_params=n_params, **attack,
                  seed=(_attack_seed(run), int(cfg.get("seed") or 0)),
                  scorer=str(rows[0].get("scorer", "?")), ids=ids, refused=refused, ce=ce,
                  rd=rd, rd_refused=rd_ref)
@@ -223,7 +224,8 @@ def _attack(run: Run) -> dict[str, Any]:
     att = attack_run_of(run)
     if att is None:
         kind = "adapter" if run.manifest.config.get("adapter") else "none"
-        return {"attack": kind, "attack_run": None, "variant": "", "n_data": None,
+        return {"attack": kind, "attack_run": None, "base_params": None, "variant": "",
+                "n_data": None,
                 "steps": None, "examples": 0.0 if kind == "none" else float("nan"),
                 "flops": 0.0 if kind == "none" else float("nan")}
     acfg = dict(att.manifest.config)
@@ -233,11 +235,18 @@ def _attack(run: Run) -> dict[str, Any]:
     steps = compute.get("steps", acfg.get("steps"))
     rest = {k: v for k, v in acfg.items() if k not in ("seed", "n_data", "n", "steps", "model",
                                                        "save_every", "skip")}
-    return {"attack": kind, "attack_run": att.id, "variant": config_id(rest)[:4],
+    # The generate manifest counts the adapter's weights too; N is the base model's size.
+    base = compute.get("total_params") if _has_adapter(run) else None
+    return {"attack": kind, "attack_run": att.id, "base_params": base,
+            "variant": config_id(rest)[:4],
             "n_data": int(n_data) if n_data is not None else None,
             "steps": int(steps) if steps is not None else None,
             "examples": float(compute.get("examples_seen", np.nan)),
             "flops": float(compute.get("flops_estimate", compute.get("flops", np.nan)))}
+
+
+def _has_adapter(run: Run) -> bool:
+    return bool(run.manifest.config.get("adapter"))
 
 
 def _compute(att: Run) -> dict[str, Any]:
