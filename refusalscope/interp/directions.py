@@ -113,7 +113,8 @@ def iter_activations(handle: Any, texts: Sequence[str], *, kind: str, n_post: in
 
         reads = [(site_name(i, site), reader(i)) for i in range(handle.n_layers)]
         with torch.inference_mode(), handle.hooks([*interventions, *reads]):
-            logits = handle.model(**enc).logits[:, -1, :].to("cpu", torch.float32)
+            logits = handle.model(**enc, logits_to_keep=1).logits[:, -1, :]
+        logits = logits.to("cpu", torch.float32)
         yield torch.stack([got[i] for i in range(handle.n_layers)], dim=1), logits
 
 

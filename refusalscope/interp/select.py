@@ -95,7 +95,8 @@ def first_token_logits(handle: Any, texts: Sequence[str], hooks: Sequence[tuple[
         for s in range(0, len(texts), batch_size):
             enc = tok(list(texts[s:s + batch_size]), return_tensors="pt", padding=True,
                       add_special_tokens=not handle.has_chat_template).to(handle.device)
-            out.append(handle.model(**enc).logits[:, -1, :].to("cpu", torch.float32))
+            logits = handle.model(**enc, logits_to_keep=1).logits[:, -1, :]
+            out.append(logits.to("cpu", torch.float32))
     return torch.cat(out)
 
 
