@@ -62,9 +62,9 @@ def _errorbar(ax: Any, xs: Sequence[float], cells: Sequence[dict[str, Any]], **k
 
 
 def _band(ax: Any, fit: Any, n: np.ndarray, c: np.ndarray, xs: np.ndarray, colour: Any,
-          alpha: float) -> None:
+          alpha: float, label: str | None = None) -> None:
     mid, lo, hi = fit.curve(n, c, alpha)
-    ax.plot(xs, mid, color=colour, lw=1.5)
+    ax.plot(xs, mid, color=colour, lw=1.5, label=label)
     ax.fill_between(xs, lo, hi, color=colour, alpha=0.18, lw=0)
 
 
@@ -115,9 +115,11 @@ def compute_panel(ax: Any, result: Any, model: str, axis: str) -> None:
     series: dict[str, list[dict[str, Any]]] = {}
     for c in att:
         series.setdefault(f"{c['attack']} n={c['n_data']}", []).append(c)
-    for (name, cs), colour in zip(sorted(series.items()), _colours(len(series)), strict=True):
+    for k, ((name, cs), colour) in enumerate(zip(sorted(series.items()),
+                                                 _colours(len(series)), strict=True)):
         cs = sorted(cs, key=lambda c: c[axis])
-        _errorbar(ax, [c[axis] for c in cs], cs, color=colour, label=name)
+        dodge = 10 ** (0.025 * (k - (len(series) - 1) / 2))  # series at one x stay apart
+        _errorbar(ax, [c[axis] * dodge for c in cs], cs, color=colour, label=name)
     if att:
         lo_c, hi_c = min(c[axis] for c in att), max(c[axis] for c in att)
         grid = np.geomspace(lo_c / 1.5, hi_c * 1.5, 60)
@@ -126,7 +128,7 @@ def compute_panel(ax: Any, result: Any, model: str, axis: str) -> None:
                                                                            c_axis=axis)
             if fit is not None:
                 n = np.full_like(grid, cells[0]["n_params"], dtype=float)
-                _band(ax, fit, n, grid, grid, "0.25", alpha)
+                _band(ax, fit, n, grid, grid, "0.25", alpha, label=f"{fit.spec.form} fit")
     for c in base:
         ax.axhline(c["mean"], color="k", ls="--", lw=1, label="no attack")
         if c["ci"][0] is not None:
@@ -165,18 +167,22 @@ def plot_heatmap(result: Any, folder: str | Path, attack: str = "lora") -> list[
         nd = sorted({c["n_data"] for c in cells})
         st = sorted({c["steps"] for c in cells})
         grid = np.full((len(nd), len(st)), np.nan)
+        ci = np.full((len(nd), len(st), 2), np.nan)
         for c in cells:
             grid[nd.index(c["n_data"]), st.index(c["steps"])] = c["mean"]
+            ci[nd.index(c["n_data"]), st.index(c["steps"])] = [np.nan if v is None else v
+                                                               for v in c["ci"]]
         im = ax.imshow(grid, vmin=0.0, vmax=vmax, cmap="viridis", origin="lower", aspect="auto")
         for (i, j), v in np.ndenumerate(grid):
             if np.isfinite(v):
-                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8,
-                        color="w" if v < 0.6 * vmax else "k")
+                ax.text(j, i, f"{v:.2f}\n[{ci[i, j, 0]:.2f}, {ci[i, j, 1]:.2f}]", ha="center",
+                        va="center", fontsize=7, color="w" if v < 0.6 * vmax else "k")
         ax.set_xticks(range(len(st)), [str(s) for s in st])
         ax.set_yticks(range(len(nd)), [str(n) for n in nd])
         ax.set_xlabel("steps")
         ax.set_ylabel("training pairs (n_data)")
-        ax.set_title(f"{metric.upper()}: {model} ({attack})", fontsize=9)
+        ax.set_title(f"{metric.upper()}: {model} ({attack}), bootstrap "
+                     f"{100 * (1 - result.config.alpha):g}% CIs", fontsize=9)
         fig.colorbar(im, ax=ax, shrink=0.85)
     return _save(fig, folder, f"{metric}_heatmap")
 
@@ -210,8 +216,8 @@ def plot_all(result: Any, folder: str | Path) -> list[Path]:
 def _colours(n: int) -> list[Any]:
     from matplotlib import colormaps
 
-    cmap = colormaps["viridis"]
-    return [cmap(0.9 * i / max(1, n - 1)) for i in range(n)]
+    cmap = colormaps["viridis"]  # ordered series (attack strength); yellow end left out
+    return [cmap(0.8 * i / max(1, n - 1)) for i in range(n)]
 
 
 def _order(item: tuple[str, list[dict[str, Any]]]) -> tuple[float, str]:

@@ -218,4 +218,6 @@ def quality(data: Gathered, spec: FitSpec, est: np.ndarray) -> dict[str, Any]:
     else:
         X, y, rw = run_level(data, spec, ones_w, ones_r)
         out.update({"n_obs": int(len(y)), "r2": r_squared(X, y, rw, est)})
+        if spec.form == "loglog" and len(y) < len(spec.runs):
+            out["n_runs_mean_zero"] = len(spec.runs) - len(y)  # log 0: left out of this fit
     return out
