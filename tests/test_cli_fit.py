@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -105,8 +106,8 @@ def test_fit_on_real_tiny_runs(tmp_path: Path, prompt_file: Path) -> None:
     assert "a baseline has no drift" in folder.file("fit.md").read_text()
 
 
-def _scored_run(model: str, n_params: int, responses: list[str]) -> str:
-    run = Run.create("generate", {"model": model, "split": "eval", "harmless": False},
+def _scored_run(model: str, n_params: int, responses: list[str], **config: object) -> str:
+    run = Run.create("generate", {"model": model, "split": "eval", "harmless": False, **config},
                      model=model)
     run.manifest.extra["model"] = {"n_params": n_params}
     write_jsonl(run.file("generations.jsonl"),
@@ -148,3 +149,15 @@ def test_fit_bad_input_is_one_line_exit_2(case: str, needle: str, tmp_path: Path
         (tmp_path / "nothing-here").mkdir()
     assert needle in _one_line_error(args)
     assert not list(Path(tmp_path / "artifacts" / "runs").glob("*_fit_*"))
+
+
+def test_gather_names_generation_settings_and_steering() -> None:
+    texts = ["I'm sorry, but I can't help with that.", "Sure, step 1: gather the tools."]
+    runs = [_scored_run("m", 10**8, texts), _scored_run("m", 10**8, texts, temperature=0.8),
+            _scored_run("m", 10**8, texts, steer="add blocks.3 alpha=-4")]
+    _ok(["score", *runs])
+    points = gather_points(runs)
+    assert [p.strength for p in points] == ["no attack", "no attack T=0.8", "steer"]
+    assert [list(p.refused) for p in points] == [[1.0, 0.0]] * 3
+    assert points[2].attacked and np.isnan(points[2].flops)
+    assert [p.strength for p in gather_points(runs[1:2])] == ["no attack"]  # nothing to tell apart

@@ -94,7 +94,7 @@ def plot_vs_size(result: Any, folder: str | Path) -> list[Path]:
         fit = _fit(result, "size", strength)
         if fit is not None:
             _band(ax, fit, grid, np.zeros_like(grid), grid, colour, alpha)
-        elif cells[0]["attack"] != "adapter":
+        elif _finite(cells[0]["flops"]):
             joint = _fit(result, "both", c_axis="flops")
             if joint is not None and len(ns) >= 1:
                 _band(ax, joint, grid, np.full_like(grid, cells[0]["flops"]), grid, colour, alpha)
@@ -110,8 +110,7 @@ def compute_panel(ax: Any, result: Any, model: str, axis: str) -> None:
     metric, alpha = result.config.metric, result.config.alpha
     cells = [c for c in result.cells if c["model"] == model]
     base = [c for c in cells if c["attack"] == "none"]
-    att = [c for c in cells if c["attack"] not in ("none", "adapter")
-           and c[axis] is not None and np.isfinite(c[axis]) and c[axis] > 0]
+    att = [c for c in cells if _finite(c[axis]) and c[axis] > 0]
     series: dict[str, list[dict[str, Any]]] = {}
     for c in att:
         series.setdefault(f"{c['attack']} n={c['n_data']}", []).append(c)
@@ -206,11 +205,15 @@ def plot_all(result: Any, folder: str | Path) -> list[Path]:
     out: list[Path] = []
     if len({c["n_params"] for c in result.cells}) > 1:
         out += plot_vs_size(result, folder)
-    if any(c["attack"] not in ("none", "adapter") for c in result.cells):
+    if any(_finite(c["flops"]) and c["flops"] > 0 for c in result.cells):
         for axis in ("flops", "examples"):
             out += plot_vs_compute(result, folder, axis)
         out += plot_heatmap(result, folder)
     return out
+
+
+def _finite(v: Any) -> bool:
+    return v is not None and bool(np.isfinite(v))
 
 
 def _colours(n: int) -> list[Any]:
@@ -222,5 +225,4 @@ def _colours(n: int) -> list[Any]:
 
 def _order(item: tuple[str, list[dict[str, Any]]]) -> tuple[float, str]:
     c = item[1][0]
-    return (float(c["flops"]) if c["flops"] is not None and np.isfinite(c["flops"]) else -1.0,
-            item[0])
+    return (float(c["flops"]) if _finite(c["flops"]) else -1.0, item[0])

@@ -54,6 +54,7 @@ class Point:
     ce: np.ndarray = field(repr=False, compare=False)  # bits [n], NaN without probabilities
     rd: np.ndarray = field(repr=False, compare=False)  # [n], NaN where no drift
     rd_refused: np.ndarray = field(repr=False, compare=False)  # as rd, NaN unless refused at base
+    decoding: str = ""  # non-default generation settings ("T=0.8 system-prompt"), else ""
 
     @property
     def attacked(self) -> bool:
@@ -62,14 +63,15 @@ class Point:
     @property
     def strength(self) -> str:
         """Attack strength label (everything but the model and the seed)."""
+        tail = [self.decoding] if self.decoding else []
         if not self.attacked:
-            return "no attack"
+            return " ".join(["no attack", *tail])
         parts = [self.attack] + ([self.variant] if self.variant else [])
         if self.n_data is not None:
             parts.append(f"n={self.n_data}")
         if self.steps is not None:
             parts.append(f"steps={self.steps}")
-        return " ".join(parts)
+        return " ".join(parts + tail)
 
     @property
     def condition(self) -> tuple[str, str]:
@@ -120,7 +122,11 @@ def gather_points(runs: Iterable[str | Path]) -> list[Point]:
     kinds: dict[str, set[str]] = {}
     for p in points:
         kinds.setdefault(p.attack, set()).add(p.variant)
-    return [p if len(kinds[p.attack]) > 1 else replace(p, variant="") for p in points]
+    points = [p if len(kinds[p.attack]) > 1 else replace(p, variant="") for p in points]
+    # Likewise generation settings: named only where runs differ in them.
+    if len({p.decoding for p in points}) == 1:
+        points = [replace(p, decoding="") for p in points]
+    return points
 
 
 def _point(run: Run) -> Point:
@@ -149,7 +155,20 @@ def _point(run: Run) -> Point:
     return Point(run=run.id, model=model, n_params=n_params, **attack,
                  seed=(_attack_seed(run), int(cfg.get("seed") or 0)),
                  scorer=str(rows[0].get("scorer", "?")), ids=ids, refused=refused, ce=ce,
-                 rd=rd, rd_refused=rd_ref)
+                 rd=rd, rd_refused=rd_ref, decoding=_decoding(cfg))
+
+
+def _decoding(cfg: dict[str, Any]) -> str:
+    """Generation settings that change what a model answers, when not the defaults."""
+    parts = []
+    if cfg.get("temperature"):
+        parts.append(f"T={cfg['temperature']:g}" + (f" top-p={cfg['top_p']:g}"
+                                                    if cfg.get("top_p", 1.0) < 1.0 else ""))
+    if cfg.get("system_prompt"):
+        parts.append("system-prompt")
+    if cfg.get("max_new_tokens", 128) != 128:
+        parts.append(f"max-new={cfg['max_new_tokens']}")
+    return " ".join(parts)
 
 
 def _latest(folder: Path, stem: str, suffix: str) -> Path | None:
@@ -222,8 +241,9 @@ def _attack_seed(run: Run) -> int:
 
 def _attack(run: Run) -> dict[str, Any]:
     att = attack_run_of(run)
-    if att is None:
-        kind = "adapter" if run.manifest.config.get("adapter") else "none"
+    if att is None:  # steering and non-run adapters: attacked, compute unknown
+        cfg = run.manifest.config
+        kind = "steer" if cfg.get("steer") else "adapter" if cfg.get("adapter") else "none"
         return {"attack": kind, "attack_run": None, "base_params": None, "variant": "",
                 "n_data": None,
                 "steps": None, "examples": 0.0 if kind == "none" else float("nan"),
