@@ -51,10 +51,11 @@ def fit(
         raise UserError("give --runs or --runs-dir, not both")
     if out is not None and (out / "fit.json").exists():
         raise UserError(f"{out} already holds a fit.json: choose another --out")
-    paths: list[Any] = list(runs) if runs else find_runs(runs_dir or default_runs_dir())
+    where = runs_dir or default_runs_dir()
+    paths: list[Any] = list(runs) if runs else find_runs(where)
     if not paths:
-        raise UserError(f"no runs found: no scored generate runs in {runs_dir or default_runs_dir()}"
-                        " (generate, then score them), or give --runs RUN...")
+        raise UserError(f"no runs found: no scored generate runs in {where} (generate, then "
+                        "score them), or give --runs RUN...")
     result = fit_metric(gather_points(paths), cfg)
     folder = _write(result, cfg, out, figures)
     _print(result, folder)

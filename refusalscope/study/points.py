@@ -93,7 +93,8 @@ def find_runs(folder: str | Path) -> list[Path]:
     """Scored, finished generate runs over harmful prompts directly under `folder`, by name."""
     root = Path(folder)
     if not root.is_dir():
-        raise UserError(f"--runs-dir {folder}: no such folder")
+        raise UserError(f"no runs found: no such folder {folder} "
+                        "(give --runs RUN... or --runs-dir DIR)")
     out = []
     for mf in sorted(root.glob("*/manifest.json")):
         try:

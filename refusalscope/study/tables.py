@@ -98,8 +98,9 @@ def to_latex(rows: Sequence[dict[str, Any]], columns: Sequence[str], caption: st
 
 def coefficient_summary(result: Any) -> list[dict[str, Any]]:
     """Compact rows for markdown/LaTeX: estimate [lo, hi] in one column."""
+    head = f"estimate [{_level(result)} CI]"
     return [{"fit": r["fit"], "coefficient": r["coefficient"],
-             f"estimate [{_level(result)} CI]": f"{r['estimate']:.4g} [{r['ci_lo']:.4g}, {r['ci_hi']:.4g}]",
+             head: f"{r['estimate']:.4g} [{r['ci_lo']:.4g}, {r['ci_hi']:.4g}]",
              "fit quality": r["quality"], "runs": r["n_runs"], "n": r["n_obs"]}
             for r in coefficient_rows(result)]
 
@@ -128,8 +129,9 @@ def write_fit(result: Any, folder: str | Path) -> list[Path]:
         "coefficients.tex": to_latex(summary, list(summary[0]) if summary else ["fit"],
                                      caption=f"{metric} fits: coefficients with bootstrap "
                                              f"{_level(result)} CIs"),
-        "cells.tex": to_latex(cells, CELL_COLUMNS, caption=f"{metric} per model and attack "
-                                                           f"strength, bootstrap {_level(result)} CIs"),
+        "cells.tex": to_latex(cells, CELL_COLUMNS,
+                              caption=f"{metric} per model and attack strength, bootstrap "
+                                      f"{_level(result)} CIs"),
         "fit.md": _markdown(result, summary, cells),
     }
     out = []
