@@ -4,6 +4,7 @@ against a brute-force optimiser, bootstrap behaviour, tables and figures."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -213,3 +214,16 @@ def test_figures_are_written(tmp_path) -> None:
     assert img.shape[0] > 300 and img.std() > 0.05  # a drawn figure, not a blank canvas
     panels = plot_panels([result], tmp_path, axis="examples", stem="panels")
     assert imread(panels[0]).std() > 0.05
+
+
+def test_fit_all_picks_axes_and_skips_missing_metrics(tmp_path) -> None:
+    from refusalscope.study.fitall import fit_all
+
+    points = [replace(p, ce=np.full(len(p.ids), 0.5 + 0.1 * np.log10(p.n_params)))
+              for p in synthetic(*TRUE.values(), n_prompts=20, sizes=(1e8, 4e8))]
+    done = fit_all(points, tmp_path, FitConfig(n_boot=10), figures=False)
+    assert {m: r.config.x for m, r in done.results.items()} == {"rrr": "both", "ce": "both"}
+    assert "RD needs a baseline" in done.skipped["rd"]
+    assert (tmp_path / "rrr" / "fit.json").is_file() and (tmp_path / "ce" / "cells.csv").is_file()
+    md = done.markdown()
+    assert "### RRR (vs both)" in md and "RD not fitted" in md
