@@ -227,3 +227,19 @@ def test_fit_all_picks_axes_and_skips_missing_metrics(tmp_path) -> None:
     assert (tmp_path / "rrr" / "fit.json").is_file() and (tmp_path / "ce" / "cells.csv").is_file()
     md = done.markdown()
     assert "### RRR (vs both)" in md and "RD not fitted" in md
+
+
+def test_linear_joint_fit_recovers_continuous_metric_coefficients() -> None:
+    truth = {"a": 0.2, "b_N": 0.05, "d_attack": -0.6, "b_C": 0.03}
+    rng = np.random.default_rng(4)
+    points = []
+    for n in SIZES:
+        for c in (0.0, *COMPUTE):
+            mean = truth["a"] + truth["b_N"] * np.log(n) + (
+                (truth["d_attack"] + truth["b_C"] * np.log(c)) if c else 0.0)
+            ce = mean + rng.normal(0, 0.2, 100)  # per-prompt noise around the run's level
+            points.append(_point(f"r{n:g}{c:g}", n, c, np.zeros(100), ce=ce))
+    fit = _fit(fit_metric(points, FitConfig("ce", "both", n_boot=200)), "both", "linear")
+    for name, (lo, hi) in zip(fit.spec.coef_names, fit.ci, strict=True):
+        assert lo < truth[name] < hi, (name, lo, hi)
+    assert fit.quality["r2"] > 0.9

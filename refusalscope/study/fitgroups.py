@@ -80,7 +80,8 @@ def both_specs(data: Gathered, *, interaction: bool, c0: float | None) -> Specs:
                                           extra, c0) if s.form != "loglog"]
     if not specs:
         raise UserError("a joint fit vs model size and compute is impossible: "
-                        + "; ".join(notes[:2] or ["no attacked runs found"]))
+                        + "; ".join(notes[:2] or ["no attacked runs found"])
+                        + " (--x compute or --x size fit one axis)")
     return specs, notes
 
 

@@ -83,6 +83,9 @@ class Gathered:
                 vals.append(v)
             elif metric == "rd" and not p.attacked:
                 notes.append(f"{p.run}: a baseline has no drift (it is the reference); left out")
+            elif metric == "rd" and np.isfinite(p.rd).any():
+                notes.append(f"{p.run}: its baseline refused none of its prompts, so RD over "
+                             "refused prompts is empty (--rd-over all uses every prompt); left out")
             else:
                 notes.append(f"{p.run}: no {metric} values ({_why(metric)}); left out")
         if not kept:
