@@ -165,3 +165,11 @@ def test_run_probe_writes_run_folder(handle):
     assert [r["id"] for r in rows] == pf.prompt_ids
     assert sorted(pf.prompt_ids) == ["h0", "h1", "l0", "l1"]
     assert pf.meta.split == "direction" and pf.meta.layers == (1,)
+
+
+def test_bfloat16_model_activations_are_stored(tmp_path):
+    h = tiny_handle("llama")
+    h.model.to(torch.bfloat16)
+    path = extract(h, prompts(1), tmp_path / "b.h5", _meta(h, layers="1", positions="last"))
+    x, _ = load_activations(path, "resid_post", 1)
+    assert x.dtype == np.float32 and np.isfinite(x).all() and np.abs(x).max() > 0

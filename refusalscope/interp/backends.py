@@ -4,8 +4,8 @@
 Each back-end is opened once around an already-loaded `ModelHandle` and then called per batch:
 `capture(enc, sites, reduce)` runs one forward pass over the tokenized batch `enc` and returns
 `{(kind, layer): reduce(x)}` where `x` is the site's activation `(batch, seq, d_model)` and
-`reduce` (e.g. `positions.gather`) shrinks it right away, so a batch never holds more than the
-reduced arrays (nnsight holds a batch's full sites until its trace ends).
+`reduce` (e.g. `positions.gather`) shrinks it right away, inside the hook or the trace, so a
+batch never keeps more than the reduced arrays.
 
 * ``native``: `handle.hooks` (PyTorch forward hooks, removed after every call).
 * ``transformer-lens``: `TransformerBridge.boot_transformers(name, hf_model=...)`; hook points

@@ -116,7 +116,8 @@ class ProbeWriter:
     def write(self, start: int, acts: dict[tuple[str, int], Any]) -> None:
         """Write rows `start:start+batch` of every `(site, layer)` dataset."""
         for key, x in acts.items():
-            arr = x.detach().to("cpu").numpy() if hasattr(x, "detach") else np.asarray(x)
+            # via float32: numpy has no bfloat16 (the default model dtype on a GPU)
+            arr = x.detach().float().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
             self.ds[key][start:start + arr.shape[0]] = arr.astype(self.meta.dtype, copy=False)
         self.rows = max(self.rows, start + next(iter(acts.values())).shape[0])
 
