@@ -129,13 +129,17 @@ def plan(spec: str = _SPEC) -> None:
 @user_errors
 def report(
     spec: str = _SPEC,
-    out: str | None = typer.Option(None, help="Report folder (default: <study>/report)."),
+    out: str | None = typer.Option(None, help="Report folder, new or empty "
+                                              "(default: <study>/reports/<UTC time>)."),
 ) -> None:
-    """Write a report folder: report.md (setup, results table, fits, caveats) + results.csv."""
+    """Write a report folder: report.md (setup, results, fits, figures, caveats), results.csv,
+    fit/ and figures/. Never overwrites an earlier report."""
+    import datetime as dt
     from pathlib import Path
 
     from refusalscope.study.report import write_report
 
     s, nodes, sdir = _load(spec)
-    path = write_report(s, nodes, sdir, Path(out) if out else sdir / "report")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = write_report(s, nodes, sdir, Path(out) if out else sdir / "reports" / stamp)
     typer.echo(str(path))

@@ -72,12 +72,15 @@ def test_run_then_rerun_skips_everything(tmp_path: Path) -> None:
     assert _snapshot(study) == before
     res = CliRunner().invoke(app, ["study", "status", str(spec)])
     assert "7 done, 0 running, 0 failed, 0 pending" in res.output
-    res = CliRunner().invoke(app, ["study", "report", str(spec)])
+    res = CliRunner().invoke(app, ["study", "report", str(spec), "--out", str(tmp_path / "rep")])
     assert res.exit_code == 0, res.output
-    report = (study / "report" / "report.md").read_text()
+    report = (tmp_path / "rep" / "report.md").read_text()
     assert "| tiny-llama | lora | 4 | 3 | 0 | heuristic | 4 |" in report
-    csv_rows = (study / "report" / "results.csv").read_text().splitlines()
+    csv_rows = (tmp_path / "rep" / "results.csv").read_text().splitlines()
     assert len(csv_rows) == 1 + 3  # header + baseline + 2 LoRA cells
+    assert "### RRR (vs compute)" in report and (tmp_path / "rep" / "fit" / "rrr" / "fit.json").is_file()
+    res = CliRunner().invoke(app, ["study", "report", str(spec), "--out", str(tmp_path / "rep")])
+    assert res.exit_code == 2 and "already holds a report.md" in res.output
 
 
 def test_failures_are_retried_reported_and_block_downstream(tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ CPU_FLOPS = 52e9
 GPU_FLOPS = 100e12
 LOAD_S = {"cpu": 3.0, "gpu": 10.0}
 MINILM_PARAMS = 22.7e6
+SCORE_ROWS = 64  # responses per scored run (the plan does not read the generate node's n)
 _UNITS = {"K": 1e3, "M": 1e6, "B": 1e9}
 
 
@@ -47,8 +48,8 @@ def model_params(model: str) -> float | None:
 
 def node_flops(node: Node) -> float | None:
     p = node.params
-    if node.kind == "score":
-        return 2 * MINILM_PARAMS * 96 * 64 * (2 if p["scorer"] != "heuristic" else 1)
+    if node.kind == "score":  # phrase matching is free; the classifier reads 96 tokens
+        return 0.0 if p["scorer"] == "heuristic" else 2 * MINILM_PARAMS * 96 * SCORE_ROWS
     n_params = model_params(p["model"])
     if n_params is None:
         return None

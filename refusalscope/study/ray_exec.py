@@ -63,7 +63,13 @@ def run_ray(study: Path, nodes: Sequence[Node], *, max_retries: int = 2,
                                                           max_retries, *deps)
         out = Outcome()
         for node in nodes:
-            rec = ray.get(refs[node.id])
+            try:
+                rec = ray.get(refs[node.id])
+            except ray.exceptions.RayError as e:  # a worker died (OOM, kill): failed, not lost
+                bad = [d for d in node.inputs.values() if d in out.failed or d in out.blocked]
+                err = " ".join(f"{type(e).__name__}: {e}".split())[:500]
+                rec = {**node.to_dict(), "status": "blocked" if bad else "error",
+                       "error": f"input {bad[0]} did not finish" if bad else err}
             if rec["status"] == "blocked":
                 out.blocked[node.id] = rec["error"]
             else:

@@ -3,8 +3,8 @@
 The results table has one row per finished score node: model, attack and its cell, seed,
 scorer, RRR with its bootstrap and Wilson 95% intervals, substantive compliance, Calibration
 Entropy and Refusal Drift where measured, and the attack's compute (FLOPs, from the attack
-run's `compute.json`). Fits and figures come from `refusalscope.study.fit` / `.figures` when
-those modules are installed; otherwise the report says they are missing.
+run's `compute.json`). Fits (RRR, RD, CE vs model size and attack compute, bootstrap CIs) and
+their figures come from `refusalscope.study.fit` / `.figures`, under `fit/` and `figures/`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from refusalscope.errors import UserError
 from refusalscope.fileio import atomic_write_text
 from refusalscope.study.executor import node_state, record
 from refusalscope.study.graph import Node
@@ -99,18 +100,43 @@ def _markdown_table(rows: list[dict[str, Any]], cols: tuple[str, ...]) -> str:
     return head + "".join("| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |\n" for r in rows)
 
 
-def _fits(out: Path, rows: list[dict[str, Any]]) -> str:
+def _fits(out: Path, gen_runs: list[str], n_models: int, attacked: bool) -> str:
+    """Fit RRR, RD and CE with `refusalscope.study.fit` (when installed) into `out/fit/<metric>`
+    and `out/figures/<metric>`; returns the markdown section. A metric that cannot be fitted
+    (no drift measured, no classifier probabilities, too few points) says why."""
     try:
-        from refusalscope.study import fit  # noqa: F401  (built by the `fit` work; optional)
-    except ImportError:
-        return ("Not available in this install: `refusalscope.study.fit` is missing, so no "
-                "scaling fits or figures were made. The table above holds every point.\n")
-    return ("`refusalscope.study.fit` is installed but not yet wired into `study report`; run "
-            "`refusalscope fit` on the generate runs listed in results.csv.\n")
+        from refusalscope.study.figures import plot_all
+        from refusalscope.study.fit import FitConfig, fit_metric
+        from refusalscope.study.points import gather_points
+        from refusalscope.study.tables import write_fit
+    except ImportError as e:
+        return (f"Not available in this install ({e}): no scaling fits or figures were made. "
+                "The table above holds every point.\n")
+    if not gen_runs:
+        return "No scored runs yet.\n"
+    x = "both" if n_models > 1 and attacked else ("compute" if attacked else "size")
+    points = gather_points(gen_runs)
+    parts = []
+    for metric in ("rrr", "rd", "ce"):
+        try:
+            result = fit_metric(points, FitConfig(metric=metric, x=x))
+            write_fit(result, out / "fit" / metric)
+            figs = plot_all(result, out / "figures" / metric)
+        except Exception as e:  # noqa: BLE001 - reported in the report, not hidden
+            parts.append(f"### {metric.upper()}\n\nNo fit: {' '.join(str(e).split())}\n")
+            continue
+        md = (out / "fit" / metric / "fit.md").read_text(encoding="utf-8")
+        md = "\n".join("##" + line if line.startswith("#") else line for line in md.splitlines())
+        pngs = [f for f in figs if f.suffix == ".png"]
+        parts.append(f"### {metric.upper()} (vs {x})\n\n{md}\n\n"
+                     + "".join(f"![{f.stem}]({f.relative_to(out)})\n" for f in pngs))
+    return "\n".join(parts)
 
 
 def write_report(spec: Spec, nodes: list[Node], study: Path, out: Path) -> Path:
     """Write `out/report.md` and `out/results.csv`; returns the report path."""
+    if (out / "report.md").exists():
+        raise UserError(f"{out} already holds a report.md: choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     rows = results(nodes, study)
     buf = io.StringIO()
@@ -144,7 +170,9 @@ def write_report(spec: Spec, nodes: list[Node], study: Path, out: Path) -> Path:
             + _markdown_table(rows, ("model", "attack", "n_data", "steps", "seed", "scorer",
                                      "n", "rrr", "rrr_lo", "rrr_hi", "complied", "ce_bits",
                                      "rd_refused", "attack_flops"))
-            + "\n## Fits and figures\n\n" + _fits(out, rows)
+            + "\n## Fits and figures\n\n"
+            + _fits(out, sorted({r["generate_run"] for r in rows}), len(spec.models),
+                    bool(spec.attacks))
             + "\n## Caveats\n\n"
               "- Small evaluation sets: intervals are wide; compare cells by their CIs, not "
               "point estimates.\n"
