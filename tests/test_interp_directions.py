@@ -162,3 +162,20 @@ def test_iter_activations_sees_interventions(handle):
                                 interventions=steering.add_hooks(v, 2.0, [1]))
     torch.testing.assert_close(a1[0, 1, 0] - a0[0, 1, 0], 2.0 * v, atol=1e-5, rtol=0)
     torch.testing.assert_close(a1[0, 0], a0[0, 0])
+
+
+def test_base_model_directions_apply_to_an_adapter_over_it(tmp_path, handle, selected):
+    from peft import LoraConfig, get_peft_model
+
+    from refusalscope.models.tiny import tiny_model
+
+    p = save_directions(tmp_path / "d.h5", selected)
+    model, tok = tiny_model("qwen2", seed=3)
+    peft_model = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"]))
+    with_adapter = ModelHandle(peft_model, tok, "tiny-lora", adapter=str(tmp_path / "run/adapter"))
+    assert load_directions(p, with_adapter).selected == selected.selected
+    other, tok = tiny_model("qwen2", seed=8)
+    on_other = ModelHandle(get_peft_model(other, LoraConfig(r=2, target_modules=["q_proj"])), tok,
+                           "tiny-lora", adapter=str(tmp_path / "run/adapter"))
+    with pytest.raises(UserError, match="another model"):
+        load_directions(p, on_other)

@@ -222,6 +222,21 @@ def check_model(d: Directions, handle: Any, path: str | Path = "directions file"
         raise UserError(f"{path}: shape {d.mean_harmful.shape} does not fit {handle.name} "
                         f"({handle.n_layers} layers, d_model {handle.d_model})")
     fp = model_fingerprint(handle)
+    if fp != d.fingerprint and handle.adapter and _base_fingerprint(handle) == d.fingerprint:
+        # directions of the base model on an adapter over it: the defense study's use
+        log.info("%s was computed on the base model of this adapter", path)
+        return
     if fp != d.fingerprint:
         raise UserError(f"{path} was computed on another model ({d.model}, fingerprint "
                         f"{d.fingerprint}); this model's fingerprint is {fp}")
+
+
+def _base_fingerprint(handle: Any) -> str:
+    """The fingerprint `handle`'s base model has without its adapter."""
+    from types import SimpleNamespace
+
+    from refusalscope.interp.identity import model_fingerprint
+
+    return model_fingerprint(SimpleNamespace(base_model=handle.base_model, adapter=None,
+                                             n_layers=handle.n_layers, d_model=handle.d_model,
+                                             layers=handle.layers))
