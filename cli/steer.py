@@ -8,7 +8,11 @@ from refusalscope.cli._common import user_errors
 
 steer_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
                         help="Refusal-direction steering: orthogonalised weights, evaluation. "
-                             "`generate --steer SPEC` applies one intervention while generating.")
+                             "`generate --steer SPEC` applies one intervention while generating; "
+                             "SPEC is ablate:DIRS.h5 (project the selected direction out at "
+                             "every layer and position) or add:DIRS.h5[:alpha=A][:layers=L|L1,L2|"
+                             "L1-L2|all] (add A x the difference-in-means vector; default A=1 at "
+                             "the selected layer).")
 
 
 def register(app: typer.Typer) -> None:
