@@ -119,9 +119,9 @@ def plan(spec: str = _SPEC) -> None:
                      f"(2 cores) or ~{t['gpu_min']:.0f} GPU minutes"
                      + (f"; {t['unknown']} nodes of unknown size" if t["unknown"] else "")
                      + ". Estimated: dense-matmul FLOPs from tokens x parameters (upper bound: "
-                       "every response at max_new_tokens) over 52 GFLOP/s measured on 2 CPU "
-                       "cores and 100 TFLOP/s assumed on a GPU, plus model loading; see "
-                       "refusalscope/study/plan.py.")
+                       "every response at max_new_tokens) over rates measured on 2 CPU cores "
+                       "(52 GFLOP/s generating, 89 training, 140 forward-only) and 100 TFLOP/s "
+                       "assumed on a GPU, plus model loading; see refusalscope/study/plan.py.")
     console().print(table)
 
 

@@ -9,10 +9,13 @@ How it is estimated (dense matmuls only, as in `attacks.compute`; N = model para
   search_width candidate forwards (2 N per token), x prompts optimised;
 - attack-autodan: generations x population x prompts x AUTODAN_TOKENS x 2 N;
 - probe: 2 classes x n prompts x PROMPT_TOKENS x 2 N; score: the MiniLM classifier/embedder.
-Minutes = FLOPs / an effective rate plus a fixed LOAD_S per node: CPU_FLOPS was measured on this
-project's 2-core machine (`benchmarks/RESULTS.md`: 0.5B, 32 prompts, 1,427 prompt + 1,360 new
-tokens in 52.7 s = 52 GFLOP/s); GPU_FLOPS assumes ~10% of an H100's bf16 peak, typical for small
-batches. Treat both as order-of-magnitude figures.
+Minutes = FLOPs / an effective rate per kind plus a fixed LOAD_S per node. CPU rates were
+measured on this project's 2-core machine: generation 52 GFLOP/s (`benchmarks/RESULTS.md`: 0.5B,
+32 prompts, 1,427 prompt + 1,360 new tokens in 52.7 s), LoRA training 89 GFLOP/s (0.5B, 16 pairs,
+16 steps, 7,680 tokens in 170 s, with other jobs on the machine), prefill-only work (probe,
+prompt-attack candidates) 140 GFLOP/s (a 0.5B prefill of 2,336 padded tokens in ~10 s, rounded
+down). GPU_FLOPS assumes ~10% of an H100's bf16 peak, typical for small batches. Treat all of
+them as order-of-magnitude figures.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from refusalscope.study.graph import Node
 PROMPT_TOKENS = 48  # a chat-formatted eval prompt (template + median 11-word request)
 AUTODAN_TOKENS = 400  # an AutoDAN prompt: template body + request
 TARGET_TOKENS = 10
-CPU_FLOPS = 52e9
+CPU_FLOPS = {"generate": 52e9, "attack-lora": 89e9, "attack-gcg": 140e9,
+             "attack-autodan": 140e9, "probe": 140e9, "score": 140e9}
 GPU_FLOPS = 100e12
 LOAD_S = {"cpu": 3.0, "gpu": 10.0}
 MINILM_PARAMS = 22.7e6
@@ -79,7 +83,7 @@ def estimate(nodes: list[Node]) -> list[NodeCost]:
     out = []
     for n in nodes:
         f = node_flops(n)
-        cpu = (f / CPU_FLOPS + LOAD_S["cpu"]) / 60 if f is not None else None
+        cpu = (f / CPU_FLOPS[n.kind] + LOAD_S["cpu"]) / 60 if f is not None else None
         gpu = (f / GPU_FLOPS + LOAD_S["gpu"]) / 60 if f is not None else None
         out.append(NodeCost(n, f, cpu, gpu))
     return out
