@@ -17,17 +17,18 @@ def register(app: typer.Typer) -> None:
 
 @user_errors
 def fit(
-    run_args: list[str] | None = typer.Argument(None, metavar="[RUN]...", show_default=False,
+    run_args: list[str] | None = typer.Argument(None, metavar="RUN", show_default=False,
                                                 help="Scored generate runs (same as --runs)."),
     metric: str = typer.Option("rrr", help="rrr | rd | ce."),
     x: str = typer.Option("both", "--x", help="size (vs parameters) | compute (vs attack "
                                               "compute) | both (joint fit)."),
-    runs: list[str] | None = typer.Option(None, "--runs", help="Scored generate runs (repeat "
-                                          "the option) [default: every one in --runs-dir]."),
-    runs_dir: Path | None = typer.Option(None, "--runs-dir", help="Folder of run folders "
-                                         "[default: the artifacts runs folder]."),
-    out: Path | None = typer.Option(None, help="Output folder [default: a new `fit` run "
-                                    "folder]; never overwritten."),
+    runs: list[str] | None = typer.Option(None, "--runs", metavar="RUN", help="Scored "
+                                          "generate runs (repeat the option) [default: every "
+                                          "one in --runs-dir]."),
+    runs_dir: Path | None = typer.Option(None, "--runs-dir", metavar="DIR", help="Folder of "
+                                         "run folders [default: the artifacts runs folder]."),
+    out: Path | None = typer.Option(None, metavar="DIR", help="Output folder [default: a new "
+                                    "`fit` run folder]; never overwritten."),
     n_boot: int = typer.Option(1000, help="Bootstrap replicates (prompts and seeds)."),
     seed: int = typer.Option(0, help="Bootstrap seed."),
     interaction: bool = typer.Option(False, help="Add b_NC·log N·log C to the joint fit."),
