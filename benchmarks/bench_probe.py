@@ -1,15 +1,16 @@
 """Probe extraction cost: hooks + position gather + HDF5 writing vs a bare forward pass, and memory.
 
-One process, the same prompts in the same batches (longest first, tokenized inside every timed
-loop) for every pass, after one warm-up batch:
-  1. bare forward (`model(input_ids, attention_mask, use_cache=False, logits_to_keep=1)`,
-     exactly the call the native back-end makes, without hooks);
-  2. `activations.extract` into a new HDF5 file, once per compression asked for;
-  3. the bare forward again (the machine is shared: the ratio uses the mean of both bare passes).
-Peak RSS is sampled every 20 ms during the extraction passes; peak RSS minus the RSS before the
-model was loaded must stay within the model's memory (bytes of its parameters and buffers) + 1 GiB.
-`--no-bare` skips the bare passes (a memory-only run over many prompts). Prompts: harmful and harmless prompts of every built
-split, alternating, the first `--n` (repeated if fewer exist).
+One process, the same prompts in the same batches (longest first). The machine is shared, so the
+two are timed *paired, batch by batch*: each tokenized batch runs once as a bare forward
+(`model(input_ids, attention_mask, use_cache=False, logits_to_keep=1)`, exactly the call the
+native back-end makes, without hooks) and once through the extraction step (hooks, position
+gather, `ProbeWriter.write` into a new HDF5 file), in alternating order; tokenization is outside
+both timers, the file's final close inside the extraction total. One warm-up batch first.
+A second pass (`--no-bare` skips the paired one) runs the real `activations.extract` over all
+prompts and samples peak RSS every 20 ms: peak RSS minus the RSS before the model was loaded must
+stay within the model's memory (bytes of its parameters and buffers) + 1 GiB.
+Prompts: harmful and harmless prompts of every built split, alternating, the first `--n`
+(repeated with new ids if fewer exist).
 
     .venv/bin/python benchmarks/bench_probe.py --model smollm2-135m --n 2000
 """
@@ -66,21 +67,49 @@ def bench_prompts(n: int) -> list:  # type: ignore[type-arg]
     return out
 
 
-def bare_pass(handle, prompts, batch_size: int) -> float:  # type: ignore[no-untyped-def]
+def paired_pass(handle, prompts, meta, path: Path, batch_size: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """(bare seconds, extraction seconds) over all batches, timed pair by pair."""
     import torch
 
     from refusalscope.interp.activations import _order
+    from refusalscope.interp.backends import open_backend
+    from refusalscope.interp.h5io import ProbeWriter
+    from refusalscope.interp.positions import gather
+    from refusalscope.models.sites import Site
 
     order, texts = _order(handle, prompts)
+    sites = [Site(layer, kind) for kind in meta.sites for layer in meta.layers]
+    bare = ext = 0.0
+    writer = ProbeWriter(path, meta, [p.id for p in order], [1] * len(order),
+                         [p.prompt for p in order], batch_size=batch_size)
+    with open_backend(handle, "native") as capture, torch.inference_mode():
+        for i, start in enumerate(range(0, len(order), batch_size)):
+            enc = dict(handle.tokenizer([texts[p.id] for p in order[start:start + batch_size]],
+                                        return_tensors="pt", padding=True,
+                                        add_special_tokens=not handle.has_chat_template))
+            mask = enc["attention_mask"]
+
+            def run_bare() -> float:
+                t0 = time.perf_counter()
+                handle.model(input_ids=enc["input_ids"], attention_mask=mask, use_cache=False,
+                             logits_to_keep=1)
+                return time.perf_counter() - t0
+
+            def run_ext() -> float:
+                t0 = time.perf_counter()
+                acts = capture(enc, sites, lambda x: gather(x, mask, meta.positions, meta.n_post))
+                writer.write(start, acts)
+                return time.perf_counter() - t0
+
+            if i % 2:
+                ext += run_ext()
+                bare += run_bare()
+            else:
+                bare += run_bare()
+                ext += run_ext()
     t0 = time.perf_counter()
-    with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            enc = handle.tokenizer([texts[p.id] for p in order[start:start + batch_size]],
-                                   return_tensors="pt", padding=True,
-                                   add_special_tokens=not handle.has_chat_template)
-            handle.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
-                         use_cache=False, logits_to_keep=1)
-    return time.perf_counter() - t0
+    writer.close()
+    return bare, ext + time.perf_counter() - t0
 
 
 def main() -> None:
@@ -93,7 +122,8 @@ def main() -> None:
     ap.add_argument("--positions", default="post-instruction")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--compression", default="lzf,gzip", help="comma list of lzf | gzip | none")
-    ap.add_argument("--no-bare", action="store_true", help="extraction passes only (memory run)")
+    ap.add_argument("--no-bare", action="store_true", help="skip the paired timing (memory run)")
+    ap.add_argument("--no-memory", action="store_true", help="skip the memory pass")
     ap.add_argument("--workdir", default=None, help="where the HDF5 files go (default: a tmp dir)")
     args = ap.parse_args()
 
@@ -112,40 +142,46 @@ def main() -> None:
           f"{torch.get_num_threads()} threads; model memory {model_mem / 2**30:.2f} GiB "
           f"(RSS after load {(rss() - rss0) / 2**30:.2f} GiB over the process before it); "
           f"{len(prompts)} prompts, batch {args.batch_size}")
-    bare_pass(handle, prompts[: args.batch_size], args.batch_size)  # warm-up
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_probe_"))
     work.mkdir(parents=True, exist_ok=True)
-    bare = [] if args.no_bare else [bare_pass(handle, prompts, args.batch_size)]
-    rows = []
-    for comp in args.compression.split(","):
-        cfg = ProbeConfig(model=args.model, sites=parse_sites(args.sites), layers=args.layers,
-                          positions=args.positions, dtype=args.dtype, compression=comp)
-        meta = meta_for(handle, cfg)
-        path = work / f"bench_{comp}_{time.time_ns()}.h5"
-        with PeakRSS() as peak:
-            t0 = time.perf_counter()
-            extract(handle, prompts, path, meta, batch_size=args.batch_size)
-            dt = time.perf_counter() - t0
-        rows.append((comp, dt, peak.peak, path.stat().st_size, len(meta.layers) * len(meta.sites)))
-        path.unlink()
+    comps = args.compression.split(",")
+
+    def meta(comp: str):  # type: ignore[no-untyped-def]
+        return meta_for(handle, ProbeConfig(model=args.model, sites=parse_sites(args.sites),
+                                            layers=args.layers, positions=args.positions,
+                                            dtype=args.dtype, compression=comp))
+
+    def fresh(tag: str) -> Path:
+        return work / f"bench_{tag}_{time.time_ns()}.h5"
+
     n = len(prompts)
     if not args.no_bare:
-        bare.append(bare_pass(handle, prompts, args.batch_size))
-        print(f"\nbare forward: {n * 2 / sum(bare):.2f} prompts/s (passes {bare[0]:.1f} s, "
-              f"{bare[1]:.1f} s)")
-    base = sum(bare) / len(bare) if bare else float("nan")
-    print("| compression | extraction prompts/s | overhead vs bare | file | peak RSS - RSS before "
-          "load | model memory + 1 GiB | within |")
-    print("|---|---|---|---|---|---|---|")
-    for comp, dt, pk, size, n_ds in rows:
-        over = dt / base - 1
-        used = pk - rss0
-        limit = model_mem + 2**30
-        verdict = "" if not bare else "(<= 15%)" if over <= 0.15 else "(> 15%)"
-        print(f"| {comp} | {n / dt:.2f} | {over * 100:+.1f}% {verdict} "
-              f"| {size / 2**20:.0f} MiB, {n_ds} datasets | {used / 2**30:.2f} GiB "
-              f"| {limit / 2**30:.2f} GiB | {'yes' if used <= limit else 'NO'} |")
-
+        warm = fresh("warm")
+        paired_pass(handle, prompts[: args.batch_size], meta(comps[0]), warm, args.batch_size)
+        warm.unlink()
+        print("\n| compression | bare forward prompts/s | extraction prompts/s | overhead |")
+        print("|---|---|---|---|")
+        for comp in comps:
+            path = fresh(comp)
+            bare, ext = paired_pass(handle, prompts, meta(comp), path, args.batch_size)
+            path.unlink()
+            over = ext / bare - 1
+            print(f"| {comp} | {n / bare:.2f} | {n / ext:.2f} | {over * 100:+.1f}% "
+                  f"({'<=' if over <= 0.15 else '>'} 15%) |")
+    if args.no_memory:
+        return
+    path = fresh("mem")
+    with PeakRSS() as peak:
+        t0 = time.perf_counter()
+        m = meta(comps[0])
+        extract(handle, prompts, path, m, batch_size=args.batch_size)
+        dt = time.perf_counter() - t0
+    used, limit = peak.peak - rss0, model_mem + 2**30
+    print(f"\nmemory: extract() of {n} prompts x {len(m.layers) * len(m.sites)} datasets "
+          f"({comps[0]}, {path.stat().st_size / 2**20:.0f} MiB file) in {dt:.0f} s "
+          f"({n / dt:.2f} prompts/s): peak RSS - RSS before load = {used / 2**30:.2f} GiB; "
+          f"model memory + 1 GiB = {limit / 2**30:.2f} GiB: {'within' if used <= limit else 'OVER'}")
+    path.unlink()
 
 if __name__ == "__main__":
     main()
