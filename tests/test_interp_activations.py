@@ -81,6 +81,7 @@ def test_schema_round_trip_and_values(handle, tmp_path):
     x, y = load_activations(path, "resid_post", 0)
     assert x.shape == (6, n_post, 64) and list(y) == list(pf.labels)
     assert pf.torch("resid_pre", 0).shape == (6, n_post, 64)
+    assert np.array_equal(pf.acts("resid_post", 0, rows=slice(1, 3)), x[1:3])
     with pytest.raises(UserError, match="no activations for site 'attn_out'"):
         pf.acts("attn_out", 0)
 

@@ -270,7 +270,8 @@ def verify(handle: Any, path: str | Path, *, n: int = 4, batch_size: int = 16) -
     prompts = [Prompt(pid, pf.prompts[i], m.split, "harmful" if pf.labels[i] else "harmless",
                       "probe-file") for pid, i in rows.items()]
     worst = 0.0
-    stored = {(s, layer): pf.acts(s, layer) for s in m.sites for layer in m.layers}
+    stored = {(s, layer): pf.acts(s, layer, rows=slice(0, len(rows)))
+              for s in m.sites for layer in m.layers}
     for batch, acts in iter_batches(handle, prompts, sites=m.sites, layers=m.layers,
                                     positions=m.positions, n_post=m.n_post, backend="native",
                                     batch_size=batch_size):

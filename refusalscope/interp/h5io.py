@@ -185,9 +185,10 @@ def _dataset(f: Any, path: Path, site: str, layer: int) -> Any:
     return f[key]
 
 
-def load_activations(path: str | Path, site: str, layer: int, *,
-                     dtype: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """`(acts, labels)`: `acts` is `(n_prompts, n_positions, d_model)`, labels 1 = harmful.
+def load_activations(path: str | Path, site: str, layer: int, *, dtype: str | None = None,
+                     rows: slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
+    """`(acts, labels)`: `acts` is `(n_prompts, n_positions, d_model)`, labels 1 = harmful
+    (only `rows` of both when given: a slice reads just those chunks).
 
     Example:
         x, y = load_activations("probe.h5", "resid_pre", 12)
@@ -196,8 +197,8 @@ def load_activations(path: str | Path, site: str, layer: int, *,
     p = Path(path)
     with _h5(p) as f:
         try:
-            acts = _dataset(f, p, site, int(layer))[()]
-            labels = f["labels"][()].astype(np.int64)
+            acts = _dataset(f, p, site, int(layer))[rows]
+            labels = f["labels"][rows].astype(np.int64)
         except OSError as e:  # a damaged chunk surfaces only when it is read
             raise UserError(f"{p}: cannot read {site}/{layer} (corrupt file?): "
                             f"{str(e).splitlines()[0]}") from None
@@ -222,8 +223,8 @@ class ProbeFile:
                                for s in f["prompt_ids"][()]]
             self.prompts = [s.decode() if isinstance(s, bytes) else s for s in f["prompts"][()]]
 
-    def acts(self, site: str, layer: int) -> np.ndarray:
-        return load_activations(self.path, site, layer)[0]
+    def acts(self, site: str, layer: int, rows: slice = slice(None)) -> np.ndarray:
+        return load_activations(self.path, site, layer, rows=rows)[0]
 
     def torch(self, site: str, layer: int) -> Any:
         import torch
