@@ -181,7 +181,7 @@ class AutoDAN:
         if texts is None:
             prototype, group = load_prompt_group()
             texts = [prototype, *group]
-        self.texts = list(texts)  # the starting pool, best first; also the substitutes' source
+        self.texts = list(texts)  # the starting pool, in order; also where substitutes come from
         self.table = ops.substitute_table(self.texts)
         tok = handle.tokenizer
         self.targets = [torch.tensor([tok(t, add_special_tokens=False)["input_ids"]],
