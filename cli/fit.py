@@ -85,6 +85,7 @@ def _write(result: Any, cfg: Any, out: Path | None, figures: bool) -> Path:
 
 
 def _print(result: Any, folder: Path) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     from refusalscope.study.tables import coefficient_rows
@@ -94,11 +95,11 @@ def _print(result: Any, folder: Path) -> None:
     for col in ("fit", "coef", "estimate", level, "quality"):
         table.add_column(col, justify="right" if col == "estimate" else "left")
     for r in coefficient_rows(result):
-        table.add_row(r["fit"], r["coefficient"], f"{r['estimate']:.4g}",
+        table.add_row(escape(r["fit"]), r["coefficient"], f"{r['estimate']:.4g}",
                       f"[{r['ci_lo']:.4g}, {r['ci_hi']:.4g}]", r["quality"])
     out = console()
     out.print(table)
-    out.print(f"baseline: {result.baseline_handling}")
+    out.print(escape(f"baseline: {result.baseline_handling}"))
     for note in result.notes:
-        out.print(f"note: {note}")
-    out.print(f"wrote {folder}")
+        out.print(escape(f"note: {note}"))
+    out.print(escape(f"wrote {folder}"))
