@@ -131,6 +131,7 @@ def report(
     spec: str = _SPEC,
     out: str | None = typer.Option(None, help="Report folder, new or empty "
                                               "(default: <study>/reports/<UTC time>)."),
+    n_boot: int = typer.Option(1000, help="Bootstrap replicates for the fits."),
 ) -> None:
     """Write a report folder: report.md (setup, results, fits, figures, caveats), results.csv,
     fit/ and figures/. Never overwrites an earlier report."""
@@ -141,5 +142,6 @@ def report(
 
     s, nodes, sdir = _load(spec)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = write_report(s, nodes, sdir, Path(out) if out else sdir / "reports" / stamp)
+    path = write_report(s, nodes, sdir, Path(out) if out else sdir / "reports" / stamp,
+                        n_boot=n_boot)
     typer.echo(str(path))

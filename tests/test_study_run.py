@@ -72,14 +72,16 @@ def test_run_then_rerun_skips_everything(tmp_path: Path) -> None:
     assert _snapshot(study) == before
     res = CliRunner().invoke(app, ["study", "status", str(spec)])
     assert "7 done, 0 running, 0 failed, 0 pending" in res.output
-    res = CliRunner().invoke(app, ["study", "report", str(spec), "--out", str(tmp_path / "rep")])
+    res = CliRunner().invoke(app, ["study", "report", str(spec), "--out", str(tmp_path / "rep"),
+                                 "--n-boot", "50"])
     assert res.exit_code == 0, res.output
     report = (tmp_path / "rep" / "report.md").read_text()
     assert "| tiny-llama | lora | 4 | 3 | 0 | heuristic | 4 |" in report
     csv_rows = (tmp_path / "rep" / "results.csv").read_text().splitlines()
     assert len(csv_rows) == 1 + 3  # header + baseline + 2 LoRA cells
     assert "### RRR (vs compute)" in report and (tmp_path / "rep" / "fit" / "rrr" / "fit.json").is_file()
-    res = CliRunner().invoke(app, ["study", "report", str(spec), "--out", str(tmp_path / "rep")])
+    res = CliRunner().invoke(app, ["study", "report", str(spec), "--out", str(tmp_path / "rep"),
+                                 "--n-boot", "50"])
     assert res.exit_code == 2 and "already holds a report.md" in res.output
 
 

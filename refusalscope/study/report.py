@@ -100,7 +100,8 @@ def _markdown_table(rows: list[dict[str, Any]], cols: tuple[str, ...]) -> str:
     return head + "".join("| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |\n" for r in rows)
 
 
-def _fits(out: Path, gen_runs: list[str], n_models: int, attacked: bool) -> str:
+def _fits(out: Path, gen_runs: list[str], n_models: int, attacked: bool,
+          n_boot: int = 1000) -> str:
     """Fit RRR, RD and CE with `refusalscope.study.fit` (when installed) into `out/fit/<metric>`
     and `out/figures/<metric>`; returns the markdown section. A metric that cannot be fitted
     (no drift measured, no classifier probabilities, too few points) says why."""
@@ -119,7 +120,7 @@ def _fits(out: Path, gen_runs: list[str], n_models: int, attacked: bool) -> str:
     parts = []
     for metric in ("rrr", "rd", "ce"):
         try:
-            result = fit_metric(points, FitConfig(metric=metric, x=x))
+            result = fit_metric(points, FitConfig(metric=metric, x=x, n_boot=n_boot))
             write_fit(result, out / "fit" / metric)
             figs = plot_all(result, out / "figures" / metric)
         except Exception as e:  # noqa: BLE001 - reported in the report, not hidden
@@ -133,7 +134,8 @@ def _fits(out: Path, gen_runs: list[str], n_models: int, attacked: bool) -> str:
     return "\n".join(parts)
 
 
-def write_report(spec: Spec, nodes: list[Node], study: Path, out: Path) -> Path:
+def write_report(spec: Spec, nodes: list[Node], study: Path, out: Path,
+                 n_boot: int = 1000) -> Path:
     """Write `out/report.md` and `out/results.csv`; returns the report path."""
     if (out / "report.md").exists():
         raise UserError(f"{out} already holds a report.md: choose another --out")
@@ -172,7 +174,7 @@ def write_report(spec: Spec, nodes: list[Node], study: Path, out: Path) -> Path:
                                      "rd_refused", "attack_flops"))
             + "\n## Fits and figures\n\n"
             + _fits(out, sorted({r["generate_run"] for r in rows}), len(spec.models),
-                    bool(spec.attacks))
+                    bool(spec.attacks), n_boot)
             + "\n## Caveats\n\n"
               "- Small evaluation sets: intervals are wide; compare cells by their CIs, not "
               "point estimates.\n"
