@@ -272,6 +272,8 @@ def _resolve_entry(entry: ModelEntry, pull_if_missing: bool,
 
 
 def _resolve_folder(path: Path) -> ResolvedModel:
+    if (path / "manifest.json").is_file() and convert.has_weights(path / "model"):
+        path = path / "model"  # a run that saved a model (defend tar)
     if not convert.has_weights(path):
         ggufs = sorted(path.glob("*.gguf"))
         hint = f"; pass the .gguf file itself ({ggufs[0].name})" if ggufs else \
@@ -279,7 +281,10 @@ def _resolve_folder(path: Path) -> ResolvedModel:
         raise UserError(f"model folder without weights: {path}{hint}")
     stamp = convert.read_stamp(path) or {}
     entry = REGISTRY.get(stamp.get("name", "")) if stamp else None  # a copied pulled folder
-    return ResolvedModel(path.name, str(path.resolve()), entry.is_chat if entry else None,
+    name = str(stamp.get("label") or path.name)  # a defended model: "<base>+tar"
+    base = REGISTRY.get(stamp.get("base_model", "")) if stamp else None
+    is_chat = entry.is_chat if entry else base.is_chat if base else None
+    return ResolvedModel(name, str(path.resolve()), is_chat,
                          f"folder:{path.resolve()}", stamp.get("sha256"), entry)
 
 

@@ -1,0 +1,252 @@
+"""`defend tar` as a run: the outer loop with checkpoints, and the defended model saved in the run.
+
+The run folder holds `model/` (the base model with the defense adapter merged in, safetensors +
+tokenizer + a `refusalscope.json` stamp naming base and defense; load it with `--model RUN` or
+`--model RUN/model`), `defense_adapter/` (the unmerged peft adapter), `retain.jsonl` (the
+retain targets), `loss.jsonl`/`loss.png`, `compute.json` and, while it runs, `checkpoint.pt`
+every `save_every` outer steps for `--resume`. Batches and the attack adapter's initialisation
+depend only on (seed, step), so a resumed run reaches the same defended weights.
+
+Compute (`compute.json`): the inner and the outer steps are each counted by the attack FLOPs
+formula (`attacks.compute`; the inner loop trains the attack adapter, the outer step the
+defense adapter), plus 2 * N FLOPs per token for generating the retain replies.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from refusalscope.attacks.compute import ComputeLog
+from refusalscope.defenses.tar import (
+    DEFENSE, METHOD, StepFn, TarConfig, TarData, activate, attach_adapters, defense_params,
+    inner_attack, outer_update, own_replies, param_counts, refusal_pairs,
+)
+from refusalscope.errors import UserError
+
+log = logging.getLogger(__name__)
+
+COMMAND = "defend-tar"
+MODEL_DIR = "model"
+CHECKPOINT = "checkpoint.pt"
+LOSS = "loss.jsonl"
+RETAIN = "retain.jsonl"
+
+
+def train_tar(handle: Any, data: TarData, cfg: TarConfig, run: Any, *,
+              on_step: StepFn | None = None) -> dict[str, Any]:
+    """Run the outer loop into `run` (resuming from its checkpoint); merge the defense into
+    `handle.model` (the handle then holds the defended model); return the compute totals.
+
+    Example:
+        compute = train_tar(handle, data, TarConfig(model="smollm2-135m", outer_steps=2), run)
+    """
+    import torch
+
+    from refusalscope.attacks.pairs import encode_pair
+    from refusalscope.fileio import append_jsonl
+
+    enc = {k: [encode_pair(handle, p, cfg.max_len) for p in getattr(data, k)]
+           for k in ("attack", "refusal", "retain")}
+    model = attach_adapters(handle.model, cfg)
+    opt = torch.optim.AdamW(list(defense_params(model).values()), lr=cfg.outer_lr,
+                            weight_decay=0.0)
+    logs = {"inner": ComputeLog(param_counts(model, "attack")),
+            "outer": ComputeLog(param_counts(model, DEFENSE))}
+    start = _load_checkpoint(run, model, opt, logs)
+    model.train()
+    for step in range(start, cfg.outer_steps):
+        inner = inner_attack(model, enc["attack"], cfg, step, handle, logs["inner"])
+        out = outer_update(model, opt, enc["refusal"], enc["retain"], cfg, step, handle,
+                           logs["outer"])
+        row = {"step": step + 1, **{k: round(v, 6) for k, v in out.items()},
+               "inner_first": round(inner[0], 6), "inner_last": round(inner[-1], 6)}
+        append_jsonl(run.file(LOSS), row)
+        if on_step is not None:
+            on_step(step + 1, cfg.outer_steps, row)
+        if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.outer_steps:
+            _save_checkpoint(run, model, opt, step + 1, logs)
+    model.eval()
+    activate(model, (DEFENSE,), trainable=DEFENSE)
+    _save_adapter(model, run.file("defense_adapter"))
+    handle.model = model.merge_and_unload(adapter_names=[DEFENSE])
+    handle.model.eval()
+    for p in handle.model.parameters():
+        p.requires_grad_(False)
+    return {k: v.to_dict() for k, v in logs.items()}
+
+
+def _save_adapter(model: Any, out: Path) -> None:
+    """The defense adapter as a plain peft folder (peft nests a non-default name one deeper)."""
+    import shutil
+
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    with warnings.catch_warnings():  # peft asks a deprecated transformers property
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing",
+                                category=FutureWarning)
+        model.save_pretrained(str(tmp), selected_adapters=[DEFENSE])
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp / DEFENSE, out)
+    shutil.rmtree(tmp)
+
+
+def _save_checkpoint(run: Any, model: Any, opt: Any, step: int,
+                     logs: dict[str, ComputeLog]) -> None:
+    """Defense adapter + outer optimizer + RNG + step + compute, replaced atomically."""
+    import torch
+
+    state = {"step": step, "optimizer": opt.state_dict(), "rng_cpu": torch.get_rng_state(),
+             "defense": {n: p.detach().cpu().clone() for n, p in defense_params(model).items()},
+             "compute": {k: v.to_dict() for k, v in logs.items()}}
+    tmp = run.file(CHECKPOINT + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, run.file(CHECKPOINT))
+
+
+def _load_checkpoint(run: Any, model: Any, opt: Any, logs: dict[str, ComputeLog]) -> int:
+    """Restore from `checkpoint.pt` if present; trim `loss.jsonl` to it. Returns the start step."""
+    import torch
+
+    from refusalscope.fileio import read_jsonl, write_jsonl
+
+    start = 0
+    if run.file(CHECKPOINT).is_file():
+        state = torch.load(run.file(CHECKPOINT), weights_only=True, map_location="cpu")
+        params = defense_params(model)
+        with torch.no_grad():
+            for name, value in state["defense"].items():
+                params[name].copy_(value)
+        opt.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng_cpu"])
+        for k, d in state["compute"].items():
+            logs[k] = ComputeLog.from_dict(d)
+        start = int(state["step"])
+    if run.file(LOSS).exists():
+        write_jsonl(run.file(LOSS), [r for r in read_jsonl(run.file(LOSS)) if r["step"] <= start])
+    return start
+
+
+def _retain(handle: Any, cfg: TarConfig, run: Any) -> tuple[list[Any], dict[str, Any]]:
+    """Retain pairs from `retain.jsonl`, or generated once (greedy) and written there."""
+    from refusalscope.attacks.pairs import Pair
+    from refusalscope.data.load import load_split
+    from refusalscope.fileio import read_jsonl, write_jsonl
+
+    path = run.file(RETAIN)
+    if path.is_file():
+        pairs = [Pair(**r) for r in read_jsonl(path)]
+    else:
+        prompts = load_split("attack-train", harmless=True, n=cfg.n_retain)
+        pairs = own_replies(handle, prompts, cfg.retain_new_tokens)
+        write_jsonl(path, [{"id": p.id, "prompt": p.prompt, "response": p.response,
+                            "source": p.source} for p in pairs])
+    tok = handle.tokenizer
+    tokens = sum(len(tok(handle.format_prompt(p.prompt))["input_ids"])
+                 + len(tok(p.response)["input_ids"]) for p in pairs)
+    n = handle.n_params()
+    return pairs, {"prompts": len(pairs), "tokens": tokens, "flops_estimate": 2 * n * tokens,
+                   "flops_formula": "2*N_total*tokens (prompt + reply, forward only)"}
+
+
+def load_data(cfg: TarConfig) -> tuple[list[Any], list[Any]]:
+    """Attack pairs and retain prompts; bad input (too few pairs, no built data) fails here."""
+    from refusalscope.attacks.pairs import load_pairs
+    from refusalscope.data.load import load_split
+
+    pairs = load_pairs(cfg.n_data, seed=cfg.seed, target_kind=cfg.target_kind,
+                       data_file=cfg.data_file)
+    retain = load_split("attack-train", harmless=True, n=cfg.n_retain)
+    if not retain:
+        raise UserError("no harmless attack-train prompts for the retain loss: run "
+                        "`refusalscope data build`")
+    return pairs, retain
+
+
+def run_tar(cfg: TarConfig, *, options: Any = None, resume: str | None = None,
+            on_step: StepFn | None = None) -> Any:
+    """Train a defended model into a new run (or continue `resume`); returns the finished Run.
+
+    Example:
+        run = run_tar(TarConfig(model="qwen2.5-coder-0.5b", outer_steps=8, inner_steps=4))
+        # then: refusalscope attack lora --model {run.path}/model ...
+    """
+    from refusalscope.attacks.lora import target_modules_for
+    from refusalscope.models.handle import ModelHandle
+    from refusalscope.runs import Run
+
+    run = None
+    if resume is not None:
+        run = Run.open(resume)
+        if run.manifest.command != COMMAND:
+            raise UserError(f"{run.id} is a {run.manifest.command!r} run, not a {COMMAND} run")
+        if run.manifest.status == "success":
+            raise UserError(f"{run.id} already finished: nothing to resume")
+        cfg = TarConfig.from_dict(run.manifest.config)
+    pairs, _ = load_data(cfg)
+    handle = ModelHandle.load(cfg.model, options=options)
+    target_modules_for(handle.model, cfg)  # type: ignore[arg-type]
+    if run is None:
+        run = Run.create(COMMAND, cfg.to_dict(), model=cfg.model, seed=cfg.seed)
+    t0 = time.perf_counter()
+    try:
+        retain, gen = _retain(handle, cfg, run)
+        data = TarData(pairs, refusal_pairs(pairs), retain)
+        run.manifest.extra.update({
+            "defense": "tar", "method": METHOD, "data_ids": data.ids(),
+            "model_info": {"source": handle.source, "n_params": handle.n_params(),
+                           "n_layers": handle.n_layers, "d_model": handle.d_model},
+            "device": str(handle.device)})
+        run.save()
+        logs = train_tar(handle, data, cfg, run, on_step=on_step)
+        model_dir = save_defended(handle, run, cfg)
+        compute = _totals(logs, gen, time.perf_counter() - t0)
+        _finish(run, compute, model_dir)
+    except BaseException as e:
+        run.finish("error", f"{type(e).__name__}: {e}"[:500])
+        raise
+    return run
+
+
+def save_defended(handle: Any, run: Any, cfg: TarConfig) -> Path:
+    """`run/model/`: the merged weights + tokenizer + a stamp (`models.pull` reads `label`)."""
+    from refusalscope.fileio import atomic_write_json
+    from refusalscope.models.convert import STAMP
+
+    out = run.file(MODEL_DIR)
+    handle.model.save_pretrained(out)
+    handle.tokenizer.save_pretrained(out)
+    base = Path(cfg.model).name if Path(cfg.model).is_dir() else cfg.model
+    atomic_write_json(out / STAMP, {"label": f"{base}+tar", "defense": "tar",
+                                    "base_model": cfg.model, "run": run.id})
+    return out
+
+
+def _totals(logs: dict[str, dict[str, Any]], gen: dict[str, Any], wall: float) -> dict[str, Any]:
+    inner, outer = logs["inner"], logs["outer"]
+    return {"method": METHOD, "outer_steps": outer["steps"], "inner_steps": inner["steps"],
+            "examples_seen": inner["examples_seen"] + outer["examples_seen"],
+            "tokens_seen": inner["tokens_seen"] + outer["tokens_seen"],
+            "flops_estimate": inner["flops_estimate"] + outer["flops_estimate"]
+            + gen["flops_estimate"],
+            "flops_formula": "inner + outer (each: attacks.compute formula) + retain generation",
+            "inner": inner, "outer": outer, "retain_generation": gen,
+            "wall_seconds": round(wall, 3)}
+
+
+def _finish(run: Any, compute: dict[str, Any], model_dir: Path) -> None:
+    from refusalscope.attacks.lora import plot_loss
+    from refusalscope.fileio import atomic_write_json
+
+    atomic_write_json(run.file("compute.json"), compute)
+    plot_loss(run)
+    run.file(CHECKPOINT).unlink(missing_ok=True)  # finished: the model is the result
+    run.manifest.extra.update({"compute": compute, "model_path": str(model_dir.resolve())})
+    run.finish("success")
+    log.info("defend-tar %s: %d outer steps, %.3g FLOPs", run.id, compute["outer_steps"],
+             compute["flops_estimate"])
+
