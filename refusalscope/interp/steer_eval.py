@@ -51,7 +51,8 @@ class SteerEvalConfig:
         return d
 
 
-def _scorer(name: str) -> Any:
+def make_scorer(name: str) -> Any:
+    """`heuristic`, or `ensemble` (the trained classifier + heuristic)."""
     from refusalscope.scoring.heuristic import HeuristicScorer
 
     if name == "heuristic":
@@ -78,14 +79,30 @@ def _summary(condition: str, rows: list[dict[str, Any]], refused: list[bool]) ->
             "degenerate_ci_low": dlo, "degenerate_ci_high": dhi}
 
 
+def eval_condition(handle: Any, name: str, prompts: list[Any], hooks: list[Any], gcfg: Any,
+                   scorer: Any, sink: Any, *, batch_size: int = 16) -> dict[str, Any]:
+    """Generate `prompts` under `hooks`, score them, append the rows (with `condition` = `name`
+    and `refused`) to the JSONL file `sink`; return the condition's summary (rates, Wilson CIs).
+    """
+    from refusalscope.fileio import append_jsonl
+    from refusalscope.generate import generate_rows
+
+    rows = [{**r, "condition": name} for r in generate_rows(
+        handle, prompts, gcfg, batch_size=batch_size, interventions=hooks)]
+    labels = scorer.score([r["prompt"] for r in rows], [r["response"] for r in rows])
+    for r, lab in zip(rows, labels, strict=True):
+        append_jsonl(sink, {**r, "refused": lab.refused})
+    return _summary(name, rows, [lab.refused for lab in labels])
+
+
 def run_steer_eval(cfg: SteerEvalConfig, *, options: Any = None, batch_size: int = 16,
                    on_condition: Any = None) -> Any:
     """Generate and score every condition; returns the finished Run."""
     from dataclasses import replace
 
     from refusalscope.data.load import load_split
-    from refusalscope.fileio import append_jsonl, atomic_write_json, sha256_file
-    from refusalscope.generate import GenerateConfig, generate_rows
+    from refusalscope.fileio import atomic_write_json, sha256_file
+    from refusalscope.generate import GenerateConfig
     from refusalscope.interp.directions import load_directions
     from refusalscope.interp.steering import SteerSpec
     from refusalscope.models.handle import ModelHandle
@@ -93,7 +110,7 @@ def run_steer_eval(cfg: SteerEvalConfig, *, options: Any = None, batch_size: int
 
     harmful = load_split(cfg.split, n=cfg.n) if cfg.harmful else []
     harmless = load_split(cfg.split, harmless=True, n=cfg.n)
-    scorer = _scorer(cfg.scorer)
+    scorer = make_scorer(cfg.scorer)
     handle = ModelHandle.load(cfg.model, options=options)
     load_directions(cfg.directions, handle)  # one-line error before any run folder exists
     cfg = replace(cfg, directions_sha256=sha256_file(cfg.directions))
@@ -111,12 +128,8 @@ def run_steer_eval(cfg: SteerEvalConfig, *, options: Any = None, batch_size: int
     results = []
     try:
         for i, (name, prompts, hooks) in enumerate(conds):
-            rows = [{**r, "condition": name} for r in generate_rows(
-                handle, prompts, gcfg, batch_size=batch_size, interventions=hooks)]
-            labels = scorer.score([r["prompt"] for r in rows], [r["response"] for r in rows])
-            for r, lab in zip(rows, labels, strict=True):
-                append_jsonl(run.file("generations.jsonl"), {**r, "refused": lab.refused})
-            results.append(_summary(name, rows, [lab.refused for lab in labels]))
+            results.append(eval_condition(handle, name, prompts, hooks, gcfg, scorer,
+                                          run.file("generations.jsonl"), batch_size=batch_size))
             if on_condition is not None:
                 on_condition(i + 1, len(conds), results[-1])
         atomic_write_json(run.file("steer_eval.json"), {"scorer": scorer.to_dict(),

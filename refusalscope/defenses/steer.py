@@ -1,0 +1,211 @@
+"""`defend steer`: after an attack, add the refusal direction back while generating, with an
+addition coefficient chosen on the `direction` split only.
+
+Procedure (deterministic, greedy decoding):
+
+1. Prompts: harmful and harmless prompts number `skip` .. `skip + n - 1` of the `direction`
+   split (`skip` can step past the prompts the direction was computed from). Never `eval`.
+2. For each alpha of the grid (0 is the attacked model unsteered), the attacked model (base +
+   `adapter`) generates both sets with `add:DIRS:alpha=A` hooks (the file's selected layer
+   unless `layers`; `interp.steering`), and the scorer labels refusals: RRR on the harmful
+   set, over-refusal on the harmless one, each with a Wilson 95% CI (`steer_eval`).
+3. Choice (`select_alpha`): rule ``margin`` (default) takes the alpha with the largest
+   RRR - over-refusal; rule ``target`` the smallest alpha whose RRR reaches `target`, or the
+   margin choice if none does (the run says which). Ties go to the smallest alpha.
+4. Only then, if `eval_n` > 0: `generate` runs over the first `eval_n` harmful and harmless
+   `eval` prompts at alpha 0 and at the chosen alpha (the steer spec, pinned by sha256, is in
+   their config, so `score` and `fit` read them like any run), scored: RRR and over-refusal
+   with bootstrap CIs in `eval.json`. Nothing from `eval` reaches the choice.
+
+Run files: `search.json`/`.csv` (per alpha), `search_generations.jsonl`, `steer.txt` (the
+chosen spec for `generate --steer`), `eval.json`, `defense.png`/`.pdf` (RRR and over-refusal vs
+alpha, eval points marked).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from refusalscope.errors import UserError
+
+log = logging.getLogger(__name__)
+
+COMMAND = "defend-steer"
+RULES = ("margin", "target")
+
+
+@dataclass(frozen=True)
+class SteerDefenseConfig:
+    """The attacked model, the direction, the alpha grid and the selection rule. Saved."""
+
+    model: str
+    directions: str | None
+    adapter: str | None = None  # the attack: a peft adapter folder or an attack-lora run
+    alphas: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0, 8.0)
+    layers: tuple[int, ...] | None = None  # None: the file's selected layer
+    n: int = 16  # direction-split prompts per class for the search
+    skip: int = 0
+    max_new_tokens: int = 48
+    rule: str = "margin"
+    target: float = 0.9
+    eval_n: int = 0  # > 0: evaluate alpha 0 and the chosen alpha on this many eval prompts
+    eval_max_new_tokens: int = 64
+    scorer: str = "heuristic"
+    directions_sha256: str | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.directions:
+            raise UserError("a steering defense needs a directions file: --directions "
+                            "RUN/directions.h5 (from `refusalscope probe sweep`)")
+        if self.n < 1 or self.skip < 0 or self.eval_n < 0:
+            raise UserError(f"--n must be >= 1, --skip and --eval-n >= 0 "
+                            f"(got {self.n}, {self.skip}, {self.eval_n})")
+        if not self.alphas:
+            raise UserError("--alpha needs at least one coefficient")
+        if self.rule not in RULES:
+            raise UserError(f"--rule {self.rule!r}: one of {', '.join(RULES)}")
+        if not 0 < self.target <= 1:
+            raise UserError(f"--target must be in (0, 1] (got {self.target})")
+        if self.scorer not in ("heuristic", "ensemble"):
+            raise UserError(f"--scorer {self.scorer!r}: heuristic or ensemble")
+        object.__setattr__(self, "alphas", tuple(sorted(set(float(a) for a in self.alphas))))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["alphas"] = list(self.alphas)
+        d["layers"] = None if self.layers is None else list(self.layers)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SteerDefenseConfig:
+        d = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        for k in ("alphas", "layers"):
+            if d.get(k) is not None:
+                d[k] = tuple(d[k])
+        return cls(**d)
+
+
+def select_alpha(table: Sequence[dict[str, Any]], rule: str = "margin",
+                 target: float = 0.9) -> tuple[float, str]:
+    """(alpha, why) from per-alpha rows with `alpha`, `rrr`, `over_refusal` (direction split).
+
+    Example:
+        >>> select_alpha([{"alpha": 0, "rrr": .2, "over_refusal": 0},
+        ...               {"alpha": 2, "rrr": .9, "over_refusal": .1},
+        ...               {"alpha": 4, "rrr": 1, "over_refusal": .5}])
+        (2.0, 'margin: largest RRR - over-refusal (0.80)')
+    """
+    rows = sorted(table, key=lambda r: r["alpha"])
+    if rule == "target":
+        hit = [r for r in rows if r["rrr"] >= target]
+        if hit:
+            return float(hit[0]["alpha"]), f"target: smallest alpha with RRR >= {target:g}"
+    best = max(rows, key=lambda r: (r["rrr"] - r["over_refusal"], -r["alpha"]))
+    why = f"margin: largest RRR - over-refusal ({best['rrr'] - best['over_refusal']:.2f})"
+    if rule == "target":
+        why = f"no alpha reached RRR {target:g}; " + why
+    return float(best["alpha"]), why
+
+
+def direction_prompts(cfg: SteerDefenseConfig) -> tuple[list[Any], list[Any]]:
+    """Harmful and harmless search prompts: `direction` split, numbers skip .. skip + n - 1."""
+    from refusalscope.data.load import load_split
+
+    out = tuple(load_split("direction", harmless=h, n=cfg.skip + cfg.n)[cfg.skip:]
+                for h in (False, True))
+    if not out[0] or not out[1]:
+        raise UserError(f"the direction split has no prompts after --skip {cfg.skip}")
+    return out[0], out[1]
+
+
+def search(handle: Any, cfg: SteerDefenseConfig, prompts: tuple[list[Any], list[Any]],
+           hooks: dict[float, list[Any]], sink: Any, *, batch_size: int = 16,
+           on_alpha: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """One row per alpha: harmful RRR and harmless over-refusal with Wilson CIs."""
+    from refusalscope.generate import GenerateConfig
+    from refusalscope.interp.steer_eval import eval_condition, make_scorer
+
+    scorer = make_scorer(cfg.scorer)
+    gcfg = GenerateConfig(model=cfg.model, split="direction", n=cfg.n,
+                          max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
+    table = []
+    for a in cfg.alphas:
+        h, l = (eval_condition(handle, f"{side}/add={a:g}", ps, hooks[a], gcfg, scorer, sink,
+                               batch_size=batch_size)
+                for side, ps in zip(("harmful", "harmless"), prompts, strict=True))
+        row = {"alpha": a, "n": h["n"], "rrr": h["refusal_rate"], "rrr_ci_low": h["ci_low"],
+               "rrr_ci_high": h["ci_high"], "over_refusal": l["refusal_rate"],
+               "over_refusal_ci_low": l["ci_low"], "over_refusal_ci_high": l["ci_high"],
+               "harmful_degenerate": h["degenerate_rate"],
+               "harmless_degenerate": l["degenerate_rate"],
+               "margin": h["refusal_rate"] - l["refusal_rate"]}
+        table.append(row)
+        if on_alpha is not None:
+            on_alpha(row)
+    return table
+
+
+def _hooks(handle: Any, cfg: SteerDefenseConfig) -> dict[float, list[Any]]:
+    """Per alpha, the addition hooks (none at 0); bad layers fail here, before any run."""
+    from refusalscope.interp.steering import SteerSpec
+
+    assert cfg.directions is not None
+    return {a: [] if a == 0 else SteerSpec("add", cfg.directions, alpha=a,
+                                           layers=cfg.layers).hooks(handle)
+            for a in cfg.alphas}
+
+
+def spec_string(cfg: SteerDefenseConfig, alpha: float) -> str | None:
+    """The resolved `generate --steer` spec for `alpha` (None for 0: no steering)."""
+    from refusalscope.interp.steering import SteerSpec
+
+    if alpha == 0:
+        return None
+    assert cfg.directions is not None
+    return SteerSpec("add", cfg.directions, alpha=alpha, layers=cfg.layers).resolve().to_string()
+
+
+def run_defend_steer(cfg: SteerDefenseConfig, *, options: Any = None, batch_size: int = 16,
+                     on_alpha: Callable[[dict[str, Any]], None] | None = None) -> Any:
+    """Search alpha on the direction split, then (optionally) evaluate; returns the Run.
+
+    Example:
+        run = run_defend_steer(SteerDefenseConfig(model="qwen2.5-coder-0.5b",
+                               adapter="artifacts/runs/<attack-lora run>",
+                               directions="artifacts/runs/<probe-sweep run>/directions.h5"))
+    """
+    from refusalscope.defenses.steer_report import evaluate, write_outputs
+    from refusalscope.fileio import sha256_file
+    from refusalscope.interp.directions import load_directions
+    from refusalscope.models.handle import ModelHandle
+    from refusalscope.runs import Run
+
+    prompts = direction_prompts(cfg)
+    handle = ModelHandle.load(cfg.model, adapter=cfg.adapter, options=options)
+    assert cfg.directions is not None
+    load_directions(cfg.directions, handle)  # missing / other model: one line, before any run
+    hooks = _hooks(handle, cfg)
+    cfg = replace(cfg, directions_sha256=sha256_file(cfg.directions))
+    run = Run.create(COMMAND, cfg.to_dict(), model=cfg.model, seed=cfg.seed,
+                     harmful_content=True, input_runs=[cfg.adapter] if cfg.adapter else None)
+    try:
+        table = search(handle, cfg, prompts, hooks, run.file("search_generations.jsonl"),
+                       batch_size=batch_size, on_alpha=on_alpha)
+        alpha, why = select_alpha(table, cfg.rule, cfg.target)
+        chosen = {"alpha": alpha, "why": why, "steer": spec_string(cfg, alpha),
+                  "prompt_ids": {"harmful": [p.id for p in prompts[0]],
+                                 "harmless": [p.id for p in prompts[1]]}}
+        del handle, hooks
+        ev = evaluate(cfg, alpha, options=options, batch_size=batch_size) if cfg.eval_n else {}
+        write_outputs(run, cfg, table, chosen, ev)
+    except BaseException as e:
+        run.finish("error", f"{type(e).__name__}: {e}"[:500])
+        raise
+    run.manifest.extra.update({"defense": "steer", "chosen": chosen, "eval": ev})
+    run.finish("success")
+    return run
+
