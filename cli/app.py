@@ -56,6 +56,9 @@ def _register() -> None:
     from refusalscope.cli import fit
 
     fit.register(app)
+    from refusalscope.cli import defend
+
+    defend.register(app)
 
 
 _register()

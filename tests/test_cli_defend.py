@@ -1,0 +1,141 @@
+"""`refusalscope defend tar|steer` through the CLI on tiny models: the defended model feeds
+`attack lora` and `generate`; the steering defense picks alpha on the direction split; bad input
+is one line with exit code 2 and writes nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from refusalscope.cli.app import app
+from refusalscope.runs import Run
+from tests.defense_fixtures import pair_file, write_built_all
+
+runner = CliRunner()
+
+
+def _one_line_error(result, needle):
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], result.stderr
+
+
+def _nothing_written(tmp_path, before=()):
+    assert sorted(p.name for p in (tmp_path / "artifacts").glob("runs/*")) == sorted(before)
+
+
+def _last(res) -> Path:
+    assert res.exit_code == 0, res.output + res.stderr
+    return Path(res.stdout.strip().splitlines()[-1])
+
+
+TAR = ["--n-data", "3", "--outer-steps", "1", "--inner-steps", "1", "--batch-size", "2",
+       "--max-len", "48", "--n-retain", "2", "--retain-new-tokens", "3"]
+
+
+def test_defend_tar_then_attack_and_generate_on_the_defended_model(tiny_folder, tmp_path):
+    write_built_all()
+    data = pair_file(tmp_path)
+    run = _last(runner.invoke(app, ["defend", "tar", "--model", str(tiny_folder), "--data", data,
+                                    *TAR]))
+    man = json.loads((run / "manifest.json").read_text())
+    assert man["command"] == "defend-tar" and man["status"] == "success"
+    assert man["config"]["inner_steps"] == 1 and "first-order" in man["extra"]["method"]
+    res = runner.invoke(app, ["attack", "lora", "--model", str(run / "model"), "--data", data,
+                              "--n-data", "2", "--steps", "1", "--batch-size", "2",
+                              "--max-len", "48"])
+    assert res.exit_code == 0, res.output + res.stderr
+    attack = res.stdout.split("\t")[0]
+    gen = _last(runner.invoke(app, ["generate", "--model", str(run), "--adapter", attack,
+                                    "--split", "eval", "--n", "2", "--max-new-tokens", "3"]))
+    gman = json.loads((gen / "manifest.json").read_text())
+    assert gman["status"] == "success"
+    assert gman["extra"]["model"]["source"] == f"folder:{(run / 'model').resolve()}"
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--inner-steps", "0"], "--inner-steps must be at least 1 (got 0)"),
+    (["--outer-steps", "0"], "--outer-steps must be at least 1 (got 0)"),
+    (["--n-data", "99"], "--n-data 99 is more than the 5 pairs"),
+])
+def test_defend_tar_bad_input(tiny_folder, tmp_path, extra, needle):
+    write_built_all()
+    args = ["defend", "tar", "--model", str(tiny_folder), "--data", pair_file(tmp_path), *TAR]
+    _one_line_error(runner.invoke(app, [*args, *extra]), needle)
+    _nothing_written(tmp_path)
+
+
+@pytest.fixture
+def attacked(tiny_folder, tmp_path):
+    """Built data, a direction file of the tiny model, and a 1-step LoRA attack on it."""
+    texts = write_built_all()
+    sweep = _last(runner.invoke(app, ["probe", "sweep", "--model", str(tiny_folder), "--n", "3",
+                                      "--n-val", "2", "--positions", "last",
+                                      "--batch-size", "4"]))
+    res = runner.invoke(app, ["attack", "lora", "--model", str(tiny_folder), "--data",
+                              pair_file(tmp_path), "--n-data", "2", "--steps", "1"])
+    assert res.exit_code == 0, res.output
+    return texts, sweep / "directions.h5", res.stdout.split("\t")[0]
+
+
+def test_defend_steer_searches_on_direction_split_then_evaluates(attacked, tiny_folder,
+                                                                 monkeypatch):
+    from refusalscope.generate import generate_rows as real_rows
+    from refusalscope import generate as gen_mod
+    from refusalscope.interp import steer_eval
+
+    texts, dirs, attack = attacked
+    searched: list[str] = []
+
+    def spy(handle, prompts, cfg, **kw):
+        searched.extend(p.prompt for p in prompts)
+        return real_rows(handle, prompts, cfg, **kw)
+
+    monkeypatch.setattr(gen_mod, "generate_rows", spy)  # eval_condition imports it per call
+    run = _last(runner.invoke(app, ["defend", "steer", "--model", str(tiny_folder), "--adapter",
+                                    attack, "--directions", str(dirs), "--alpha", "0,2,50",
+                                    "--n", "3", "--skip", "1", "--max-new-tokens", "3",
+                                    "--eval-n", "2", "--eval-max-new-tokens", "3"]))
+    assert steer_eval.eval_condition  # the search goes through steer eval's condition runner
+    search = json.loads((run / "search.json").read_text())
+    assert [r["alpha"] for r in search["table"]] == [0, 2, 50]
+    chosen = search["chosen"]
+    assert chosen["prompt_ids"]["harmful"] == [f"harmful-direction-{i}" for i in (1, 2, 3)]
+    # every search prompt is a direction-split prompt; eval prompts come only afterwards
+    n_search = 3 * 2 * 3  # alphas x sides x prompts
+    assert all(p in texts["direction"] for p in searched[:n_search])
+    assert all(p in texts["eval"] for p in searched[n_search:]) and searched[n_search:]
+    ev = json.loads((run / "eval.json").read_text())
+    assert "0" in ev and f"{chosen['alpha']:g}" in ev
+    for sides in ev.values():
+        for side, v in sides.items():
+            assert v["n"] == 2 and v["ci"][0] <= v["rate"] <= v["ci"][1]
+            g = json.loads((Path(v["run"]) / "manifest.json").read_text())
+            assert g["config"]["split"] == "eval" and g["config"]["adapter"] == attack
+            assert g["config"]["harmless"] == (side == "harmless")
+    for f in ("search.csv", "steer.txt", "defense.png", "defense.pdf"):
+        assert (run / f).stat().st_size > 0
+    assert json.loads((run / "manifest.json").read_text())["harmful_content"] is True
+
+
+def test_defend_steer_bad_input(attacked, tiny_folder, tmp_path):
+    _, dirs, attack = attacked
+    before = [p.name for p in (tmp_path / "artifacts").glob("runs/*")]
+    base = ["defend", "steer", "--model", str(tiny_folder), "--adapter", attack]
+    _one_line_error(runner.invoke(app, base), "needs a directions file")
+    _one_line_error(runner.invoke(app, [*base, "--directions", str(tmp_path / "nope.h5")]),
+                    "no directions file")
+    from refusalscope.models.tiny import tiny_model
+
+    other = tmp_path / "other"
+    m, t = tiny_model("llama", seed=11)
+    m.save_pretrained(other)
+    t.save_pretrained(other)
+    _one_line_error(runner.invoke(app, ["defend", "steer", "--model", str(other), "--directions",
+                                        str(dirs)]), "another model")
+    _one_line_error(runner.invoke(app, [*base, "--directions", str(dirs), "--rule", "best"]),
+                    "--rule 'best'")
+    _nothing_written(tmp_path, before)
