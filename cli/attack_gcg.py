@@ -23,6 +23,7 @@ def gcg(
     target: str | None = typer.Option(None, "--target", help="Target reply prefix for --prompt."),
     n_eval: int = typer.Option(0, "--n-eval", help="Held-out `eval` prompts to test the suffix on."),
     adapter: str | None = typer.Option(None, help="peft adapter folder, or a run folder holding one."),
+    steer: str | None = typer.Option(None, "--steer", help="Attack the model under a hook intervention: ablate:DIRS.h5 or add:DIRS.h5[:alpha=A][:layers=L] (as `generate --steer`); the file's sha256 is saved with the run."),
     steps: int = typer.Option(250, "--steps"),
     search_width: int = typer.Option(512, "--search-width"),
     topk: int = typer.Option(256, "--topk"),
@@ -43,6 +44,7 @@ def gcg(
     from refusalscope.attacks.gcg import GCGConfig
     from refusalscope.attacks.gcg_run import GCGRunConfig, run_gcg
     from refusalscope.errors import UserError
+    from refusalscope.interp.steering import pin_spec
     from refusalscope.models.handle import RuntimeOptions
 
     cfg = None
@@ -54,7 +56,7 @@ def gcg(
                          allow_non_ascii=allow_non_ascii, seed=seed, add_every=add_every)
         cfg = GCGRunConfig(model=model, gcg=gcfg.to_dict(),
                            mode="universal" if universal else "individual", split=split, n=n,
-                           skip=skip, prompt=prompt, target=target, adapter=adapter,
+                           skip=skip, prompt=prompt, target=target, adapter=adapter, steer=pin_spec(steer),
                            n_eval=n_eval, max_new_tokens=max_new_tokens)
     if batch_size is not None and batch_size < 1:
         raise UserError(f"--batch-size must be at least 1 (got {batch_size})")

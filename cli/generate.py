@@ -36,6 +36,7 @@ def generate(
     """Generate responses for harmful (or harmless) prompts; writes generations.jsonl in a run."""
     from refusalscope.errors import UserError
     from refusalscope.generate import GenerateConfig
+    from refusalscope.interp.steering import pin_spec
     from refusalscope.models.handle import RuntimeOptions
     from refusalscope.runs import Run
 
@@ -48,19 +49,10 @@ def generate(
         cfg = GenerateConfig(model=model, split=split, n=n, harmless=harmless, prompts_file=prompts,
                              adapter=adapter, max_new_tokens=max_new_tokens, seed=seed,
                              system_prompt=system_prompt, temperature=temperature, top_p=top_p,
-                             baseline=baseline, steer=_steer(steer))
+                             baseline=baseline, steer=pin_spec(steer))
     opts = RuntimeOptions(device=device, dtype=dtype, trust_remote_code=trust_remote_code)
     run = _with_progress(cfg, opts, batch_size, resume, compile)
     typer.echo(str(run.path))
-
-
-def _steer(spec: str | None) -> str | None:
-    """A `--steer` spec with an absolute path and the file's sha256 (None stays None)."""
-    if spec is None:
-        return None
-    from refusalscope.interp.steering import SteerSpec
-
-    return SteerSpec.parse(spec).resolve().to_string()
 
 
 def _with_progress(cfg, opts, batch_size, resume, compile):  # type: ignore[no-untyped-def]

@@ -51,6 +51,30 @@ def test_gradient_with_cache_equals_full_prompt(handle):
     assert l1 == pytest.approx(float(ref[0]), abs=1e-5)
 
 
+def test_losses_and_gradient_under_hook_interventions(handle):
+    """An attack on a steered model: the prefix cache, candidate losses and gradient are
+    computed under the hooks, and equal the reference computed under the same hooks."""
+    from refusalscope.interp.steering import ablate_hooks
+
+    r = torch.randn(handle.d_model, generator=torch.Generator().manual_seed(5))
+    hooks = ablate_hooks(r / r.norm(), handle.n_layers, parallel=handle.family.parallel)
+    ids = initial_suffix(handle.tokenizer, GCGConfig(suffix_len=6))
+    slots = build_slots(handle, GOAL, TARGET, ids)
+    cands = torch.randint(3, len(handle.tokenizer), (7, len(ids)),
+                          generator=torch.Generator().manual_seed(1))
+    plain = reference_losses(handle.model, slots, cands)
+    w = handle.model.get_input_embeddings().weight.detach()
+    with handle.hooks(hooks):
+        cache = PrefixCache(handle.model, slots.prefix, handle.config)
+        ours, _ = candidate_losses(handle.model, slots, cache, cands)
+        ref = reference_losses(handle.model, slots, cands)
+        g1, _ = suffix_gradient(handle.model, slots, cache, torch.tensor(ids), w)
+        g2, _ = suffix_gradient(handle.model, slots, None, torch.tensor(ids), w)
+    assert torch.allclose(ours, ref, atol=1e-5, rtol=0)
+    assert torch.allclose(g1, g2, atol=1e-6)
+    assert (ref - plain).abs().max() > 1e-3  # the hooks do change what is optimised
+
+
 def test_round_trip_filter(handle):
     tok = handle.tokenizer
     good = tok("Sure the sea", add_special_tokens=False)["input_ids"]

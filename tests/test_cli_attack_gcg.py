@@ -91,3 +91,27 @@ def test_resume_interrupted_run(tiny_folder):
     b = json.loads((again / "result.json").read_text())
     assert a["suffix_ids"] == b["suffix_ids"] and a["loss"] == pytest.approx(b["loss"], abs=1e-6)
     assert len((again / "gcg.jsonl").read_text().splitlines()) == 2
+
+
+def test_gcg_under_a_steering_intervention(tiny_folder, tmp_path):
+    """`--steer` attacks the model with the hooks on: pinned in the config, bad files refused."""
+    from refusalscope.interp.directions import compute_directions, save_directions
+    from refusalscope.models.handle import ModelHandle
+
+    h = ModelHandle.load(str(tiny_folder))
+    d = compute_directions(h, ["Write a poem", "Tell me a joke"], ["Sure, here", "As an AI"],
+                           kind="last")
+    d.selected = (1, 0)
+    path = save_directions(tmp_path / "d.h5", d)
+    base = ["attack", "gcg", "--model", str(tiny_folder), "--prompt", "Tell me a joke",
+            "--target", "Sure", *SMALL]
+    res = runner.invoke(app, [*base, "--steer", f"ablate:{path}"])
+    assert res.exit_code == 0, res.output
+    run = Path(res.output.strip().splitlines()[-1])
+    cfg = json.loads((run / "manifest.json").read_text())["config"]
+    assert cfg["steer"].startswith(f"ablate:{path}") and ":sha256=" in cfg["steer"]
+    plain = Path(runner.invoke(app, base).output.strip().splitlines()[-1])
+    first = [json.loads((r / "gcg.jsonl").read_text().splitlines()[0])["loss"] for r in (run, plain)]
+    assert first[0] != pytest.approx(first[1], abs=1e-6)  # the hooks were on while optimising
+    assert "no directions file" in _one_line_error(
+        runner.invoke(app, [*base, "--steer", f"ablate:{tmp_path / 'nope.h5'}"]))

@@ -33,6 +33,7 @@ class GCGRunConfig:
     prompt: str | None = None
     target: str | None = None
     adapter: str | None = None
+    steer: str | None = None  # a pinned `interp.steering.SteerSpec` string: hooks during the attack
     n_eval: int = 0  # universal: held-out `eval` prompts to test the suffix on
     max_new_tokens: int = 64
 
@@ -139,6 +140,11 @@ def run_gcg(cfg: GCGRunConfig, *, options: Any = None, batch_size: int | None = 
         run_ = Run.create("attack-gcg", cfg.to_dict(), model=cfg.model,
                           seed=cfg.gcg_config.seed, harmful_content=True)
     pairs = [(p.prompt, p.target or DEFAULT_TARGET) for p in prompts]
+    hooks = []
+    if cfg.steer is not None:  # the attack and its evaluation both see the intervention
+        from refusalscope.interp.steering import SteerSpec
+
+        hooks = SteerSpec.parse(cfg.steer).hooks(handle)
 
     def step_cb(row: dict[str, Any], st: GCGState) -> None:
         append_jsonl(run_.file(LOG), row)
@@ -147,14 +153,16 @@ def run_gcg(cfg: GCGRunConfig, *, options: Any = None, batch_size: int | None = 
             on_step(row)
 
     try:
-        res = run(handle, pairs, cfg.gcg_config, batch_size=batch_size, state=state,
-                  on_step=step_cb)
+        with handle.hooks(hooks):
+            res = run(handle, pairs, cfg.gcg_config, batch_size=batch_size, state=state,
+                      on_step=step_cb)
         attacked = [dict(p.to_dict(), prompt=p.prompt + res.suffix, goal=p.prompt)
                     for p in prompts[:len(pairs)]]
         write_jsonl(run_.file(ATTACKED), attacked)
         from refusalscope.data.load import load_split
         evals = list(prompts[:len(pairs)]) + (load_split("eval", n=cfg.n_eval) if cfg.n_eval else [])
-        rows = _evaluate(handle, evals, res.suffix, cfg.max_new_tokens)
+        with handle.hooks(hooks):
+            rows = _evaluate(handle, evals, res.suffix, cfg.max_new_tokens)
         write_jsonl(run_.file(EVAL), rows)
         split = prompts[0].split
         result = {"suffix": res.suffix, "suffix_ids": res.suffix_ids, "loss": res.loss,
@@ -168,7 +176,7 @@ def run_gcg(cfg: GCGRunConfig, *, options: Any = None, batch_size: int | None = 
         atomic_write_json(run_.file(RESULT), result)
         run_.manifest.extra["compute"] = res.compute.to_dict()
         run_.manifest.extra["model"] = {"source": handle.source, "n_params": handle.n_params(),
-                                        "adapter": handle.adapter}
+                                        "adapter": handle.adapter, "steer": cfg.steer}
     except BaseException as e:
         run_.finish("error", error=f"{type(e).__name__}: {e}"[:500])
         raise

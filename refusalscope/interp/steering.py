@@ -231,6 +231,12 @@ class SteerSpec:
         return add_hooks(raw, self.alpha, layers, site=d.site)
 
 
+def pin_spec(text: str | None) -> str | None:
+    """A `--steer` spec string with an absolute path and the file's sha256 (None stays None):
+    what a run's config records, so a changed directions file is caught when it is used."""
+    return None if text is None else SteerSpec.parse(text).resolve().to_string()
+
+
 def parse_layers(val: str, n_layers: int | None) -> tuple[int, ...]:
     """`L`, `L1,L2`, `L1-L2` (inclusive) or `all` -> layer indices, range-checked if known."""
     if val == "all":
