@@ -159,12 +159,14 @@ def _hooks(handle: Any, cfg: SteerDefenseConfig) -> dict[float, list[Any]]:
             for a in cfg.alphas}
 
 
-def spec_string(cfg: SteerDefenseConfig, alpha: float) -> str | None:
-    """The resolved `generate --steer` spec for `alpha` (None for 0: no steering)."""
+def spec_string(cfg: SteerDefenseConfig, alpha: float) -> str:
+    """The resolved `generate --steer` spec for `alpha`, pinned by sha256.
+
+    Alpha 0 gives a spec too (adding 0 x v changes no output): a run of the defense that chose
+    not to steer still says it is one (`study.points` reads `add:` as the steering defense).
+    """
     from refusalscope.interp.steering import SteerSpec
 
-    if alpha == 0:
-        return None
     assert cfg.directions is not None
     return SteerSpec("add", cfg.directions, alpha=alpha, layers=cfg.layers).resolve().to_string()
 

@@ -29,7 +29,7 @@ def evaluate(cfg: Any, alpha: float, *, options: Any = None,
             gcfg = GenerateConfig(model=cfg.model, split="eval", n=cfg.eval_n,
                                   harmless=side == "harmless", adapter=cfg.adapter,
                                   max_new_tokens=cfg.eval_max_new_tokens, seed=cfg.seed,
-                                  steer=spec_string(cfg, a))
+                                  steer=None if a == 0 else spec_string(cfg, a))
             run = run_generate(gcfg, options=options, batch_size=batch_size)
             m = score_run(run.path, scorer, bootstrap=BootstrapSpec(seed=cfg.seed)).metrics[metric]
             out[f"{a:g}"][side] = {"run": str(run.path), "n": m["n"], "rate": m["rate"],
@@ -49,8 +49,7 @@ def write_outputs(run: Any, cfg: Any, table: list[dict[str, Any]], chosen: dict[
         w = csv.DictWriter(f, fieldnames=list(table[0]))
         w.writeheader()
         w.writerows(table)
-    run.file("steer.txt").write_text((chosen["steer"] or "none (alpha 0)") + "\n",
-                                     encoding="utf-8")
+    run.file("steer.txt").write_text(chosen["steer"] + "\n", encoding="utf-8")
     if ev:
         atomic_write_json(run.file("eval.json"), ev)
     plot_defense(table, chosen["alpha"], ev, run.file("defense.png"), cfg.model)
