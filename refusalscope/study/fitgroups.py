@@ -1,8 +1,9 @@
 """Which curves each `--x` axis asks for, and which runs each one uses.
 
 - size: one group per attack strength (the baseline is one), fitted across model sizes;
-- compute: one group per model and attack kind (its baseline runs included), on each C axis;
-- both: one joint group per attack kind (all models, their baselines included), on each C axis.
+- compute: one group per model, attack kind and defense (its baseline runs included: the
+  defended model's own for TAR, the undefended ones otherwise), on each C axis;
+- both: one joint group per attack kind and defense (all models, baselines included).
 A group without enough distinct x values is skipped with a note; an axis with no group at all
 is a `UserError` that says what is missing.
 """
@@ -45,11 +46,12 @@ def compute_specs(data: Gathered, *, interaction: bool, c0: float | None) -> Spe
     metric = _metric(data)
     specs, notes = [], []
     for model in sorted({p.model for p in data.points}):
-        base = [j for j, p in enumerate(data.points) if p.model == model and not p.attacked]
-        for kind in sorted({p.attack for p in data.points if p.attacked and p.model == model}):
+        for kind, defense in sorted({(p.attack, p.defense) for p in data.points
+                                     if p.attacked and p.model == model}):
+            base = _base(data, defense, model)
             for axis in C_AXES:
-                att = _attacked(data, kind, axis, model)
-                group = f"{model} {kind}"
+                att = _attacked(data, kind, axis, model, defense)
+                group = f"{model} {kind}" + _tag(defense)
                 if len({data.c_values(axis)[j] for j in att}) < 2:
                     notes.append(f"{group}: fewer than 2 {axis} levels; no fit vs {axis}")
                     continue
@@ -64,10 +66,10 @@ def compute_specs(data: Gathered, *, interaction: bool, c0: float | None) -> Spe
 def both_specs(data: Gathered, *, interaction: bool, c0: float | None) -> Specs:
     metric = _metric(data)
     specs, notes = [], []
-    base = [j for j, p in enumerate(data.points) if not p.attacked]
-    for kind in sorted({p.attack for p in data.points if p.attacked}):
+    for kind, defense in sorted({(p.attack, p.defense) for p in data.points if p.attacked}):
+        base = _base(data, defense)
         for axis in C_AXES:
-            att = _attacked(data, kind, axis)
+            att = _attacked(data, kind, axis, defense=defense)
             n_c = len({data.c_values(axis)[j] for j in att})
             n_n = len(_sizes(data, att + base))
             if n_c < 2 or n_n < 2:
@@ -76,8 +78,8 @@ def both_specs(data: Gathered, *, interaction: bool, c0: float | None) -> Specs:
                              "compute level(s); a joint fit needs 2+ of each")
                 continue
             extra = ("logN",) + (("logN*logC",) if interaction else ())
-            specs += [s for s in _c_specs(metric, "both", f"all models {kind}", axis, att, base,
-                                          extra, c0) if s.form != "loglog"]
+            specs += [s for s in _c_specs(metric, "both", f"all models {kind}{_tag(defense)}",
+                                          axis, att, base, extra, c0) if s.form != "loglog"]
     if not specs:
         raise UserError("a joint fit vs model size and compute is impossible: "
                         + "; ".join(notes[:2] or ["no attacked runs found"])
@@ -89,11 +91,26 @@ def _metric(data: Gathered) -> str:
     return data.metric
 
 
-def _attacked(data: Gathered, kind: str, axis: str, model: str | None = None) -> list[int]:
+def _attacked(data: Gathered, kind: str, axis: str, model: str | None = None,
+              defense: str = "none") -> list[int]:
     c = data.c_values(axis)
     return [j for j, p in enumerate(data.points)
-            if p.attack == kind and (model is None or p.model == model)
+            if p.attack == kind and p.defense == defense and (model is None or p.model == model)
             and np.isfinite(c[j]) and c[j] > 0]
+
+
+def _base(data: Gathered, defense: str, model: str | None = None) -> list[int]:
+    """Unattacked runs with this defense (a TAR model's own baseline), else undefended ones
+    (steering is only added after an attack: its C = 0 level is the undefended model)."""
+    def pick(d: str) -> list[int]:
+        return [j for j, p in enumerate(data.points) if not p.attacked and p.defense == d
+                and (model is None or p.model == model)]
+
+    return pick(defense) or pick("none")
+
+
+def _tag(defense: str) -> str:
+    return "" if defense == "none" else f" [{defense}]"
 
 
 def _c_specs(metric: str, x: str, group: str, axis: str, att: list[int], base: list[int],

@@ -6,6 +6,10 @@
     attack-gcg / attack-autodan (per grid combo x seed) -> generate over the attacked eval
       prompts -> score;  `after = "lora"`: the prompt attack targets the LoRA-attacked model
     probe per model and per attacked model (when the spec has [probe])
+    defenses: [defenses.tar] -> defend-tar per model, then the model's whole subgraph again
+      with the defended model (every node reads it from its `defended` input);
+      [defenses.steer] -> probe-sweep per model (the direction), then per LoRA cell
+      defend-steer (alpha chosen on the direction split) -> generate --steer -> score
 
 A node id is content-addressed: kind + sha256 of (kind, params, input node ids), so the same
 config on the same inputs is the same node in every run of every spec, and changing anything
@@ -29,6 +33,8 @@ RESOURCES: dict[str, dict[str, float]] = {
     "generate": {"cpus": 2, "gpus": 1}, "score": {"cpus": 1, "gpus": 0},
     "attack-lora": {"cpus": 2, "gpus": 1}, "attack-gcg": {"cpus": 2, "gpus": 1},
     "attack-autodan": {"cpus": 2, "gpus": 1}, "probe": {"cpus": 2, "gpus": 1},
+    "defend-tar": {"cpus": 2, "gpus": 1}, "probe-sweep": {"cpus": 2, "gpus": 1},
+    "defend-steer": {"cpus": 2, "gpus": 1},
 }
 
 
@@ -69,10 +75,16 @@ class _Builder:
     def __init__(self, spec: Spec):
         self.spec = spec
         self.nodes: dict[str, Node] = {}
+        self.defended: dict[str, str] = {}  # {"defended": tar node id} inside a TAR variant
 
     def add(self, node: Node) -> Node:
         self.nodes.setdefault(node.id, node)
         return node
+
+    def node(self, kind: str, params: dict[str, Any], inputs: dict[str, str],
+             label: str) -> Node:
+        """A model-reading node of the current variant (the defended model's, in a TAR one)."""
+        return self.add(make_node(kind, params, {**self.defended, **inputs}, label))
 
     def eval_params(self, model: str) -> dict[str, Any]:
         ev = self.spec.eval
@@ -88,7 +100,7 @@ class _Builder:
     def probe(self, model: str, label: str, inputs: dict[str, str] | None = None,
               steps: int | None = None) -> None:
         p = self.spec.probe
-        if p is None or (inputs and not p["attacked"]):
+        if p is None or (inputs and not p["attacked"]) or self.defended:
             return
         params = {"model": model, "n": p["n"], "layers": p["layers"], "split": p["split"],
                   "positions": p["positions"], "sites": list(p["sites"]),
@@ -97,7 +109,18 @@ class _Builder:
 
     def model(self, m: ModelSpec) -> None:
         short = m.name.rsplit("/", 1)[-1]
-        base = self.add(make_node("generate", self.eval_params(m.name), {}, f"{short} baseline"))
+        self.variant(m, short)
+        for d in self.spec.defenses:
+            if d.kind == "tar":
+                tar = self.add(make_node("defend-tar", {"model": m.name, **d.params,
+                                                        "device": self.spec.device}, {},
+                                         f"{short} defend {d.name}"))
+                self.defended = {"defended": tar.id}
+                self.variant(m, f"{short}+{d.name}")
+                self.defended = {}
+
+    def variant(self, m: ModelSpec, short: str) -> None:
+        base = self.node("generate", self.eval_params(m.name), {}, f"{short} baseline")
         self.scored(base, f"{short} baseline")
         self.probe(m.name, f"{short} baseline")
         chosen = [a for a in self.spec.attacks if m.attacks is None or a.name in m.attacks]
@@ -119,11 +142,11 @@ class _Builder:
                           "device": self.spec.device}
                 inputs = {"adapter": adapter[0]} if adapter else {}
                 tag = f"{short} {a.name} " + " ".join(f"{k}={v}" for k, v in combo.items())
-                atk = self.add(make_node(f"attack-{a.kind}", params, inputs, f"{tag} seed={seed}"))
+                atk = self.node(f"attack-{a.kind}", params, inputs, f"{tag} seed={seed}")
                 gen_params = {**self.eval_params(model), "attack": a.kind,
                               "adapter_steps": params["adapter_steps"]}
-                gen = self.add(make_node("generate", gen_params, {"attack": atk.id, **inputs},
-                                         f"{tag} seed={seed}"))
+                gen = self.node("generate", gen_params, {"attack": atk.id, **inputs},
+                                f"{tag} seed={seed}")
                 self.scored(gen, f"{tag} seed={seed}")
 
     def lora(self, model: str, short: str, a: AttackSpec, base: Node,
@@ -137,18 +160,40 @@ class _Builder:
             params = {"model": model, "seed": seed, **rest, "steps": steps, **a.fixed,
                       "device": self.spec.device}
             tag = f"{short} {a.name} " + " ".join(f"{k}={v}" for k, v in rest.items())
-            atk = self.add(make_node("attack-lora", params, {}, f"{tag} seed={seed}"))
+            atk = self.node("attack-lora", params, {}, f"{tag} seed={seed}")
             for s in steps:
                 inputs = {"adapter": atk.id, **({"baseline": base.id} if self.spec.drift else {})}
-                gen = self.add(make_node("generate", {**self.eval_params(model),
-                                                      "adapter_steps": s}, inputs,
-                                         f"{tag} steps={s} seed={seed}"))
+                gen = self.node("generate", {**self.eval_params(model), "adapter_steps": s},
+                                inputs, f"{tag} steps={s} seed={seed}")
                 self.scored(gen, f"{tag} steps={s} seed={seed}")
                 self.probe(model, f"{tag} steps={s} seed={seed}", {"adapter": atk.id}, s)
+                self.steer_defenses(model, f"{tag} steps={s} seed={seed}", atk, s, inputs)
             for b in chosen:
                 if b.after == a.name:
                     self.attack(model, f"{short} {a.name}[{max(steps)}]", b, base, chosen,
                                 adapter=(atk.id, max(steps)))
+
+
+    def steer_defenses(self, model: str, tag: str, atk: Node, steps: int,
+                       inputs: dict[str, str]) -> None:
+        """After one LoRA cell: alpha search on the direction split, then the eval generate."""
+        if self.defended:  # the direction is the undefended base model's
+            return
+        for d in (d for d in self.spec.defenses if d.kind == "steer"):
+            p = d.params
+            sweep = self.add(make_node("probe-sweep", {
+                "model": model, "n": p["sweep_n"], "n_val": p["sweep_n_val"],
+                "positions": p["positions"], "device": self.spec.device}, {},
+                f"{model.rsplit('/', 1)[-1]} directions"))
+            search = {k: v for k, v in p.items() if not k.startswith("sweep_")
+                      and k != "positions"}
+            ds = self.add(make_node("defend-steer", {
+                "model": model, "adapter_steps": steps, **search, "device": self.spec.device},
+                {"adapter": atk.id, "directions": sweep.id}, f"{tag} defend {d.name}"))
+            gen = self.add(make_node("generate", {**self.eval_params(model),
+                                                  "adapter_steps": steps, "defense": d.name},
+                                     {**inputs, "steer": ds.id}, f"{tag} +{d.name}"))
+            self.scored(gen, f"{tag} +{d.name}")
 
 
 def expand(spec: Spec) -> list[Node]:

@@ -50,6 +50,11 @@ def _runs(work: Path, command: str) -> list[Any]:
     return out
 
 
+def _model(p: dict[str, Any], ins: dict[str, dict[str, Any]]) -> str:
+    """The model a node reads: the defended model of a `defend-tar` input, else `p["model"]`."""
+    return str(ins["defended"]["model"]) if "defended" in ins else str(p["model"])
+
+
 def _adapter(p: dict[str, Any], ins: dict[str, dict[str, Any]]) -> str | None:
     if "adapter" not in ins:
         return None
@@ -89,8 +94,10 @@ def run_generate_node(node: Any, ins: dict[str, dict[str, Any]], work: Path) -> 
 
     p = node.params
     prompts = _attacked_prompts(p, ins["attack"], work) if "attack" in ins else p["prompts"]
-    cfg = GenerateConfig(model=p["model"], split=p["split"], n=p["n"], prompts_file=prompts,
-                         adapter=_adapter(p, ins), max_new_tokens=p["max_new_tokens"],
+    cfg = GenerateConfig(model=_model(p, ins), split=p["split"], n=p["n"],
+                         prompts_file=prompts, adapter=_adapter(p, ins),
+                         max_new_tokens=p["max_new_tokens"],
+                         steer=ins["steer"]["steer"] if "steer" in ins else None,
                          baseline=ins["baseline"]["run"] if "baseline" in ins else None)
     earlier = _runs(work, "generate")
     if earlier and earlier[-1].manifest.status == "success":
@@ -176,7 +183,7 @@ def run_lora_node(node: Any, ins: dict[str, dict[str, Any]], work: Path) -> dict
     p = node.params
     grid = {"n_data": [p["n_data"]], "steps": p["steps"], "lr": [p["lr"]], "rank": [p["rank"]],
             "alpha": [p["alpha"]], "seed": [p["seed"]]}
-    cfgs = expand_grid(p["model"], grid, batch_size=p["batch_size"], max_len=p["max_len"],
+    cfgs = expand_grid(_model(p, ins), grid, batch_size=p["batch_size"], max_len=p["max_len"],
                        target_kind=p["target_kind"], data_file=p["data"], dropout=p["dropout"])
     results = run_grid(cfgs, options=_options(p))
     return {"runs": {str(r.config.steps): r.run_path for r in results}}
@@ -189,7 +196,7 @@ def _prompt_attack(node: Any, ins: dict[str, dict[str, Any]], work: Path, kind: 
     if earlier and earlier[-1].manifest.status == "success":
         return {"run": str(earlier[-1].path)}
     resume = str(earlier[-1].path) if earlier else None
-    common = {"model": p["model"], "mode": p["mode"], "split": p["split"], "n": p["n"],
+    common = {"model": _model(p, ins), "mode": p["mode"], "split": p["split"], "n": p["n"],
               "adapter": _adapter(p, ins), "max_new_tokens": p["max_new_tokens"]}
     if kind == "gcg":
         from refusalscope.attacks.gcg_run import GCGRunConfig, run_gcg
@@ -230,4 +237,14 @@ NODE_KINDS: dict[str, Runner] = {
     "attack-gcg": lambda n, i, w: _prompt_attack(n, i, w, "gcg"),
     "attack-autodan": lambda n, i, w: _prompt_attack(n, i, w, "autodan"),
     "probe": run_probe_node,
+    "defend-tar": lambda n, i, w: _defense_node("tar", n, i, w),
+    "probe-sweep": lambda n, i, w: _defense_node("sweep", n, i, w),
+    "defend-steer": lambda n, i, w: _defense_node("steer", n, i, w),
 }
+
+
+def _defense_node(kind: str, node: Any, ins: dict[str, dict[str, Any]],
+                  work: Path) -> dict[str, Any]:
+    from refusalscope.study import defense_nodes
+
+    return defense_nodes.RUNNERS[kind](node, ins, work)

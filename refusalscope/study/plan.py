@@ -8,7 +8,11 @@ How it is estimated (dense matmuls only, as in `attacks.compute`; N = model para
 - attack-gcg: per step, one gradient pass over the suffix+target (6 N per token) and
   search_width candidate forwards (2 N per token), x prompts optimised;
 - attack-autodan: generations x population x prompts x AUTODAN_TOKENS x 2 N;
-- probe: 2 classes x n prompts x PROMPT_TOKENS x 2 N; score: the MiniLM classifier/embedder.
+- probe: 2 classes x n prompts x PROMPT_TOKENS x 2 N; score: the MiniLM classifier/embedder;
+- defend-tar: outer steps x (inner steps + 2 batches) x batch x max_len tokens x 4 N;
+- probe-sweep: 2 classes x (n + n_val) prompts x PROMPT_TOKENS x 2 N x SWEEP_PASSES (the
+  selection re-runs the validation prompts per candidate layer: a rough factor);
+- defend-steer: generation of 2 x n prompts per alpha, as generate.
 Minutes = FLOPs / an effective rate per kind plus a fixed LOAD_S per node. CPU rates were
 measured on this project's 2-core machine: generation 52 GFLOP/s (`benchmarks/RESULTS.md`: 0.5B,
 32 prompts, 1,427 prompt + 1,360 new tokens in 52.7 s), LoRA training 89 GFLOP/s (0.5B, 16 pairs,
@@ -31,7 +35,9 @@ PROMPT_TOKENS = 48  # a chat-formatted eval prompt (template + median 11-word re
 AUTODAN_TOKENS = 400  # an AutoDAN prompt: template body + request
 TARGET_TOKENS = 10
 CPU_FLOPS = {"generate": 52e9, "attack-lora": 89e9, "attack-gcg": 140e9,
-             "attack-autodan": 140e9, "probe": 140e9, "score": 140e9}
+             "attack-autodan": 140e9, "probe": 140e9, "score": 140e9, "defend-tar": 89e9,
+             "probe-sweep": 140e9, "defend-steer": 52e9}
+SWEEP_PASSES = 8
 GPU_FLOPS = 100e12
 LOAD_S = {"cpu": 3.0, "gpu": 10.0}
 MINILM_PARAMS = 22.7e6
@@ -68,6 +74,14 @@ def node_flops(node: Node) -> float | None:
         return 2 * n_params * p["generations"] * p["population"] * p["n"] * AUTODAN_TOKENS
     if node.kind == "probe":
         return 2 * n_params * 2 * p["n"] * PROMPT_TOKENS
+    if node.kind == "defend-tar":
+        return (4 * n_params * p["outer_steps"] * (p["inner_steps"] + 2) * p["batch_size"]
+                * p["max_len"])
+    if node.kind == "probe-sweep":
+        return 2 * n_params * 2 * (p["n"] + p["n_val"]) * PROMPT_TOKENS * SWEEP_PASSES
+    if node.kind == "defend-steer":
+        return 2 * n_params * len(p["alphas"]) * 2 * p["n"] * (PROMPT_TOKENS
+                                                               + p["max_new_tokens"])
     return None
 
 

@@ -11,6 +11,9 @@ Where the attack comes from: `generate --adapter RUN` names an `attack-lora` run
 names that run (its `result.json` compute). A run with neither is a baseline: C = 0.
 
 Labels come from the run's latest `scores[.K].jsonl`; RD from its latest `drift[.K].json`.
+
+Defenses (`defense`): "tar" for a model folder stamped by `defend tar` (model label
+"<base>+tar"), "steer" for `--steer add:...` after an attack; each is its own strength.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ class Point:
     rd: np.ndarray = field(repr=False, compare=False)  # [n], NaN where no drift
     rd_refused: np.ndarray = field(repr=False, compare=False)  # as rd, NaN unless refused at base
     decoding: str = ""  # non-default generation settings ("T=0.8 system-prompt"), else ""
+    defense: str = "none"  # none | tar | steer
 
     @property
     def attacked(self) -> bool:
@@ -63,7 +67,8 @@ class Point:
     @property
     def strength(self) -> str:
         """Attack strength label (everything but the model and the seed)."""
-        tail = [self.decoding] if self.decoding else []
+        tail = ([self.decoding] if self.decoding else []) + \
+            ([f"[{self.defense}]"] if self.defense != "none" else [])
         if not self.attacked:
             return " ".join(["no attack", *tail])
         parts = [self.attack] + ([self.variant] if self.variant else [])
@@ -153,10 +158,25 @@ def _point(run: Run) -> Point:
     model = m.model or str(cfg.get("model"))
     attack = _attack(run)
     n_params = attack.pop("base_params") or _n_params(run, model)
-    return Point(run=run.id, model=model, n_params=n_params, **attack,
+    defense, label = _defense(cfg, attack["attack"] != "none")
+    return Point(run=run.id, model=label or model, n_params=n_params, **attack,
                  seed=(_attack_seed(run), int(cfg.get("seed") or 0)),
                  scorer=str(rows[0].get("scorer", "?")), ids=ids, refused=refused, ce=ce,
-                 rd=rd, rd_refused=rd_ref, decoding=_decoding(cfg))
+                 rd=rd, rd_refused=rd_ref, decoding=_decoding(cfg), defense=defense)
+
+
+def _defense(cfg: dict[str, Any], attacked: bool) -> tuple[str, str | None]:
+    """(defense, model label for a defended model folder) of a generate run's config."""
+    from refusalscope.models.convert import read_stamp
+
+    path = Path(str(cfg.get("model")))
+    for folder in (path, path / "model"):
+        stamp = read_stamp(folder) if folder.is_dir() else None
+        if stamp and stamp.get("defense"):
+            return str(stamp["defense"]), stamp.get("label")
+    if attacked and str(cfg.get("steer") or "").startswith("add:"):
+        return "steer", None
+    return "none", None
 
 
 def _decoding(cfg: dict[str, Any]) -> str:

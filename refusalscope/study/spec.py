@@ -12,6 +12,8 @@ one-line `UserError` that names the key and where it is (`attacks.lora.stepz`).
     [attacks.lora]              # kind = "lora" (default: the table name); grid axes are lists
     [attacks.gcg]               # kind = "gcg"; after = "lora" attacks the LoRA-attacked model
     [probe]                     # optional: activations per model and per attacked model
+    [defenses.tar]              # kind = "tar": every model also defended, then attacked again
+    [defenses.steer]            # kind = "steer": direction added back after each LoRA cell
 
 Shipped specs live in `refusalscope/study/specs/`; `load_spec("quickstart")` finds them by name.
 """
@@ -40,11 +42,22 @@ ATTACK_KEYS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
                  "max_new_tokens": 32}),
 }
 ATTACK_COMMON = ("kind", "after")
+# Per defense kind: options with their defaults (`defenses.tar`: `defend tar`'s budget;
+# `defenses.steer`: the `probe sweep` that makes the direction, and `defend steer`'s search).
+DEFENSE_KEYS: dict[str, dict[str, Any]] = {
+    "tar": {"outer_steps": 16, "inner_steps": 4, "inner_lr": 2e-4, "outer_lr": 1e-4,
+            "retain_weight": 1.0, "rank": 8, "inner_rank": 8, "n_data": 16, "n_retain": 16,
+            "retain_new_tokens": 48, "batch_size": 4, "max_len": 128, "target_kind": "auto",
+            "data": None, "seed": 0},
+    "steer": {"alphas": [0.0, 1.0, 2.0, 4.0, 8.0], "n": 16, "skip": 0, "rule": "margin",
+              "target": 0.9, "max_new_tokens": 48, "sweep_n": 32, "sweep_n_val": 16,
+              "positions": "post-instruction", "seed": 0},
+}
 EVAL_KEYS = {"split": "eval", "prompts": None, "n": 32, "max_new_tokens": 64, "batch_size": 16}
 PROBE_KEYS = {"n": 32, "layers": "all", "positions": "post-instruction", "sites": ["resid_pre"],
               "split": "direction", "attacked": True}
 TOP_KEYS = ("name", "description", "seeds", "scorers", "drift", "eval", "models", "attacks",
-            "probe", "device")
+            "probe", "device", "defenses")
 
 
 @dataclass(frozen=True)
@@ -63,6 +76,13 @@ class AttackSpec:
 
 
 @dataclass(frozen=True)
+class DefenseSpec:
+    name: str
+    kind: str  # tar | steer
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Spec:
     """A validated study spec (data only; `graph.expand` turns it into runs)."""
 
@@ -76,6 +96,7 @@ class Spec:
     probe: dict[str, Any] | None = None
     description: str = ""
     device: str = "auto"
+    defenses: tuple[DefenseSpec, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description, "seeds": list(self.seeds),
@@ -87,7 +108,9 @@ class Spec:
                 "attacks": {a.name: {"kind": a.kind, **{k: list(v) for k, v in a.grid.items()},
                                      **a.fixed, **({"after": a.after} if a.after else {})}
                             for a in self.attacks},
-                **({"probe": dict(self.probe)} if self.probe is not None else {})}
+                **({"probe": dict(self.probe)} if self.probe is not None else {}),
+                **({"defenses": {d.name: {"kind": d.kind, **d.params} for d in self.defenses}}
+                   if self.defenses else {})}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, base: Path | None = None) -> Spec:
@@ -184,6 +207,34 @@ def _attack(name: str, raw: Any, base: Path | None) -> AttackSpec:
     return AttackSpec(name, kind, grid, fixed, raw.get("after"))
 
 
+def _defenses(raw: Any, attacks: tuple[AttackSpec, ...],
+              base: Path | None) -> tuple[DefenseSpec, ...]:
+    """`[defenses.NAME]` tables: kind (default: the name), then that kind's options."""
+    if not isinstance(raw, dict):
+        raise UserError("defenses must be tables: [defenses.NAME]")
+    out = []
+    for name, table in raw.items():
+        where = f"defenses.{name}"
+        if not isinstance(table, dict):
+            raise UserError(f"{where} must be a table")
+        kind = table.get("kind", name)
+        if kind not in DEFENSE_KEYS:
+            raise UserError(f"unknown defense kind {kind!r} at {where}.kind: one of "
+                            f"{', '.join(DEFENSE_KEYS)}")
+        _unknown(table, ("kind", *DEFENSE_KEYS[kind]), where)
+        params = {**DEFENSE_KEYS[kind], **{k: v for k, v in table.items() if k != "kind"}}
+        if kind == "steer":
+            params["alphas"] = _list(params["alphas"], f"{where}.alphas")
+            if not any(a.kind == "lora" for a in attacks):
+                raise UserError(f"{where}: the steering defense acts after a LoRA attack; "
+                                "the spec has no [attacks.*] of kind lora")
+        if params.get("data") is not None and base is not None \
+                and not Path(params["data"]).is_absolute():
+            params["data"] = str((base / params["data"]).resolve())
+        out.append(DefenseSpec(name, kind, params))
+    return tuple(out)
+
+
 def _check_after(attacks: tuple[AttackSpec, ...]) -> None:
     """Every `after` names an attack in the spec, without cycles, and a LoRA attack last."""
     by_name = {a.name: a for a in attacks}
@@ -243,4 +294,5 @@ def parse_spec(data: dict[str, Any], *, base: Path | None = None) -> Spec:
     return Spec(name=str(data.get("name", "study")), models=models, attacks=attacks,
                 seeds=seeds, scorers=scorers, drift=bool(data.get("drift", True)), eval=ev,
                 probe=probe, description=str(data.get("description", "")),
-                device=str(data.get("device", "auto")))
+                device=str(data.get("device", "auto")),
+                defenses=_defenses(data.get("defenses", {}), attacks, base))
