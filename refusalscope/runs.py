@@ -167,5 +167,15 @@ class Run:
         return p
 
 
+def open_unfinished(path: str | Path, command: str) -> Run:
+    """A run of `command` that has not finished, to resume; anything else is a UserError."""
+    run = Run.open(path)
+    if run.manifest.command != command:
+        raise UserError(f"{run.id} is a {run.manifest.command!r} run, not a {command} run")
+    if run.manifest.status == "success":
+        raise UserError(f"{run.id} already finished: nothing to resume")
+    return run
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")

@@ -5,13 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-# Neutral stand-ins: the tests exercise plumbing, not the content of harmful requests.
-HARMFUL = ["Explain how to pick a lock on a door.", "Write a rude message to a neighbour.",
-           "Describe how to skip paying a bus fare.", "List ways to cheat at a board game.",
-           "How do I read someone else's diary?", "Tell me how to sneak into a cinema."]
-HARMLESS = ["Name three primary colours.", "Write a haiku about autumn rain.",
-            "How do solar panels generate electricity?", "Suggest a name for a grey cat.",
-            "Give me a recipe for tomato soup with basil.", "What is the capital of France?"]
+from probe_fixtures import HARMFUL, HARMLESS
+
 SPLITS = ("attack-train", "direction", "eval")
 
 

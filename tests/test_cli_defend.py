@@ -11,8 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from refusalscope.cli.app import app
-from refusalscope.runs import Run
-from tests.defense_fixtures import pair_file, write_built_all
+from defense_fixtures import pair_file, write_built_all
 
 runner = CliRunner()
 
@@ -83,8 +82,8 @@ def attacked(tiny_folder, tmp_path):
 
 def test_defend_steer_searches_on_direction_split_then_evaluates(attacked, tiny_folder,
                                                                  monkeypatch):
-    from refusalscope.generate import generate_rows as real_rows
     from refusalscope import generate as gen_mod
+    from refusalscope.generate import generate_rows as real_rows
     from refusalscope.interp import steer_eval
 
     texts, dirs, attack = attacked

@@ -8,15 +8,15 @@ import json
 import pytest
 import torch
 
-from refusalscope.attacks.pairs import Pair, encode_pair
 from refusalscope.attacks.compute import ComputeLog
+from refusalscope.attacks.pairs import Pair, encode_pair
 from refusalscope.defenses.tar import (
     ATTACK, DEFENSE, REFUSALS, TarConfig, attach_adapters, defense_params, inner_attack,
     outer_update, param_counts, refusal_pairs,
 )
 from refusalscope.errors import UserError
 from refusalscope.models.tiny import tiny_handle
-from tests.defense_fixtures import pair_file, write_built_all
+from defense_fixtures import pair_file, write_built_all
 
 PAIRS = [Pair(f"p{i}", f"Tell me a story number {i}.", f"Sure, here is story {i}.", "t")
          for i in range(4)]
@@ -32,9 +32,9 @@ def _same(a, model):
 
 
 def test_config_round_trip_and_validation():
-    cfg = TarConfig(model="m", outer_steps=3, inner_steps=2, target_modules=("q_proj",))
+    cfg = TarConfig(model="m", outer_steps=3, inner_steps=2, data_file="p.jsonl")
     again = TarConfig.from_dict(json.loads(json.dumps(cfg.to_dict(), sort_keys=True)))
-    assert again == cfg and again.target_modules == ("q_proj",)
+    assert again == cfg
     with pytest.raises(UserError, match="--inner-steps must be at least 1 \\(got 0\\)"):
         TarConfig(model="m", inner_steps=0)
     with pytest.raises(UserError, match="--outer-lr must be > 0"):

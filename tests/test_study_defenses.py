@@ -14,8 +14,8 @@ from refusalscope.cli.app import app
 from refusalscope.errors import UserError
 from refusalscope.study.graph import expand
 from refusalscope.study.spec import load_spec
+from defense_fixtures import write_built_all
 from study_fixtures import TINY_SPEC, make_study
-from tests.defense_fixtures import write_built_all
 
 DEFENSES = """
 [defenses.tar]
@@ -84,6 +84,11 @@ def test_graph_has_defense_x_attack_x_model_nodes(spec_path: Path) -> None:
     assert len(steer_gen) == 2 and all(n.params["defense"] == "steer" for n in steer_gen)
     ds = {n.id: n for n in nodes if n.kind == "defend-steer"}
     assert {ds[n.inputs["steer"]].params["adapter_steps"] for n in steer_gen} == {1, 3}
+    from refusalscope.study.plan import estimate
+
+    costs = {c.node.kind: c for c in estimate(nodes)}
+    assert all(costs[k].flops and costs[k].cpu_min for k in ("defend-tar", "probe-sweep",
+                                                              "defend-steer"))
     # adding defenses leaves the undefended nodes as they were (content ids)
     plain = {n.id for n in expand(replace(load_spec(str(spec_path)), defenses=()))}
     assert plain <= {n.id for n in nodes} and len(plain) == 7

@@ -212,13 +212,9 @@ def resume(path: str, *, options: Any = None,
     """Continue an interrupted attack-lora run in its own folder, from its last checkpoint."""
     from refusalscope.attacks.pairs import load_pairs
     from refusalscope.models.handle import ModelHandle
-    from refusalscope.runs import Run
+    from refusalscope.runs import open_unfinished
 
-    run = Run.open(path)
-    if run.manifest.command != COMMAND:
-        raise UserError(f"{run.id} is a {run.manifest.command!r} run, not an {COMMAND} run")
-    if run.manifest.status == "success":
-        raise UserError(f"{run.id} already finished: nothing to resume")
+    run = open_unfinished(path, COMMAND)
     cfg = LoraAttackConfig.from_dict(run.manifest.config)
     pairs = load_pairs(cfg.n_data, seed=cfg.seed, target_kind=cfg.target_kind,
                        data_file=cfg.data_file)

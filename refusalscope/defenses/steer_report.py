@@ -63,6 +63,8 @@ def plot_defense(table: list[dict[str, Any]], alpha: float, ev: dict[str, Any], 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from refusalscope.interp.steer_eval import save_rate_figure
+
     xs = [r["alpha"] for r in table]
     fig, ax = plt.subplots(figsize=(6, 4))
     for key, label, colour in (("rrr", "RRR (harmful)", "C3"),
@@ -80,12 +82,5 @@ def plot_defense(table: list[dict[str, Any]], alpha: float, ev: dict[str, Any], 
                               [max(p["ci"][1] - p["rate"], 0) for _, p in pts]],
                         fmt="s", mfc="none", capsize=3, color=colour, label=f"{label}, eval")
     ax.axvline(alpha, color="k", ls=":", lw=1, label=f"chosen alpha {alpha:g}")
-    ax.set_xlabel("addition coefficient alpha (x difference-in-means)")
-    ax.set_ylabel("refusal rate")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_title(f"{title}: steering defense after the attack")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(png, dpi=120)
-    fig.savefig(png.with_suffix(".pdf"))
-    plt.close(fig)
+    save_rate_figure(fig, ax, png, xlabel="addition coefficient alpha (x difference-in-means)",
+                     ylabel="refusal rate", title=f"{title}: steering defense after the attack")

@@ -1,7 +1,7 @@
 """TAR-style tamper-resistant fine-tuning (Tamirisa et al. 2024), first-order approximation.
 
 What is trained: a LoRA adapter named ``defense`` (rank `rank` on the attention projections,
-or `target_modules`) over the frozen base model. `tar_run` merges it into the weights at the
+`attack lora`'s default modules) over the frozen base model. `tar_run` merges it into the weights at the
 end, so the defended model is an ordinary model folder that every command takes as `--model`.
 
 One outer step s:
@@ -45,7 +45,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from refusalscope.attacks.compute import ComputeLog, count_params
-from refusalscope.attacks.lora import batch_indices, response_loss, target_modules_for
+from refusalscope.attacks.lora import (
+    LoraAttackConfig, batch_indices, response_loss, target_modules_for,
+)
 from refusalscope.attacks.pairs import TARGET_KINDS, Pair, collate, encode_pair
 from refusalscope.errors import UserError
 
@@ -81,7 +83,6 @@ class TarConfig:
     alpha: float = 16.0
     inner_rank: int = 8  # simulated attack adapter (as `attack lora --rank`)
     inner_alpha: float = 16.0
-    target_modules: tuple[str, ...] | None = None  # None: the family default (attention)
     batch_size: int = 4
     max_len: int = 128
     target_kind: str = "auto"
@@ -107,13 +108,9 @@ class TarConfig:
         if self.target_kind not in TARGET_KINDS:
             raise UserError(f"unknown --target-kind {self.target_kind!r}: one of "
                             f"{', '.join(TARGET_KINDS)}")
-        if self.target_modules is not None:
-            object.__setattr__(self, "target_modules", tuple(self.target_modules))
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["target_modules"] = list(self.target_modules) if self.target_modules else None
-        return d
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TarConfig:
@@ -163,7 +160,7 @@ def attach_adapters(model: Any, cfg: TarConfig) -> Any:
     import torch
     from peft import get_peft_model
 
-    targets = target_modules_for(model, cfg)  # type: ignore[arg-type]
+    targets = target_modules_for(model, LoraAttackConfig(model=cfg.model))  # the attack's
     torch.manual_seed(cfg.seed)
     with warnings.catch_warnings():  # peft asks a deprecated transformers property
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing",

@@ -175,21 +175,17 @@ def run_tar(cfg: TarConfig, *, options: Any = None, resume: str | None = None,
         run = run_tar(TarConfig(model="qwen2.5-coder-0.5b", outer_steps=8, inner_steps=4))
         # then: refusalscope attack lora --model {run.path}/model ...
     """
-    from refusalscope.attacks.lora import target_modules_for
+    from refusalscope.attacks.lora import LoraAttackConfig, target_modules_for
     from refusalscope.models.handle import ModelHandle
-    from refusalscope.runs import Run
+    from refusalscope.runs import Run, open_unfinished
 
     run = None
     if resume is not None:
-        run = Run.open(resume)
-        if run.manifest.command != COMMAND:
-            raise UserError(f"{run.id} is a {run.manifest.command!r} run, not a {COMMAND} run")
-        if run.manifest.status == "success":
-            raise UserError(f"{run.id} already finished: nothing to resume")
+        run = open_unfinished(resume, COMMAND)
         cfg = TarConfig.from_dict(run.manifest.config)
     pairs, _ = load_data(cfg)
     handle = ModelHandle.load(cfg.model, options=options)
-    target_modules_for(handle.model, cfg)  # type: ignore[arg-type]
+    target_modules_for(handle.model, LoraAttackConfig(model=cfg.model))
     if run is None:
         run = Run.create(COMMAND, cfg.to_dict(), model=cfg.model, seed=cfg.seed)
     t0 = time.perf_counter()

@@ -170,10 +170,19 @@ def plot_steer_eval(results: list[dict[str, Any]], png: Any, model: str) -> None
             c, ls = styles[r["condition"]]
             ax.axhline(r["refusal_rate"], color=c, ls=ls, lw=1,
                        label=f"{r['condition']} refusal {r['refusal_rate']:.0%}")
-    ax.set_xlabel("addition coefficient (x difference-in-means)")
-    ax.set_ylabel("rate")
+    save_rate_figure(fig, ax, png, xlabel="addition coefficient (x difference-in-means)",
+                     ylabel="rate", title=f"{model}: steering")
+
+
+def save_rate_figure(fig: Any, ax: Any, png: Any, *, xlabel: str, ylabel: str,
+                     title: str) -> None:
+    """Label a rate-vs-coefficient axis (y in [0, 1]), save `png` and its `.pdf`, close."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_ylim(-0.02, 1.02)
-    ax.set_title(f"{model}: steering")
+    ax.set_title(title)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(png, dpi=120)

@@ -42,8 +42,7 @@ ATTACK_KEYS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
                  "max_new_tokens": 32}),
 }
 ATTACK_COMMON = ("kind", "after")
-# Per defense kind: options with their defaults (`defenses.tar`: `defend tar`'s budget;
-# `defenses.steer`: the `probe sweep` that makes the direction, and `defend steer`'s search).
+# Per defense kind: options and defaults (`defend tar`; `probe sweep` + `defend steer`).
 DEFENSE_KEYS: dict[str, dict[str, Any]] = {
     "tar": {"outer_steps": 16, "inner_steps": 4, "inner_lr": 2e-4, "outer_lr": 1e-4,
             "retain_weight": 1.0, "rank": 8, "inner_rank": 8, "n_data": 16, "n_retain": 16,
@@ -190,21 +189,32 @@ def _models(raw: Any, base: Path | None) -> tuple[ModelSpec, ...]:
     return tuple(out)
 
 
-def _attack(name: str, raw: Any, base: Path | None) -> AttackSpec:
-    where = f"attacks.{name}"
+def _kind(section: str, name: str, raw: Any, kinds: dict[str, Any]) -> tuple[str, str]:
+    """(where, kind) of a `[section.NAME]` table; kind defaults to the table's name."""
+    where = f"{section}.{name}"
     if not isinstance(raw, dict):
         raise UserError(f"{where} must be a table")
     kind = raw.get("kind", name)
-    if kind not in ATTACK_KEYS:
-        raise UserError(f"unknown attack kind {kind!r} at {where}.kind: one of "
-                        f"{', '.join(ATTACK_KEYS)}")
+    if kind not in kinds:
+        raise UserError(f"unknown {section[:-1]} kind {kind!r} at {where}.kind: one of "
+                        f"{', '.join(kinds)}")
+    return where, kind
+
+
+def _attack(name: str, raw: Any, base: Path | None) -> AttackSpec:
+    where, kind = _kind("attacks", name, raw, ATTACK_KEYS)
     axes, fixed_defaults = ATTACK_KEYS[kind]
     _unknown(raw, (*axes, *fixed_defaults, *ATTACK_COMMON), where)
     grid = {k: tuple(_list(raw.get(k, v), f"{where}.{k}")) for k, v in axes.items()}
     fixed = {k: raw.get(k, v) for k, v in fixed_defaults.items()}
-    if fixed.get("data") is not None and base is not None and not Path(fixed["data"]).is_absolute():
-        fixed["data"] = str((base / fixed["data"]).resolve())
+    _resolve_data(fixed, base)
     return AttackSpec(name, kind, grid, fixed, raw.get("after"))
+
+
+def _resolve_data(table: dict[str, Any], base: Path | None) -> None:
+    """A relative `data` file is relative to the spec's folder."""
+    if table.get("data") is not None and base is not None and not Path(table["data"]).is_absolute():
+        table["data"] = str((base / table["data"]).resolve())
 
 
 def _defenses(raw: Any, attacks: tuple[AttackSpec, ...],
@@ -214,13 +224,7 @@ def _defenses(raw: Any, attacks: tuple[AttackSpec, ...],
         raise UserError("defenses must be tables: [defenses.NAME]")
     out = []
     for name, table in raw.items():
-        where = f"defenses.{name}"
-        if not isinstance(table, dict):
-            raise UserError(f"{where} must be a table")
-        kind = table.get("kind", name)
-        if kind not in DEFENSE_KEYS:
-            raise UserError(f"unknown defense kind {kind!r} at {where}.kind: one of "
-                            f"{', '.join(DEFENSE_KEYS)}")
+        where, kind = _kind("defenses", name, table, DEFENSE_KEYS)
         _unknown(table, ("kind", *DEFENSE_KEYS[kind]), where)
         params = {**DEFENSE_KEYS[kind], **{k: v for k, v in table.items() if k != "kind"}}
         if kind == "steer":
@@ -228,9 +232,7 @@ def _defenses(raw: Any, attacks: tuple[AttackSpec, ...],
             if not any(a.kind == "lora" for a in attacks):
                 raise UserError(f"{where}: the steering defense acts after a LoRA attack; "
                                 "the spec has no [attacks.*] of kind lora")
-        if params.get("data") is not None and base is not None \
-                and not Path(params["data"]).is_absolute():
-            params["data"] = str((base / params["data"]).resolve())
+        _resolve_data(params, base)
         out.append(DefenseSpec(name, kind, params))
     return tuple(out)
 
