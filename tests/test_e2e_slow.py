@@ -50,3 +50,25 @@ def test_pull_generate_score_smollm2(tmp_path):
     manifest = json.loads(open(f"{harmful}/manifest.json").read())
     assert manifest["status"] == "success" and manifest["content_warning"]
     assert manifest["extra"]["model"]["n_layers"] == 30
+
+
+@pytest.mark.slow
+def test_defend_tar_then_attack_the_defended_smollm2(real_home):
+    """TAR on the real model and data (PyRIT pairs, built splits), tiny budget; the defended
+    model takes a LoRA attack and generates; no eval prompt reached training."""
+    from refusalscope.data.load import load_split
+
+    run = _ok(["defend", "tar", "--model", "smollm2-135m", "--n-data", "2", "--outer-steps", "1",
+               "--inner-steps", "1", "--batch-size", "2", "--max-len", "64", "--n-retain", "2",
+               "--retain-new-tokens", "8"]).stdout.strip().splitlines()[-1]
+    man = json.loads(open(f"{run}/manifest.json").read())
+    eval_ids = {p.id for p in load_split("eval")} | {p.id for p in load_split("eval",
+                                                                                harmless=True)}
+    assert man["status"] == "success" and not eval_ids & {i for ids in
+                                                          man["extra"]["data_ids"].values()
+                                                          for i in ids}
+    attack = _ok(["attack", "lora", "--model", run, "--n-data", "2", "--steps", "1",
+                  "--batch-size", "2", "--max-len", "64"]).stdout.split("\t")[0]
+    gen = _ok(["generate", "--model", run, "--adapter", attack, "--split", "eval", "--n", "2",
+               "--max-new-tokens", "4"]).stdout.strip().splitlines()[-1]
+    assert len(read_jsonl(f"{gen}/generations.jsonl")) == 2

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from refusalscope.errors import UserError
@@ -191,7 +192,8 @@ def run_defend_steer(cfg: SteerDefenseConfig, *, options: Any = None, batch_size
     assert cfg.directions is not None
     load_directions(cfg.directions, handle)  # missing / other model: one line, before any run
     hooks = _hooks(handle, cfg)
-    cfg = replace(cfg, directions_sha256=sha256_file(cfg.directions))
+    cfg = replace(cfg, directions=str(Path(cfg.directions).resolve()),
+                  directions_sha256=sha256_file(cfg.directions))
     run = Run.create(COMMAND, cfg.to_dict(), model=cfg.model, seed=cfg.seed,
                      harmful_content=True, input_runs=[cfg.adapter] if cfg.adapter else None)
     try:
