@@ -48,7 +48,7 @@ from refusalscope.attacks.compute import ComputeLog, count_params
 from refusalscope.attacks.lora import (
     LoraAttackConfig, batch_indices, response_loss, target_modules_for,
 )
-from refusalscope.attacks.pairs import TARGET_KINDS, Pair, collate, encode_pair
+from refusalscope.attacks.pairs import TARGET_KINDS, Pair, collate
 from refusalscope.errors import UserError
 
 log = logging.getLogger(__name__)
