@@ -12,8 +12,7 @@ one-line `UserError` that names the key and where it is (`attacks.lora.stepz`).
     [attacks.lora]              # kind = "lora" (default: the table name); grid axes are lists
     [attacks.gcg]               # kind = "gcg"; after = "lora" attacks the LoRA-attacked model
     [probe]                     # optional: activations per model and per attacked model
-    [defenses.tar]              # kind = "tar": every model also defended, then attacked again
-    [defenses.steer]            # kind = "steer": direction added back after each LoRA cell
+    [defenses.tar|steer]        # TAR-defended models attacked again; steering after LoRA cells
 
 Shipped specs live in `refusalscope/study/specs/`; `load_spec("quickstart")` finds them by name.
 """
