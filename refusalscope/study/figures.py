@@ -69,7 +69,10 @@ def _band(ax: Any, fit: Any, n: np.ndarray, c: np.ndarray, xs: np.ndarray, colou
 
 
 def _finish(ax: Any, metric: str, xlabel: str) -> None:
+    from matplotlib.ticker import NullFormatter
+
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap on short log ranges
     ax.set_xlabel(xlabel)
     ax.set_ylabel(LABELS[metric])
     if metric == "rrr":
@@ -86,10 +89,12 @@ def plot_vs_size(result: Any, folder: str | Path) -> list[Path]:
     for c in result.cells:
         by.setdefault(c["strength"], []).append(c)
     colours = _colours(len(by))
-    for (strength, cells), colour in zip(sorted(by.items(), key=_order), colours, strict=True):
+    for k, ((strength, cells), colour) in enumerate(zip(sorted(by.items(), key=_order), colours,
+                                                        strict=True)):
         cells = sorted(cells, key=lambda c: c["n_params"])
         ns = np.array([c["n_params"] for c in cells], dtype=float)
-        _errorbar(ax, ns, cells, color=colour, label=strength)
+        dodge = 10 ** (0.012 * (k - (len(by) - 1) / 2))  # equal values stay visible side by side
+        _errorbar(ax, ns * dodge, cells, color=colour, label=strength)
         grid = np.geomspace(ns.min() / 1.5, ns.max() * 1.5, 60)
         fit = _fit(result, "size", strength)
         if fit is not None:
@@ -133,6 +138,10 @@ def compute_panel(ax: Any, result: Any, model: str, axis: str) -> None:
         if c["ci"][0] is not None:
             ax.axhspan(c["ci"][0], c["ci"][1], color="k", alpha=0.08, lw=0)
     _finish(ax, metric, C_LABELS[axis])
+    if not att:  # a baseline-only model: its x axis would be an arbitrary range
+        ax.set_xticks([])
+        ax.text(0.5, 0.04, "no attack runs: baseline only", transform=ax.transAxes,
+                ha="center", fontsize=8, color="0.3")
     ax.set_title(model, fontsize=9)
     if att or base:
         ax.legend(fontsize=7, loc="best")
