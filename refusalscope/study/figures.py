@@ -99,15 +99,28 @@ def plot_vs_size(result: Any, folder: str | Path) -> list[Path]:
         fit = _fit(result, "size", strength)
         if fit is not None:
             _band(ax, fit, grid, np.zeros_like(grid), grid, colour, alpha)
-        elif _finite(cells[0]["flops"]):
+        elif all(_finite(c["flops"]) for c in cells):  # 0 for the baseline: its own intercept
             joint = _fit(result, "both", c_axis="flops")
-            if joint is not None and len(ns) >= 1:
-                _band(ax, joint, grid, np.full_like(grid, cells[0]["flops"]), grid, colour, alpha)
+            if joint is not None:
+                _band(ax, joint, grid, _flops_along(ns, cells, grid), grid, colour, alpha)
     _finish(ax, metric, "model parameters N")
     ax.set_title(f"{metric.upper()} vs model size (bands: bootstrap {100 * (1 - alpha):g}%)",
                  fontsize=9)
     ax.legend(fontsize=7, loc="best")
     return _save(fig, folder, f"{metric}_vs_size")
+
+
+def _flops_along(ns: np.ndarray, cells: Sequence[dict[str, Any]], grid: np.ndarray) -> np.ndarray:
+    """Attack FLOPs along the size axis for one attack strength: the same steps and data cost
+    ~N times more on a bigger model, so C follows the cells' (N, C) line in log-log space
+    (a constant C would draw every model at the smallest model's compute)."""
+    if any(c["flops"] <= 0 for c in cells):
+        return np.zeros_like(grid)
+    lc = np.log([c["flops"] for c in cells])
+    if len(ns) < 2:
+        return np.full_like(grid, float(np.exp(lc[0])))
+    slope, icpt = np.polyfit(np.log(ns), lc, 1)
+    return np.exp(icpt + slope * np.log(grid))
 
 
 def compute_panel(ax: Any, result: Any, model: str, axis: str) -> None:
