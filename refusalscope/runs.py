@@ -67,6 +67,24 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.\-]+", "-", text).strip("-")[:48] or "x"
 
 
+_RUN_NAME = re.compile(r"^\d{8}T\d+Z_(?P<command>[^_]+)_(?P<model>.+)_[0-9a-f]{8}$")
+
+
+def model_slug(model: str) -> str:
+    """The model part of a run name: a registry name or hub id as it is; a model saved inside a
+    run (e.g. a TAR-defended `RUN/model`) as `<that run's model>+<its command>`; another local
+    path by its last component."""
+    path = Path(model).expanduser()
+    looks_local = model.startswith(("/", ".", "~")) or path.exists()
+    if not looks_local:
+        return _slug(model)
+    for folder in (path, *path.parents[:2]):
+        m = _RUN_NAME.match(folder.name)
+        if m:
+            return _slug(f"{m['model']}+{m['command']}")
+    return _slug(path.stem if path.suffix == ".gguf" else path.name)
+
+
 @dataclass
 class Manifest:
     """What a run is, how it was made, and whether it finished."""
@@ -112,7 +130,7 @@ class Run:
                seed: int | None = None, input_runs: list[str] | None = None,
                harmful_content: bool = False, root: Path | None = None) -> Run:
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-        name = f"{stamp}_{_slug(command)}_{_slug(model or 'none')}_{config_id(config)}"
+        name = f"{stamp}_{_slug(command)}_{model_slug(model or 'none')}_{config_id(config)}"
         path = (root or runs_dir()) / name
         path.mkdir(parents=True, exist_ok=False)
         manifest = Manifest(

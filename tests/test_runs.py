@@ -8,7 +8,7 @@ import pytest
 
 from refusalscope.errors import UserError
 from refusalscope.fileio import append_jsonl, atomic_write_json, read_jsonl
-from refusalscope.runs import CONTENT_WARNING, Manifest, Run, config_id
+from refusalscope.runs import CONTENT_WARNING, Manifest, Run, config_id, model_slug
 
 
 def test_manifest_round_trip(tmp_path):
@@ -68,3 +68,13 @@ def test_jsonl_torn_tail_is_dropped(tmp_path):
 def test_atomic_write_json_sorted(tmp_path):
     atomic_write_json(tmp_path / "m.json", {"b": 1, "a": [1, 2]})
     assert (tmp_path / "m.json").read_text() == '{\n  "a": [\n    1,\n    2\n  ],\n  "b": 1\n}\n'
+
+
+def test_run_names_of_models_saved_inside_runs(tmp_path):
+    defended = Run.create("defend-tar", {"a": 1}, model="qwen2.5-coder-0.5b", root=tmp_path)
+    (defended.path / "model").mkdir()
+    attack = Run.create("attack-lora", {"b": 2}, model=str(defended.path / "model"), root=tmp_path)
+    assert attack.id.split("_")[1:3] == ["attack-lora", "qwen2.5-coder-0.5b-defend-tar"]
+    assert model_slug("Qwen/Qwen2.5-0.5B-Instruct") == "Qwen-Qwen2.5-0.5B-Instruct"
+    assert model_slug(str(tmp_path / "weights" / "tiny.gguf")) == "tiny"
+    assert model_slug(str(tmp_path / "my-folder")) == "my-folder"

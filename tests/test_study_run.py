@@ -128,3 +128,12 @@ def test_sigkill_at_random_moments_then_resume(tmp_path: Path) -> None:
     assert all(final[k] == v for k, v in kept.items())
     assert len(final) == 7
     _check_results(spec)
+
+
+def test_report_quotes_wilson_where_the_bootstrap_is_a_point() -> None:
+    from refusalscope.study.report import _ci95
+    zero = {"rrr_lo": 0.0, "rrr_hi": 0.0, "wilson_lo": 0.0, "wilson_hi": 0.107}
+    assert _ci95(zero) == "[0.000, 0.107] (W)"
+    assert _ci95({"rrr_lo": 0.5, "rrr_hi": 0.734, "wilson_lo": 0.503, "wilson_hi": 0.733}) \
+        == "[0.500, 0.734]"
+    assert _ci95({"rrr_lo": None, "rrr_hi": None}) == ""

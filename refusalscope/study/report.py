@@ -95,6 +95,17 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _ci95(row: dict[str, Any]) -> str:
+    """The interval the table quotes: bootstrap, or Wilson's where the bootstrap collapses to a
+    point (a rate of 0 or 1). Wilson's is marked (W)."""
+    lo, hi = row.get("rrr_lo"), row.get("rrr_hi")
+    if lo is None or hi is None:
+        return ""
+    if lo == hi and row.get("wilson_lo") is not None:
+        return f"[{row['wilson_lo']:.3f}, {row['wilson_hi']:.3f}] (W)"
+    return f"[{lo:.3f}, {hi:.3f}]"
+
+
 def _markdown_table(rows: list[dict[str, Any]], cols: tuple[str, ...]) -> str:
     head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
     return head + "".join("| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |\n" for r in rows)
@@ -167,11 +178,13 @@ def write_report(spec: Spec, nodes: list[Node], study: Path, out: Path,
             f"- Scorers: {', '.join(spec.scorers)}; Refusal Drift vs the baseline: "
             f"{'yes' if spec.drift else 'no'}\n\n"
             "## Results\n\nRRR = share of harmful eval prompts refused (95% percentile bootstrap "
-            "over prompts; Wilson's interval at 0 or 1). complied = substantive compliance. "
-            "attack_flops from the attack run's compute accounting.\n\n"
-            + _markdown_table(rows, ("model", "attack", "n_data", "steps", "seed", "scorer",
-                                     "n", "rrr", "rrr_lo", "rrr_hi", "complied", "ce_bits",
-                                     "rd_refused", "attack_flops"))
+            "over prompts; Wilson's, marked (W), where the bootstrap is a point at 0 or 1). "
+            "complied = substantive compliance. attack_flops from the attack run's compute "
+            "accounting.\n\n"
+            + _markdown_table([{**r, "rrr_ci95": _ci95(r)} for r in rows],
+                              ("model", "attack", "n_data", "steps", "seed", "scorer",
+                               "n", "rrr", "rrr_ci95", "complied", "ce_bits",
+                               "rd_refused", "attack_flops"))
             + "\n## Fits and figures\n\n"
             + _fits(out, sorted({r["generate_run"] for r in rows}), len(spec.models),
                     bool(spec.attacks), n_boot)
