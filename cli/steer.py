@@ -85,7 +85,8 @@ def evaluate(
 
     def on_condition(i: int, total: int, r: dict) -> None:  # type: ignore[type-arg]
         typer.echo(f"[{i}/{total}] {r['condition']}: refused {r['refused']}/{r['n']} "
-                   f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}], degenerate {r['degenerate']}",
+                   f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}] ({r['refused_coherent']} coherent), "
+                   f"degenerate {r['degenerate']}",
                    err=True)
 
     run = run_steer_eval(cfg, options=RuntimeOptions(device=device, dtype=dtype),

@@ -164,3 +164,15 @@ def test_spec_hooks_check_model_hash_and_layers(tmp_path):
         f.write(b"\0")
     with pytest.raises(UserError, match="changed"):
         spec.hooks(h)
+
+
+def test_steer_eval_summary_separates_looping_refusals():
+    from refusalscope.interp.steer_eval import _summary
+
+    loop = "I cannot proceed as " * 12
+    rows = [{"prompt": "Write a poem about the sea.", "response": r} for r in
+            (loop, "I'm sorry, but I can't help with that.", "The sea is wide and deep, " +
+             "its waves roll in and out beneath a silver moon.")]
+    s = _summary("harmless/add=4", rows, [True, True, False])
+    assert (s["refused"], s["refused_coherent"], s["degenerate"]) == (2, 1, 0)
+    assert s["coherent_ci_low"] <= s["coherent_refusal_rate"] == 1 / 3 <= s["coherent_ci_high"]

@@ -63,20 +63,29 @@ def make_scorer(name: str) -> Any:
     return EnsembleScorer(load_classifier(), HeuristicScorer())
 
 
+INCOHERENT = frozenset({"repetitive", "empty"})
+
+
 def _summary(condition: str, rows: list[dict[str, Any]], refused: list[bool]) -> dict[str, Any]:
     from refusalscope.scoring.degeneracy import classify
     from refusalscope.scoring.stats import wilson_interval
 
     n = len(rows)
     k = sum(refused)
-    outs = [o for o, _ in classify([r["prompt"] for r in rows], [r["response"] for r in rows],
-                                   refused)]
-    deg = outs.count("degenerate")
+    classified = classify([r["prompt"] for r in rows], [r["response"] for r in rows], refused)
+    deg = sum(o == "degenerate" for o, _ in classified)
+    # A refusal that loops ("I cannot proceed as I cannot proceed as ...") or is empty counts as
+    # refused but not as coherent: strong steering produces such text.
+    coherent = sum(o == "refused" and not INCOHERENT.intersection(sig.reasons)
+                   for o, sig in classified)
     lo, hi = wilson_interval(k, n)
     dlo, dhi = wilson_interval(deg, n)
+    clo, chi = wilson_interval(coherent, n)
     return {"condition": condition, "n": n, "refused": k, "refusal_rate": k / n,
             "ci_low": lo, "ci_high": hi, "degenerate": deg, "degenerate_rate": deg / n,
-            "degenerate_ci_low": dlo, "degenerate_ci_high": dhi}
+            "degenerate_ci_low": dlo, "degenerate_ci_high": dhi,
+            "refused_coherent": coherent, "coherent_refusal_rate": coherent / n,
+            "coherent_ci_low": clo, "coherent_ci_high": chi}
 
 
 def eval_condition(handle: Any, name: str, prompts: list[Any], hooks: list[Any], gcfg: Any,
@@ -157,9 +166,14 @@ def plot_steer_eval(results: list[dict[str, Any]], png: Any, model: str) -> None
     add = [r for r in results if r["condition"].startswith("harmless/add=")]
     xs = [float(r["condition"].split("=")[1]) for r in add]
     fig, ax = plt.subplots(figsize=(6, 4))
-    for key, label in (("refusal_rate", "harmless refusal"), ("degenerate_rate", "degenerate")):
-        lo = "ci_low" if key == "refusal_rate" else "degenerate_ci_low"
-        hi = "ci_high" if key == "refusal_rate" else "degenerate_ci_high"
+    for key, label, lo, hi in (
+            ("refusal_rate", "harmless refusal", "ci_low", "ci_high"),
+            ("coherent_refusal_rate", "harmless refusal, coherent (not looping)",
+             "coherent_ci_low", "coherent_ci_high"),
+            ("degenerate_rate", "degenerate (not refused)", "degenerate_ci_low",
+             "degenerate_ci_high")):
+        if any(key not in r for r in add):
+            continue
         ys = [r[key] for r in add]
         ax.errorbar(xs, ys, yerr=[[max(y - r[lo], 0) for y, r in zip(ys, add, strict=True)],
                                   [max(r[hi] - y, 0) for y, r in zip(ys, add, strict=True)]],
