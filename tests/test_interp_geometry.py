@@ -117,3 +117,13 @@ def test_compare_and_report(tmp_path):
     md = (out / "geometry.md").read_text()
     assert "| big.h5 | big | 2 |" in md and "shrunk" in md
     assert (out / "geometry.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_figure_labels_are_short():
+    from refusalscope.interp.geometry_report import _label, _short
+
+    run = "/x/runs/20261128T154556299848Z_attack-lora_qwen2.5-coder-0.5b_8338b897"
+    assert _label({"model": "m", "adapter": run + "/adapter"}) == "m + attack-lora 8338b897"
+    assert _short("20261128T213411396813Z_probe_qwen2.5-coder-0.5b_a2eff6f7") == "probe a2eff6f7"
+    assert _short("/some/where/a-very-long-file-name-of-a-probe-file.h5") == \
+        "a-very-long-file-name-of-a-p"

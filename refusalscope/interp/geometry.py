@@ -153,15 +153,17 @@ def shift_rows(base: str | Path, other: str | Path, site: str, pos: int = -1,
         xb, yb = _layer(base, site, layer, pos)
         xo, yo = _layer(other, site, layer, pos)
         db, do = diff_in_means(xb, yb), diff_in_means(xo, yo)
-        r = db / np.linalg.norm(db)
-        cos = float(db @ do / (np.linalg.norm(db) * np.linalg.norm(do)))
-        ratio = float(np.linalg.norm(do) / np.linalg.norm(db))
+        with np.errstate(invalid="ignore", divide="ignore"):  # no direction (layer 0): nan rows
+            r = db / np.linalg.norm(db)
+            cos = float(db @ do / (np.linalg.norm(db) * np.linalg.norm(do)))
+            ratio = float(np.linalg.norm(do) / np.linalg.norm(db))
+            sep = float(do @ r / np.linalg.norm(db))
         w, b = _fit(xb, yb)
         verdict = ("rotated" if cos < ROTATED_BELOW else
                    "shrunk" if ratio < SHRUNK_BELOW else "kept")
         rows.append({"baseline": label(base), "other": label(other), "layer": layer,
                      "rel_depth": layer / mb.n_layers, "cosine": cos, "norm_ratio": ratio,
-                     "separation_along_base": float(do @ r / np.linalg.norm(db)),
+                     "separation_along_base": sep,
                      "proj_harmful_base": float((xb[yb == 1] @ r).mean()),
                      "proj_harmful_other": float((xo[yo == 1] @ r).mean()),
                      "probe_acc_other": probe_accuracy(xo, yo, seed=seed),

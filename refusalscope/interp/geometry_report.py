@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 from refusalscope.fileio import atomic_write_text
 
 FILE_CSV, SHIFT_CSV, SUMMARY_MD, FIGURE = "geometry.csv", "shift.csv", "geometry.md", "geometry.png"
+MIN_NORM_REL = 1e-3  # below this a layer has no harmful-vs-harmless direction to speak of
 
 
 def _csv(rows: Sequence[dict[str, Any]]) -> str:
@@ -31,8 +33,23 @@ def _md_table(rows: Sequence[dict[str, Any]], cols: Sequence[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+_RUN = re.compile(r"^\d{8}T\d+Z_(?P<command>[^_]+)_.+_(?P<hash>[0-9a-f]{8})$")
+
+
+def _short(name: str) -> str:
+    """A legend-sized name: `probe 1a2b3c4d` for a run folder, else the name cut to 28 chars."""
+    path = Path(str(name))
+    for part in (path.name, *(q.name for q in path.parents[:2])):
+        m = _RUN.match(part)
+        if m:
+            return f"{m['command']} {m['hash']}"
+    return path.name[:28]
+
+
 def _label(row: dict[str, Any]) -> str:
-    return f"{row['model']} ({row['file']})" if row.get("adapter") else row["model"]
+    if not row.get("adapter"):
+        return row["model"]
+    return f"{row['model']} + {_short(row['adapter'])}"
 
 
 def _summary(file_rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -42,11 +59,15 @@ def _summary(file_rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         rows = [r for r in file_rows if r["file"] == name]
         big = max(rows, key=lambda r: r["norm_rel"])
         acc = max(rows, key=lambda r: (r["probe_acc"], -r["layer"]))
-        low = min(rows, key=lambda r: r["erank"])
+        # Layers where harmful and harmless do not differ (e.g. the shared last template token at
+        # layer 0) have rank 0 trivially; the minimum is taken over the others.
+        live = [r for r in rows if r["norm_rel"] > MIN_NORM_REL] or rows
+        low = min(live, key=lambda r: r["erank"])
         out.append({"file": name, "model": rows[0]["model"], "n_layers": rows[0]["n_layers"],
                     "max norm_rel": big["norm_rel"], "at depth": big["rel_depth"],
                     "best probe acc": acc["probe_acc"], "first at depth": acc["rel_depth"],
-                    "min erank": low["erank"], "erank at depth": low["rel_depth"]})
+                    "min erank": low["erank"], "erank at depth": low["rel_depth"],
+                    "erank at best probe": acc["erank"]})
     return out
 
 
@@ -92,7 +113,7 @@ def _figure(path: Path, file_rows: Sequence[dict[str, Any]],
     for ax, (_, title) in zip(axes[0], panels, strict=True):
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("relative depth (layer / n_layers)")
-    axes[0][0].legend(fontsize=8)
+    axes[0][0].legend(fontsize=7, loc="best")
     if shift_rows:
         spanels = [("cosine", "cosine(baseline, other direction)"),
                    ("separation_along_base", "separation along baseline direction (x baseline)"),
@@ -101,11 +122,11 @@ def _figure(path: Path, file_rows: Sequence[dict[str, Any]],
             rows = [r for r in shift_rows if r["other"] == other]
             for ax, (key, _) in zip(axes[1], spanels, strict=True):
                 ax.plot([r["layer"] for r in rows], [r[key] for r in rows], marker=".",
-                        label=f"{other} vs {rows[0]['baseline']}")
+                        label=f"{_short(other)} vs {_short(rows[0]['baseline'])}")
         for ax, (_, title) in zip(axes[1], spanels, strict=True):
             ax.set_title(title, fontsize=10)
             ax.set_xlabel("layer")
-        axes[1][0].legend(fontsize=8)
+        axes[1][0].legend(fontsize=7, loc="best")
     fig.suptitle(f"refusal direction geometry at {site}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
