@@ -11,7 +11,7 @@ study_app = typer.Typer(
     rich_markup_mode=None,
     help="Run a study spec (TOML: models x attacks x seeds x eval x scorers) as a graph of runs "
          "that resumes where it stopped. SPEC is a .toml file or a shipped spec name "
-         "(quickstart, seed-plan).",
+         "(quickstart, seed-plan, defenses).",
 )
 
 _SPEC = typer.Argument(..., metavar="SPEC", help="A spec .toml file or a shipped spec name.")

@@ -38,6 +38,10 @@ def test_shipped_specs_load_and_expand() -> None:
     lora = [n for n in expand(sp) if n.kind == "attack-lora"]
     # 3 models x 3 data sizes x 3 seeds trajectories, each saving 500/1000/2000-step cells
     assert len(lora) == 27 and all(n.params["steps"] == [500, 1000, 2000] for n in lora)
+    ds = load_spec("defenses")
+    assert {d.kind for d in ds.defenses} == {"tar", "steer"}
+    kinds = [n.kind for n in expand(ds)]
+    assert kinds.count("defend-tar") == 1 and kinds.count("attack-lora") == 2
 
 
 def test_expansion_is_deterministic_and_content_addressed(tiny: Path) -> None:

@@ -116,7 +116,7 @@ class Spec:
 
 
 def shipped_specs() -> list[str]:
-    """Names of the specs that ship with the package (`quickstart`, `seed-plan`)."""
+    """Names of the specs that ship with the package (`quickstart`, `seed-plan`, `defenses`)."""
     root = resources.files("refusalscope.study") / "specs"
     return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".toml"))
 
