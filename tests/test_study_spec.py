@@ -42,6 +42,11 @@ def test_shipped_specs_load_and_expand() -> None:
     assert {d.kind for d in ds.defenses} == {"tar", "steer"}
     kinds = [n.kind for n in expand(ds)]
     assert kinds.count("defend-tar") == 1 and kinds.count("attack-lora") == 2
+    lg = expand(load_spec("lora-grid"))
+    lora = [n for n in lg if n.kind == "attack-lora"]
+    # the 0.5B: one trajectory per data size; the 1.5B: only its own step axis
+    assert sorted((n.params["n_data"], tuple(n.params["steps"])) for n in lora) == [
+        (16, (1, 4, 16, 64)), (64, (1, 4, 16, 32)), (64, (1, 4, 16, 64))]
 
 
 def test_expansion_is_deterministic_and_content_addressed(tiny: Path) -> None:
