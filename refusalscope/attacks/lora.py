@@ -16,7 +16,6 @@ import logging
 import os
 import random
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 from refusalscope.attacks.compute import ComputeLog, count_params
 from refusalscope.attacks.pairs import IGNORE, TARGET_KINDS, Pair, collate, encode_pair
 from refusalscope.errors import UserError
+from refusalscope.models.peft_quiet import quiet_peft
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +118,7 @@ def attach_lora(model: Any, cfg: LoraAttackConfig) -> Any:
     torch.manual_seed(cfg.seed)
     lcfg = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
                       target_modules=targets, bias="none", task_type="CAUSAL_LM")
-    with warnings.catch_warnings():  # peft asks a deprecated transformers property
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+    with quiet_peft():
         peft_model = get_peft_model(model, lcfg)
     if cfg.grad_checkpointing:
         peft_model.get_base_model().gradient_checkpointing_enable(

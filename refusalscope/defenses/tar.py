@@ -39,7 +39,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -50,6 +49,7 @@ from refusalscope.attacks.lora import (
 )
 from refusalscope.attacks.pairs import TARGET_KINDS, Pair, collate
 from refusalscope.errors import UserError
+from refusalscope.models.peft_quiet import quiet_peft
 
 log = logging.getLogger(__name__)
 
@@ -162,9 +162,7 @@ def attach_adapters(model: Any, cfg: TarConfig) -> Any:
 
     targets = target_modules_for(model, LoraAttackConfig(model=cfg.model))  # the attack's
     torch.manual_seed(cfg.seed)
-    with warnings.catch_warnings():  # peft asks a deprecated transformers property
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing",
-                                category=FutureWarning)
+    with quiet_peft():
         pm = get_peft_model(model, _lora_config(cfg.rank, cfg.alpha, targets),
                             adapter_name=DEFENSE)
         pm.add_adapter(ATTACK, _lora_config(cfg.inner_rank, cfg.inner_alpha, targets))

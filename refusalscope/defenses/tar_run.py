@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from refusalscope.defenses.tar import (
     inner_attack, outer_update, own_replies, param_counts, refusal_pairs,
 )
 from refusalscope.errors import UserError
+from refusalscope.models.peft_quiet import quiet_peft
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +86,7 @@ def _save_adapter(model: Any, out: Path) -> None:
 
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    with warnings.catch_warnings():  # peft asks a deprecated transformers property
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing",
-                                category=FutureWarning)
+    with quiet_peft():
         model.save_pretrained(str(tmp), selected_adapters=[DEFENSE])
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp / DEFENSE, out)

@@ -177,6 +177,9 @@ def _adapter_dir(adapter: str | Path) -> Path:
 def _attach_adapter(model: Any, adapter_dir: Path) -> Any:
     from peft import PeftModel
 
-    peft_model = PeftModel.from_pretrained(model, str(adapter_dir))
+    from refusalscope.models.peft_quiet import quiet_peft
+
+    with quiet_peft():
+        peft_model = PeftModel.from_pretrained(model, str(adapter_dir))
     peft_model.eval()
     return peft_model
