@@ -110,6 +110,20 @@ def test_forbidden_and_sampling(handle):
             assert not forb[row[pos]]
 
 
+def test_added_control_tokens_are_forbidden():
+    from refusalscope.models.tiny import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    tok.add_tokens(["<|fim_middle|>"], special_tokens=True)
+    tok.add_tokens(["<tool_call>"])  # added, not special
+    ids = [tok.convert_tokens_to_ids(t) for t in ("<|fim_middle|>", "<tool_call>", "<|im_start|>")]
+    assert tok("a<|fim_middle|>b").input_ids.count(ids[0]) == 1  # it round-trips: the filter keeps it
+    for allow in (False, True):
+        forb = forbidden_tokens(tok, len(tok) + 8, allow_non_ascii=allow)
+        assert forb[ids].all() and forb[len(tok):].all()
+        assert not forb[tok.convert_tokens_to_ids("a")]
+
+
 def test_step_keeps_or_lowers_best_loss(handle):
     cfg = GCGConfig(steps=3, search_width=16, topk=8, suffix_len=6, seed=1)
     opt = GCG(handle, [(GOAL, TARGET)], cfg)

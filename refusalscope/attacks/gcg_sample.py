@@ -12,8 +12,11 @@ _FORBIDDEN: dict[tuple[int, int, int, bool], Any] = {}  # same tokenizer object 
 
 
 def forbidden_tokens(tokenizer: Any, vocab_size: int, allow_non_ascii: bool) -> Any:
-    """`[V]` bool mask of tokens never sampled: specials, ids past the tokenizer, empty text,
-    and (unless `allow_non_ascii`) tokens whose text is not printable ASCII. Cached."""
+    """`[V]` bool mask of tokens never sampled: specials, every added token (chat and FIM control
+    tokens such as `<|im_start|>` or `<|fim_middle|>`, which a user of a chat API cannot type and
+    which round-trip, so the filter would keep them; transformers 5's `all_special_ids` misses
+    most of them, e.g. 2 of Qwen2.5's 22), ids past the tokenizer, empty text, and (unless
+    `allow_non_ascii`) tokens whose text is not printable ASCII. Cached."""
     import torch
 
     key = (id(tokenizer), len(tokenizer), vocab_size, allow_non_ascii)
@@ -25,6 +28,8 @@ def forbidden_tokens(tokenizer: Any, vocab_size: int, allow_non_ascii: bool) -> 
     ok = [bool(t) and (allow_non_ascii or (t.isascii() and t.isprintable())) for t in texts]
     mask[:n] = ~torch.tensor(ok)
     mask[list(tokenizer.all_special_ids)] = True
+    added = [i for i in getattr(tokenizer, "added_tokens_decoder", {}) if i < vocab_size]
+    mask[added] = True
     _FORBIDDEN[key] = mask
     return mask
 
