@@ -18,7 +18,7 @@ def steer(
     model: str = typer.Option(..., "--model", "-m", help="The attacked model's base: registry name or folder."),
     adapter: str | None = typer.Option(None, "--adapter", help="The attack: an attack-lora run or a peft adapter folder."),
     directions: str | None = typer.Option(None, "--directions", "-d", help="directions.h5 from `probe sweep` (of the base model)."),
-    alpha: str = typer.Option("0,1,2,4,8", "--alpha", help="Addition coefficients to search (x difference-in-means)."),
+    alpha: str = typer.Option("0,0.25,0.5,1,2,4", "--alpha", help="Addition coefficients to search (x difference-in-means)."),
     layers: str | None = typer.Option(None, help="Addition layers (L, L1,L2, L1-L2) [default: the selected layer]."),
     n: int = typer.Option(16, "--n", help="Direction-split harmful and harmless prompts each for the search."),
     skip: int = typer.Option(0, "--skip", help="Skip the first k direction-split prompts (e.g. those the direction came from)."),

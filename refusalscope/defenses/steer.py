@@ -45,7 +45,9 @@ class SteerDefenseConfig:
     model: str
     directions: str | None
     adapter: str | None = None  # the attack: a peft adapter folder or an attack-lora run
-    alphas: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0, 8.0)
+    # sub-1 values matter: on the attacked 1.5B, alpha 1 already made 94% of harmless prompts refused
+    # and 0.5 was the best trade-off; 8 was noise on both ladder models
+    alphas: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
     layers: tuple[int, ...] | None = None  # None: the file's selected layer
     n: int = 16  # direction-split prompts per class for the search
     skip: int = 0

@@ -47,7 +47,7 @@ DEFENSE_KEYS: dict[str, dict[str, Any]] = {
             "retain_weight": 1.0, "rank": 8, "inner_rank": 8, "n_data": 16, "n_retain": 16,
             "retain_new_tokens": 48, "batch_size": 4, "max_len": 128, "target_kind": "auto",
             "data": None, "seed": 0},
-    "steer": {"alphas": [0.0, 1.0, 2.0, 4.0, 8.0], "n": 16, "skip": 0, "rule": "margin",
+    "steer": {"alphas": [0.0, 0.25, 0.5, 1.0, 2.0, 4.0], "n": 16, "skip": 0, "rule": "margin",
               "target": 0.9, "max_new_tokens": 48, "sweep_n": 32, "sweep_n_val": 16,
               "positions": "post-instruction", "seed": 0},
 }
