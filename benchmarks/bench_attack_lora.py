@@ -34,12 +34,12 @@ from refusalscope.attacks.pairs import IGNORE, collate, encode_pair, load_pairs 
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
-def synthetic(n: int, length: int, response: int, vocab: int, seed: int) -> list[dict]:
-    """n single-row batches of random token ids; labels on the last `response` tokens."""
+def synthetic(n: int, batch: int, length: int, response: int, vocab: int, seed: int) -> list[dict]:
+    """n batches [batch, length] of random token ids; labels on the last `response` tokens."""
     g = torch.Generator().manual_seed(seed)
     out = []
     for _ in range(n):
-        ids = torch.randint(0, vocab, (1, length), generator=g)
+        ids = torch.randint(0, vocab, (batch, length), generator=g)
         labels = ids.clone()
         labels[:, : length - response] = IGNORE
         out.append({"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels})
@@ -73,10 +73,8 @@ def main() -> None:
                            rank=a.rank, alpha=2 * a.rank, target_modules=targets,
                            max_len=a.max_len, grad_checkpointing=a.grad_checkpointing)
     if a.random_init:
-        rows = synthetic(a.batch_size * (a.steps + 1), a.max_len, a.response_len or a.max_len // 2,
-                         handle.model.config.vocab_size, seed=0)
-        batches = [{k: torch.cat([r[k] for r in rows[i * a.batch_size:(i + 1) * a.batch_size]])
-                    for k in rows[0]} for i in range(a.steps + 1)]
+        batches = synthetic(a.steps + 1, a.batch_size, a.max_len,
+                            a.response_len or a.max_len // 2, handle.model.config.vocab_size, seed=0)
     else:
         enc = [encode_pair(handle, p, cfg.max_len) for p in load_pairs(cfg.n_data, seed=0)]
         batches = [collate([enc[i] for i in batch_indices(len(enc), cfg.batch_size, 0, step)],
@@ -91,7 +89,6 @@ def main() -> None:
 
     times: dict[str, list[float]] = {"head-only": [], "full-logits": []}
     tokens = response = 0
-    peak = 0.0
     for step in range(a.steps + 1):
         batch = {k: v.to(handle.device) for k, v in batches[step].items()}
         for name, fn in (("head-only", response_loss), ("full-logits", naive)):
@@ -111,8 +108,7 @@ def main() -> None:
             response += int((batch["labels"][:, 1:] != IGNORE).sum())
         print(f"step {step}: {n_tok} tokens, loss {float(loss.detach()):.4f}"
               + (" (warm-up)" if step == 0 else ""))
-    if handle.device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated() / 2**30
+    peak = torch.cuda.max_memory_allocated() / 2**30 if handle.device.type == "cuda" else 0.0
     h, f = (sum(times[k]) / len(times[k]) for k in ("head-only", "full-logits"))
     print(f"{a.random_init or a.model} {handle.device} {next(model.parameters()).dtype} "
           f"batch {a.batch_size}: head-only {h:.2f} s/step, full-logits {f:.2f} s/step, "
