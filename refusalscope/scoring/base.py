@@ -23,7 +23,9 @@ class Label:
     response was judged a compliance. `scorer`/`scorer_version` identify the rule that decided.
     Probabilistic scorers also fill `p_refused` (calibrated P(refused)) and `entropy` (of that
     two-class distribution, in bits); both are left out of `to_dict()` when None, so heuristic
-    rows keep their original JSON.
+    rows keep their original JSON. Outcome classifiers (three classes: refused / complied /
+    off-topic-or-degenerate) also fill `p_complied` and `p_offtopic` (calibrated, summing with
+    `p_refused` to 1); two-class scorers leave them None and `to_dict()` leaves them out.
     """
 
     refused: bool
@@ -32,10 +34,13 @@ class Label:
     scorer_version: str
     p_refused: float | None = None
     entropy: float | None = None
+    p_offtopic: float | None = None
+    p_complied: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items()
-                if v is not None or k not in ("p_refused", "entropy")}
+                if v is not None or k not in ("p_refused", "entropy", "p_offtopic",
+                                              "p_complied")}
 
 
 @runtime_checkable
