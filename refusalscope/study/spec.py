@@ -8,7 +8,8 @@ one-line `UserError` that names the key and where it is (`attacks.lora.stepz`).
     seeds = [0]
     scorers = ["heuristic", "ensemble"]
     [eval]                      # split = "eval" | prompts = "file.jsonl"; n; max_new_tokens
-    [[models]]                  # name = registry name or model folder; attacks = [...] (optional)
+    [[models]]                  # name = registry name or model folder; attacks = [...] (optional);
+                                # control = true: never refuses, left out of size fits
     [attacks.lora]              # kind = "lora" (default: the table name); grid axes are lists
     [attacks.gcg]               # kind = "gcg"; after = "lora" attacks the LoRA-attacked model
     [probe]                     # optional: activations per model and per attacked model
@@ -62,6 +63,7 @@ TOP_KEYS = ("name", "description", "seeds", "scorers", "drift", "eval", "models"
 class ModelSpec:
     name: str
     attacks: tuple[str, ...] | None = None  # None: every attack in the spec
+    control: bool = False  # a model that never refuses (the registry may say so too)
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,8 @@ class Spec:
                 "scorers": list(self.scorers), "drift": self.drift, "device": self.device,
                 "eval": dict(self.eval),
                 "models": [{"name": m.name, **({"attacks": list(m.attacks)}
-                                                if m.attacks is not None else {})}
+                                                if m.attacks is not None else {}),
+                            **({"control": True} if m.control else {})}
                            for m in self.models],
                 "attacks": {a.name: {"kind": a.kind, **{k: list(v) for k, v in a.grid.items()},
                                      **a.fixed, **({"after": a.after} if a.after else {})}
@@ -113,6 +116,11 @@ class Spec:
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, base: Path | None = None) -> Spec:
         return parse_spec(d, base=base)
+
+    def controls(self) -> tuple[str, ...]:
+        """Names of the spec's models marked `control = true` (for `gather_points(controls=)`;
+        the registry's own controls are marked there whatever the spec says)."""
+        return tuple(m.name for m in self.models if m.control)
 
 
 def shipped_specs() -> list[str]:
@@ -173,7 +181,9 @@ def _models(raw: Any, base: Path | None) -> tuple[ModelSpec, ...]:
         entry = {"name": item} if isinstance(item, str) else item
         if not isinstance(entry, dict):
             raise UserError(f"models[{i}] must be a name or a table with name = ...")
-        _unknown(entry, ("name", "attacks"), f"models[{i}]")
+        _unknown(entry, ("name", "attacks", "control"), f"models[{i}]")
+        if not isinstance(entry.get("control", False), bool):
+            raise UserError(f"models[{i}].control must be true or false")
         name = entry.get("name")
         if not isinstance(name, str):
             raise UserError(f"models[{i}] has no name")
@@ -184,7 +194,8 @@ def _models(raw: Any, base: Path | None) -> tuple[ModelSpec, ...]:
                                 f"({', '.join(known_names())}) nor a model folder")
             name = str(folder.resolve())
         attacks = entry.get("attacks")
-        out.append(ModelSpec(name, tuple(attacks) if attacks is not None else None))
+        out.append(ModelSpec(name, tuple(attacks) if attacks is not None else None,
+                             bool(entry.get("control", False))))
     return tuple(out)
 
 
