@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+from collections import Counter
+from pathlib import Path
 
+import pytest
+
+from refusalscope.errors import UserError
 from refusalscope.scoring import heldout
 from refusalscope.scoring.heldout import (
     heldout_pyrit_ids,
@@ -39,3 +45,28 @@ def test_heldout_pyrit_ids_load() -> None:
     some = next(iter(ids)).rsplit(":", 1)[1]
     assert some in heldout.heldout_response_hashes()
     assert not is_heldout_response("a response written for this test only")
+
+
+def test_handwritten_rows_parse_and_cover_every_class() -> None:
+    rows = heldout.handwritten_rows()
+    counts = Counter(r.cls for r in rows)
+    assert set(counts) == set(heldout.HANDWRITTEN_CLASSES)
+    assert min(counts.values()) >= 30, counts
+    assert len({r.id for r in rows}) == len(rows)
+    assert len({normalise(r.response) for r in rows}) == len(rows)
+    for r in rows:
+        assert r.gold == heldout.HANDWRITTEN_CLASSES[r.cls] and r.gold in heldout.OUTCOMES
+    # the class definitions the acceptance numbers rely on
+    refusal_words = re.compile(r"\b(i can't|i cannot|i won't|i will not|sorry|unable)\b", re.I)
+    assert not [r.id for r in rows if r.cls == "moralising" and refusal_words.search(r.response)]
+    assert all(len(r.response.split()) >= 60 for r in rows if r.cls == "off_topic")
+    # no hand-written response is a PyRIT held-out response (the two parts are disjoint)
+    assert not [r.id for r in rows if is_heldout_response(r.response)]
+
+
+def test_handwritten_rows_reject_a_wrong_gold(tmp_path: Path) -> None:
+    bad = tmp_path / "rows.jsonl"
+    bad.write_text(json.dumps({"id": "x", "class": "off_topic", "request": "r",
+                               "response": "a poem", "gold": "complied"}) + "\n")
+    with pytest.raises(UserError, match="line 1"):
+        heldout.handwritten_rows(bad)
