@@ -29,6 +29,7 @@ import numpy as np
 from refusalscope.errors import UserError
 from refusalscope.study.fitspec import FitSpec, Gathered, build_specs, cells_of, predict
 from refusalscope.study.points import METRICS, RD_OVER, Point
+from refusalscope.study.sizes import N_KINDS
 from refusalscope.study.regress import FitFailed, log_likelihood, logistic_mle, r_squared, wls
 
 X_AXES = ("size", "compute", "both")
@@ -46,6 +47,8 @@ class FitConfig:
     interaction: bool = False  # add b_NC·log N·log C to the joint fit
     c0: float | None = None  # None: baseline as its own intercept; else log(C + c0)
     rd_over: str = "refused"  # RD over prompts refused at baseline, or all prompts
+    n_kind: str = "non-embedding"  # N in fits: non-embedding | total (released) parameters
+    include_controls: bool = False  # keep never-refusing control models in fits vs size
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
@@ -60,6 +63,8 @@ class FitConfig:
             raise UserError(f"--c0 must be > 0 (got {self.c0})")
         if self.rd_over not in RD_OVER:
             raise UserError(f"unknown --rd-over {self.rd_over!r}: one of {', '.join(RD_OVER)}")
+        if self.n_kind not in N_KINDS:
+            raise UserError(f"unknown --n-kind {self.n_kind!r}: one of {', '.join(N_KINDS)}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -132,8 +137,9 @@ def fit_metric(points: Sequence[Point], cfg: FitConfig) -> FitResult:
         res = fit_metric(gather_points(find_runs("artifacts/runs")), FitConfig("rrr", "compute"))
         [(f.spec.name, f.estimate, f.ci) for f in res.fits]
     """
-    data = Gathered.from_points(points, cfg.metric, cfg.rd_over)
-    specs, notes = build_specs(data, cfg.x, interaction=cfg.interaction, c0=cfg.c0)
+    data = Gathered.from_points(points, cfg.metric, cfg.rd_over, n_kind=cfg.n_kind)
+    specs, notes = build_specs(data, cfg.x, interaction=cfg.interaction, c0=cfg.c0,
+                               include_controls=cfg.include_controls)
     notes = data.notes + notes
     ones_w, ones_r = np.ones(data.n_prompts), np.ones(data.n_runs)
     kept: list[tuple[FitSpec, np.ndarray]] = []

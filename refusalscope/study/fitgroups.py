@@ -4,8 +4,11 @@
 - compute: one group per model, attack kind and defense (its baseline runs included: the
   defended model's own for TAR, the undefended ones otherwise), on each C axis;
 - both: one joint group per attack kind and defense (all models, baselines included).
-A group without enough distinct x values is skipped with a note; an axis with no group at all
-is a `UserError` that says what is missing.
+A chained attack ("lora+gcg") is a kind of its own. A group without enough distinct x values is
+skipped with a note; an axis with no group at all is a `UserError` that says what is missing.
+Controls (models that never refuse) are left out of size and joint fits, with a note, unless
+`include_controls`; per-model compute fits keep them.
+`compute_group` / `joint_group` name the groups, so figures find the fit of a kind and defense.
 """
 
 from __future__ import annotations
@@ -18,16 +21,38 @@ from refusalscope.study.fitspec import C_AXES, FORMS, FitSpec, Gathered, _fmt_n
 Specs = tuple[list[FitSpec], list[str]]
 
 
+def compute_group(model: str, kind: str, defense: str) -> str:
+    """The group name of one model's fit vs compute under an attack kind and defense."""
+    return f"{model} {kind}{_tag(defense)}"
+
+
+def joint_group(kind: str, defense: str) -> str:
+    """The group name of the joint fit (all models) of an attack kind and defense."""
+    return f"all models {kind}{_tag(defense)}"
+
+
 def _sizes(data: Gathered, runs: list[int]) -> set[int]:
-    return {data.points[j].n_params for j in runs}
+    return {data.points[j].n(data.n_kind) for j in runs}
 
 
-def size_specs(data: Gathered, *, interaction: bool, c0: float | None) -> Specs:
+def _sized(data: Gathered, include_controls: bool) -> tuple[list[int], list[str]]:
+    """Runs that size fits may use, and a note naming the controls left out."""
+    controls = sorted({p.model for p in data.points if p.control})
+    if include_controls or not controls:
+        return list(range(data.n_runs)), []
+    return ([j for j, p in enumerate(data.points) if not p.control],
+            [f"{', '.join(controls)}: a control (never refuses), left out of the fits vs size "
+             "and reported beside them in the cells (--include-controls keeps it)"])
+
+
+def size_specs(data: Gathered, *, interaction: bool, c0: float | None,
+               include_controls: bool = False) -> Specs:
     metric = _metric(data)
+    runs_ok, notes = _sized(data, include_controls)
     groups: dict[str, list[int]] = {}
-    for j, p in enumerate(data.points):
-        groups.setdefault(p.strength, []).append(j)
-    specs, notes = [], []
+    for j in runs_ok:
+        groups.setdefault(data.points[j].strength, []).append(j)
+    specs: list[FitSpec] = []
     for strength, runs in sorted(groups.items()):
         if len(_sizes(data, runs)) < 2:
             notes.append(f"{strength}: one model size only; no fit vs size")
@@ -36,13 +61,15 @@ def size_specs(data: Gathered, *, interaction: bool, c0: float | None) -> Specs:
                   for form in FORMS[metric]]
     if not specs:
         sizes = ", ".join(f"{_fmt_n(n)} ({m})" for n, m in
-                          sorted({(p.n_params, p.model) for p in data.points}))
+                          sorted({(p.n(data.n_kind), p.model) for p in data.points}))
         raise UserError("a fit vs model size needs runs of at least 2 model sizes under one "
-                        f"attack strength; these runs have N = {sizes}")
+                        f"attack strength; these runs have N = {sizes}"
+                        + "".join(f" ({n})" for n in notes))
     return specs, notes
 
 
-def compute_specs(data: Gathered, *, interaction: bool, c0: float | None) -> Specs:
+def compute_specs(data: Gathered, *, interaction: bool, c0: float | None,
+                  include_controls: bool = False) -> Specs:
     metric = _metric(data)
     specs, notes = [], []
     for model in sorted({p.model for p in data.points}):
@@ -51,7 +78,7 @@ def compute_specs(data: Gathered, *, interaction: bool, c0: float | None) -> Spe
             base = _base(data, defense, model)
             for axis in C_AXES:
                 att = _attacked(data, kind, axis, model, defense)
-                group = f"{model} {kind}" + _tag(defense)
+                group = compute_group(model, kind, defense)
                 if len({data.c_values(axis)[j] for j in att}) < 2:
                     notes.append(f"{group}: fewer than 2 {axis} levels; no fit vs {axis}")
                     continue
@@ -63,13 +90,17 @@ def compute_specs(data: Gathered, *, interaction: bool, c0: float | None) -> Spe
     return specs, notes
 
 
-def both_specs(data: Gathered, *, interaction: bool, c0: float | None) -> Specs:
+def both_specs(data: Gathered, *, interaction: bool, c0: float | None,
+               include_controls: bool = False) -> Specs:
     metric = _metric(data)
-    specs, notes = [], []
-    for kind, defense in sorted({(p.attack, p.defense) for p in data.points if p.attacked}):
-        base = _base(data, defense)
+    runs_ok, notes = _sized(data, include_controls)
+    ok = set(runs_ok)
+    specs: list[FitSpec] = []
+    for kind, defense in sorted({(data.points[j].attack, data.points[j].defense)
+                                 for j in runs_ok if data.points[j].attacked}):
+        base = [j for j in _base(data, defense) if j in ok]
         for axis in C_AXES:
-            att = _attacked(data, kind, axis, defense=defense)
+            att = [j for j in _attacked(data, kind, axis, defense=defense) if j in ok]
             n_c = len({data.c_values(axis)[j] for j in att})
             n_n = len(_sizes(data, att + base))
             if n_c < 2 or n_n < 2:
@@ -78,12 +109,13 @@ def both_specs(data: Gathered, *, interaction: bool, c0: float | None) -> Specs:
                              "compute level(s); a joint fit needs 2+ of each")
                 continue
             extra = ("logN",) + (("logN*logC",) if interaction else ())
-            specs += [s for s in _c_specs(metric, "both", f"all models {kind}{_tag(defense)}",
+            specs += [s for s in _c_specs(metric, "both", joint_group(kind, defense),
                                           axis, att, base, extra, c0) if s.form != "loglog"]
     if not specs:
         raise UserError("a joint fit vs model size and compute is impossible: "
                         + "; ".join(notes[:2] or ["no attacked runs found"])
-                        + " (--x compute or --x size fit one axis)")
+                        + " (--x compute or --x size fit one axis)"
+                        + "".join(f" ({n})" for n in notes[:1] if "control" in n))
     return specs, notes
 
 

@@ -7,7 +7,7 @@ run. A `FitSpec` names its form, its design columns and the runs it uses:
 | column      | value per run                                     | coefficient |
 |-------------|---------------------------------------------------|-------------|
 | `1`         | 1                                                 | `a`         |
-| `logN`      | ln(parameters)                                    | `b_N`       |
+| `logN`      | ln N (`n_kind`: non-embedding or total parameters) | `b_N`       |
 | `attacked`  | 1 for an attacked run, 0 for the baseline         | `d_attack`  |
 | `logC`      | 1[attacked]·ln C, or ln(C + c0) when c0 is given  | `b_C`       |
 | `logN*logC` | the product of the two                            | `b_NC`      |
@@ -23,6 +23,7 @@ import numpy as np
 
 from refusalscope.errors import UserError
 from refusalscope.study.points import Point
+from refusalscope.study.sizes import N_KINDS
 
 COEF = {"1": "a", "logN": "b_N", "attacked": "d_attack", "logC": "b_C", "logN*logC": "b_NC"}
 C_AXES = ("flops", "examples")
@@ -71,9 +72,13 @@ class Gathered:
     row_y: np.ndarray
     bounds: np.ndarray  # [n_runs + 1]: run j's rows are bounds[j]:bounds[j+1]
     notes: list[str]
+    n_kind: str = "non-embedding"  # which N the design's logN uses (`sizes.N_KINDS`)
 
     @classmethod
-    def from_points(cls, points: Sequence[Point], metric: str, rd_over: str) -> Gathered:
+    def from_points(cls, points: Sequence[Point], metric: str, rd_over: str,
+                    n_kind: str = "non-embedding") -> Gathered:
+        if n_kind not in N_KINDS:
+            raise UserError(f"unknown --n-kind {n_kind!r}: one of {', '.join(N_KINDS)}")
         notes: list[str] = []
         kept, vals = [], []
         for p in points:
@@ -105,7 +110,7 @@ class Gathered:
             notes.append("runs were scored by different scorers: "
                          + ", ".join(sorted({p.scorer for p in kept})))
         return cls(metric, kept, ids, np.concatenate(rr), np.concatenate(rp), np.concatenate(ry),
-                   np.array(bounds), notes)
+                   np.array(bounds), notes, n_kind)
 
     @property
     def n_runs(self) -> int:
@@ -148,11 +153,16 @@ class Gathered:
         return num / den if den > 0 else float("nan")
 
     def c_values(self, axis: str) -> np.ndarray:
-        return np.array([p.flops if axis == "flops" else p.examples for p in self.points])
+        """Every run's attack compute in `axis` (`points.C_UNITS`; 0 = no attack)."""
+        return np.array([p.compute(axis) for p in self.points])
+
+    def n_values(self) -> np.ndarray:
+        """Every run's model size N of this fit's `n_kind`."""
+        return np.array([p.n(self.n_kind) for p in self.points], dtype=float)
 
     def features(self, spec: FitSpec) -> np.ndarray:
         """Design matrix [n_runs, k] of `spec`'s columns for every run."""
-        n = np.array([p.n_params for p in self.points], dtype=float)
+        n = self.n_values()
         c = self.c_values(spec.c_axis) if spec.c_axis else np.zeros(self.n_runs)
         return design(spec, n, c)
 
@@ -189,13 +199,14 @@ def _fmt_n(n: float) -> str:
     return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.0f}M"
 
 
-def build_specs(data: Gathered, x: str, *, interaction: bool, c0: float | None
-                ) -> tuple[list[FitSpec], list[str]]:
-    """Every fit the data allows for axis `x`; `UserError` (saying why) when there is none."""
+def build_specs(data: Gathered, x: str, *, interaction: bool, c0: float | None,
+                include_controls: bool = False) -> tuple[list[FitSpec], list[str]]:
+    """Every fit the data allows for axis `x`; `UserError` (saying why) when there is none.
+    Controls (models that never refuse) enter size and joint fits only with `include_controls`."""
     from refusalscope.study.fitgroups import both_specs, compute_specs, size_specs
 
     build = {"size": size_specs, "compute": compute_specs, "both": both_specs}[x]
-    return build(data, interaction=interaction, c0=c0)
+    return build(data, interaction=interaction, c0=c0, include_controls=include_controls)
 
 
 def cells_of(data: Gathered, keys: Sequence[tuple[str, str]], boot: np.ndarray,
@@ -209,9 +220,13 @@ def cells_of(data: Gathered, keys: Sequence[tuple[str, str]], boot: np.ndarray,
         ok = draws[np.isfinite(draws)]
         lo, hi = (np.quantile(ok, [alpha / 2, 1 - alpha / 2]) if len(ok)
                   else (float("nan"), float("nan")))
-        out.append({"model": p.model, "n_params": p.n_params, "attack": p.attack,
-                    "strength": p.strength, "n_data": p.n_data, "steps": p.steps,
-                    "examples": p.examples, "flops": p.flops, "n_runs": len(js),
+        out.append({"model": p.model, "n_params": p.n_params, "n": p.n(data.n_kind),
+                    "n_released": p.n_released, "n_non_embedding": p.n_non_embedding,
+                    "control": p.control, "attack": p.attack, "defense": p.defense,
+                    "family": p.family, "strength": p.strength, "n_data": p.n_data,
+                    "steps": p.steps, "steps_label": p.steps_label, "examples": p.examples,
+                    "flops": p.flops, "pretrain_flops": p.pretrain_flops,
+                    "parts": [part.to_dict() for part in p.parts], "n_runs": len(js),
                     "n_obs": int(sum(data.bounds[j + 1] - data.bounds[j] for j in js)),
                     "mean": data.cell_mean(key, ones_w, ones_r),
                     "ci": [float(lo), float(hi)], "runs": [data.points[j].run for j in js]})
