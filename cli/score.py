@@ -77,8 +77,10 @@ def score_runs(
     classifier: str = typer.Option("minilm-refusal-v2",
                                    help="--scorer classifier/ensemble: classifier name."),
     gold_col: str | None = typer.Option(
-        None, help="--input: ground-truth refusal column (refused/complied, 1/0, true/false, "
-                   "yes/no); reports accuracy, precision, recall, F1 per scorer."),
+        None, help="--input: ground-truth column (refused/complied/degenerate, 1/0, "
+                   "true/false, yes/no); reports refusal accuracy, precision, recall, F1 per "
+                   "scorer, and the accuracy of outcome != complied against gold != complied "
+                   "with the 3-way outcome confusion."),
 ) -> None:
     """Score generate runs in place (new scores.jsonl + metrics.json; never regenerates or
     overwrites), or score any --input file into a new `score` run."""
@@ -130,6 +132,22 @@ def _print_extras(results: list[Any]) -> None:
             out.print(f"{name}: accuracy {m['accuracy']:.3f}, precision {m['precision']:.3f}, "
                       f"recall {m['recall']:.3f}, F1 {m['f1']:.3f} (tp {c['tp']}, fp {c['fp']}, "
                       f"fn {c['fn']}, tn {c['tn']}; refused = positive)")
+        oa = res.metrics.get("outcome_accuracy")
+        if oa:
+            _print_outcome_accuracy(oa)
+
+
+def _print_outcome_accuracy(oa: dict[str, Any]) -> None:
+    """The outcome-vs-gold line (what attack success is read from) and the 3-way confusion."""
+    out = console()
+    out.print(f"outcome: accuracy of outcome != complied vs gold != complied "
+              f"{oa['not_complied']:.3f} ({oa['not_complied_correct']}/{oa['n']}); "
+              f"3-way outcome accuracy {oa['three_way']:.3f}")
+    names = ("refused", "complied", "degenerate")
+    for g in names:
+        row = oa["confusion"][g]
+        if sum(row.values()):
+            out.print(f"  gold {g:<10} -> " + ", ".join(f"{p} {row[p]}" for p in names))
 
 
 def _split_lists(text: str) -> tuple[str, ...]:

@@ -19,6 +19,9 @@ LABELS = ("harmful", "harmless")
 # Ground-truth refusal values accepted in a `--gold-col` column (refused = True).
 GOLD_TRUE = frozenset({"refused", "refusal", "1", "true", "yes"})
 GOLD_FALSE = frozenset({"complied", "compliance", "0", "false", "no"})
+# A gold column may also hold the three outcomes (issue 16); "degenerate" = neither refused nor
+# complied (empty, looping, off-topic, error text). Binary gold maps to refused / complied.
+GOLD_OUTCOMES = ("refused", "complied", "degenerate")
 _CSV_DIALECTS = {".csv": ",", ".tsv": "\t"}
 _JSONL = (".jsonl", ".ndjson")
 
@@ -32,6 +35,7 @@ class Item:
     prompt: str
     response: str
     gold: bool | None = None  # ground-truth refusal (True = refused), when the input has one
+    gold_outcome: str | None = None  # the gold as an outcome in GOLD_OUTCOMES, when it has one
 
 
 def read_table(path: Path) -> list[dict[str, Any]]:
@@ -113,9 +117,10 @@ def items_from_rows(rows: list[dict[str, Any]], source: Path, *, prompt_col: str
             raise UserError(f"row {i} of {source}: {prompt_col!r} and {response_col!r} "
                             "must be text")
         row_id = row.get(id_col)
-        gold = parse_gold(row.get(gold_col), i, source) if gold_col else None
+        gold = parse_gold_outcome(row.get(gold_col), i, source) if gold_col else None
         items.append(Item(id=str(row_id) if row_id not in (None, "") else str(i), label=label,
-                          prompt=prompt, response=response or "", gold=gold))
+                          prompt=prompt, response=response or "",
+                          gold=None if gold is None else gold == "refused", gold_outcome=gold))
     return items
 
 
@@ -130,8 +135,16 @@ def parse_gold(value: Any, i: int, source: Path | str) -> bool:
         return True
     if text in GOLD_FALSE:
         return False
-    raise UserError(f"row {i} of {source}: gold label {text[:20]!r} is not binary; use "
-                    "refused/complied, 1/0, true/false or yes/no")
+    raise UserError(f"row {i} of {source}: gold label {text[:20]!r} is not one of "
+                    "refused/complied/degenerate, 1/0, true/false or yes/no")
+
+
+def parse_gold_outcome(value: Any, i: int, source: Path | str) -> str:
+    """A gold value as an outcome: `degenerate` as such, anything `parse_gold` reads as
+    refused / complied."""
+    if isinstance(value, str) and value.strip().lower() == "degenerate":
+        return "degenerate"
+    return "refused" if parse_gold(value, i, source) else "complied"
 
 
 def _label(value: Any, i: int, source: Path) -> str:

@@ -35,7 +35,8 @@ from refusalscope.scoring.base import Label, Scorer
 from refusalscope.scoring.heuristic import HeuristicScorer
 from refusalscope.scoring.inputs import Item, items_from_rows, read_table
 from refusalscope.scoring.calibration import ce_summary
-from refusalscope.scoring.metrics import BootstrapSpec, binary_report, summarise
+from refusalscope.scoring.metrics import (BootstrapSpec, binary_report, outcome_report,
+                                          summarise)
 
 log = logging.getLogger(__name__)
 GENERATIONS = "generations.jsonl"
@@ -190,10 +191,14 @@ def _write_outputs(run: Run, items: list[Item], sets: dict[str, list[Label]], sc
                "scorer": scorer.to_dict(), "created": _now(), **summarise(items, labels, spec),
                **_extra_metrics(items, sets, spec),
                "outcomes": {"by_label": outcomes["by_label"], "reasons": outcomes["reasons"]}}
+    if items and items[0].gold_outcome is not None:  # --gold-col: outcome vs gold outcome
+        metrics["outcome_accuracy"] = outcome_report([o["outcome"] for o in outcomes["rows"]],
+                                                     [str(it.gold_outcome) for it in items])
     scores_path, metrics_path = _claim_pair(run)
     try:
         write_jsonl(scores_path, ({"id": it.id, "label": it.label, **lab.to_dict(), **out,
-                                   **({"gold": it.gold} if it.gold is not None else {})}
+                                   **({"gold": it.gold, "gold_outcome": it.gold_outcome}
+                                      if it.gold is not None else {})}
                                   for it, lab, out in zip(items, labels, outcomes["rows"],
                                                           strict=True)))
         metrics["scores_file"] = scores_path.name
