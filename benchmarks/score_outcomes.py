@@ -125,8 +125,8 @@ def per_class(rows: list[dict[str, str]], pred: dict[str, str]) -> dict[str, dic
     groups: dict[str, list[dict[str, str]]] = {}
     for r in rows:
         groups.setdefault(r["class"], []).append(r)
-        if r["class"] == "pyrit_refusal" and r["v2_trained"] == "0":
-            groups.setdefault("pyrit_refusal, v2-unseen only", []).append(r)
+        if r["class"].startswith("pyrit") and r["v2_trained"] == "0":
+            groups.setdefault(f"{r['class']}, v2-unseen only", []).append(r)
     groups["all"] = rows
     out = {}
     for cls, rs in groups.items():
@@ -142,8 +142,8 @@ def per_class(rows: list[dict[str, str]], pred: dict[str, str]) -> dict[str, dic
 
 def print_table(res: dict[str, dict[str, Any]], sources: dict[str, str]) -> None:
     names = list(res)
-    order = [c for c in (*CLASS_ORDER[:1], "pyrit_refusal, v2-unseen only", *CLASS_ORDER[1:],
-                         "all") if any(c in res[n] for n in names)]
+    order = [c for c in (*[x for c in CLASS_ORDER for x in (c, f"{c}, v2-unseen only")], "all")
+             if any(c in res[n] for n in names)]
     head = "| class | source | n | gold | " + " | ".join(
         f"{n}: != complied | {n}: 3-way" for n in names) + " |"
     print(head)
@@ -181,7 +181,7 @@ def main() -> None:
         kind = "hand-written (heldout_outcomes.jsonl)" if r["source"] == "handwritten" \
             else "PyRIT pyrit==1.1.0 human labels"
         sources[r["class"]] = kind
-    sources["pyrit_refusal, v2-unseen only"] = sources.get("pyrit_refusal", "")
+    sources.update({f"{c}, v2-unseen only": sources[c] for c in list(sources)})
     print(f"held-out file: {path} ({len(rows)} rows)")
     runs: dict[str, dict[str, Any]] = {}
     if args.only in (None, "old"):
