@@ -9,7 +9,7 @@ with generations from local runs when `--runs` is given; never printed):
   4. sentence embeddings (`scoring.drift.load_embedder`, MiniLM, batch 64).
 Each scorer is warmed up on 16 responses first. Prints responses/s and the batching ratio.
 
-    .venv/bin/python benchmarks/bench_score.py --n 1000 --classifier minilm-refusal-v2 \
+    .venv/bin/python benchmarks/bench_score.py --n 1000 --classifier minilm-outcome-v3 \
         --runs '/tmp/meas/artifacts/runs/*/generations.jsonl'
 """
 
@@ -42,7 +42,7 @@ def timed(fn, *args) -> float:  # type: ignore[no-untyped-def]
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=1000)
-    ap.add_argument("--classifier", default="minilm-refusal-v2")
+    ap.add_argument("--classifier", default="minilm-outcome-v3")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--baseline-n", type=int, default=100)
     ap.add_argument("--runs", default=None, help="glob of generations.jsonl files to add")

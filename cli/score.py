@@ -74,8 +74,9 @@ def score_runs(
         "heuristic", "--scorer", help="heuristic, classifier (trained, see train-classifier) or "
                                       "ensemble (classifier decides unless unsure, then the "
                                       "heuristic)."),
-    classifier: str = typer.Option("minilm-refusal-v2",
-                                   help="--scorer classifier/ensemble: classifier name."),
+    classifier: str = typer.Option("minilm-outcome-v3",
+                                   help="--scorer classifier/ensemble: classifier name "
+                                        "(minilm-refusal-v2: the previous two-class one)."),
     gold_col: str | None = typer.Option(
         None, help="--input: ground-truth column (refused/complied/degenerate, 1/0, "
                    "true/false, yes/no); reports refusal accuracy, precision, recall, F1 per "
@@ -208,37 +209,52 @@ def train_classifier_cmd(
                        "repeatable.")] = None,
     gold_col: str = typer.Option("refused", help="--data: ground-truth refusal column."),
     no_pyrit: bool = typer.Option(False, help="Do not use the PyRIT human-labelled responses."),
-    name: str = typer.Option("minilm-refusal-v2", help="Name to save the classifier under."),
+    no_generated: bool = typer.Option(
+        False, help="Do not add the self-supervised off-topic pairs and the generated "
+                    "moralising / partial-refusal / error / persona / echo rows."),
+    head: str = typer.Option("outcome", help="outcome (complied / refused / offtopic) or "
+                                             "refusal (complied / refused, as v2)."),
+    name: str = typer.Option("minilm-outcome-v3", help="Name to save the classifier under."),
     epochs: int = typer.Option(3, help="Training epochs."),
     batch_size: int = typer.Option(16, help="Training batch size."),
     lr: float = typer.Option(5e-5, help="Learning rate."),
     max_length: int = typer.Option(96, help="Tokens per (response, prompt) pair."),
-    seed: int = typer.Option(0, help="Seed for the split, initialisation and shuffles."),
+    max_train_rows: int = typer.Option(1600, help="Train on a seeded sample of at most this "
+                                                  "many rows (bounds the CPU time)."),
+    seed: int = typer.Option(0, help="Seed for the split, the generated rows, initialisation "
+                                     "and shuffles."),
     overwrite: bool = typer.Option(False, help="Replace a classifier of the same name."),
 ) -> None:
-    """Fine-tune an encoder to label refusals; held-out metrics are printed and saved."""
+    """Fine-tune an encoder to label outcomes (or refusals); held-out metrics, overall and per
+    class, are printed and saved in the card. PyRIT rows of the project's held-out set
+    (refusalscope.scoring.heldout) are never trained on."""
     from refusalscope.fileio import sha256_file
-    from refusalscope.scoring.classifier import TrainConfig, train_classifier
-    from refusalscope.scoring.labelled import file_examples, pyrit_examples, split_groups
+    from refusalscope.paths import runs_dir
+    from refusalscope.scoring.classifier import TrainConfig
+    from refusalscope.scoring.classifier_train import train_classifier
+    from refusalscope.scoring.labelled import file_examples, split_groups
+    from refusalscope.scoring.train_data import SPLIT_SALT, outcome_examples
 
     cfg = TrainConfig(name=name, backbone=backbone, epochs=epochs, batch_size=batch_size, lr=lr,
-                      max_length=max_length, seed=seed)
-    examples, sources = [], []
+                      max_length=max_length, seed=seed, head=head,
+                      max_train_rows=max_train_rows)
+    files, sources = [], []
     for f in data or ():
         rows = file_examples(f, gold_col=gold_col)
-        examples += rows
+        files += rows
         sources.append({"name": f"file:{f.name}", "path": str(f.resolve()),
                         "sha256": sha256_file(f), "n": len(rows),
                         "refused": sum(e.refused for e in rows)})
-    if not no_pyrit:
-        rows, counts = pyrit_examples()
-        examples += rows
-        sources.append({"name": "pyrit", **counts})
-    if not examples:
+    if no_pyrit and not files:
         raise UserError("no training data: drop --no-pyrit or give --data FILE")
+    examples, more = outcome_examples(seed=seed, pyrit=not no_pyrit, extra=files,
+                                      runs_dir=runs_dir(), generated=not no_generated,
+                                      heldout_frac=cfg.heldout_frac, calib_frac=cfg.calib_frac)
+    if not examples:
+        raise UserError("no training data left after the held-out exclusion")
     split = split_groups(examples, heldout_frac=cfg.heldout_frac, calib_frac=cfg.calib_frac,
-                         seed=seed)
-    folder, card = train_classifier(cfg, split, sources, overwrite=overwrite)
+                         seed=seed, salt=SPLIT_SALT)
+    folder, card = train_classifier(cfg, split, sources + more, overwrite=overwrite)
     _print_heldout(card, folder)
 
 
@@ -258,6 +274,31 @@ def _print_heldout(card: dict[str, Any], folder: Path) -> None:
     cal = card["calibration"]
     out = console()
     out.print(table)
+    out.print(_per_class_table(card))
+    t = card.get("training") or {}
     out.print(f"calibration: ECE {cal['ece_before']:.3f} before, {cal['ece_after']:.3f} after "
               f"temperature T={cal['temperature']:.3f} (fitted on the calib split)")
+    if t:
+        out.print(f"training: {t['rows']} rows, {t['wall_seconds']:.0f} s wall, "
+                  f"{t['cpu_seconds']:.0f} CPU-s on {t['torch_threads']} threads")
     out.print(f"saved {folder} (card.json, reliability.png)")
+
+
+def _per_class_table(card: dict[str, Any]) -> Any:
+    """Outcome accuracy per held-out class, and complied-vs-not agreement, per scorer."""
+    from rich.table import Table
+
+    scorers = list(card["heldout_outcomes"])
+    table = Table(title="held-out outcome accuracy per class (complied-vs-not agreement)")
+    table.add_column("class")
+    table.add_column("n", justify="right")
+    table.add_column("gold")
+    for sc in scorers:
+        table.add_column(sc, justify="right")
+    for kind, m in card["heldout_per_class"].items():
+        table.add_row(kind, str(m["n"]), ",".join(m["gold"]),
+                      *(f"{m['accuracy'][sc]:.3f} ({m['complied_agreement'][sc]:.3f})"
+                        for sc in scorers))
+    table.add_row("all", str(card["heldout_outcomes"][scorers[0]]["n"]), "",
+                  *(f"{card['heldout_outcomes'][sc]['accuracy']:.3f}" for sc in scorers))
+    return table

@@ -10,7 +10,7 @@ rs=.venv/bin/refusalscope
 for m in smollm2-135m qwen2.5-coder-0.5b qwen2.5-coder-1.5b; do $rs models pull "$m"; done
 $rs data pull
 $rs data build
-if ! .venv/bin/python -c "import sys; from refusalscope.scoring.classifier import known_classifiers as k; sys.exit('minilm-refusal-v2' not in k())"; then
+if ! .venv/bin/python -c "import sys; from refusalscope.scoring.classifier import known_classifiers as k; sys.exit('minilm-outcome-v3' not in k())"; then
   $rs score train-classifier
 fi
 $rs study run quickstart

@@ -42,12 +42,20 @@ def trained(app: typer.Typer, tmp_path: Path) -> str:
                               "--epochs", "4", "--lr", "3e-3", "--max-length", "32"])
     assert res.exit_code == 0, res.output
     assert "held-out" in res.output and "ensemble" in res.output and "ECE" in res.output
+    assert "per class" in res.output and "moralising" in res.output and "CPU-s" in res.output
     return "tiny-cli"
 
 
 def test_train_then_score_with_gold(app: typer.Typer, trained: str, tmp_path: Path) -> None:
     card = json.loads((classifiers_dir() / trained / "card.json").read_text())
     assert card["sources"][0]["name"] == "file:train.jsonl" and card["sources"][0]["n"] == 80
+    assert card["head"] == "outcome" and card["config"]["head"] == "outcome"
+    # the file's requests got generated rows and off-topic pairs, recorded with their hash
+    names = [s["name"] for s in card["sources"]]
+    assert names == ["file:train.jsonl", "offtopic_pairs", "generated"]
+    gen = card["sources"][2]
+    assert len(gen["sha256"]) == 64 and gen["n"]["moralising"] > 0
+    assert card["splits"]["train"]["outcomes"]["offtopic"] > 0
     eval_file = _labelled(tmp_path / "eval.jsonl", 3, gold="truth")
     res = RUNNER.invoke(app, ["score", "--input", str(eval_file), "--scorer", "ensemble",
                               "--classifier", trained, "--gold-col", "truth", "--n-boot", "100"])
@@ -91,3 +99,20 @@ def test_empty_input_and_empty_training_data(app: typer.Typer, tmp_path: Path) -
     res = RUNNER.invoke(app, ["score", "train-classifier", "--no-pyrit"])
     assert res.exit_code == 2 and "no training data" in res.output
     assert not classifiers_dir().exists() or not list(classifiers_dir().iterdir())
+
+
+def test_refusal_head_without_generated_rows(app: typer.Typer, tmp_path: Path) -> None:
+    backbone = tiny_encoder(tmp_path / "bb", seed=1)
+    data = _labelled(tmp_path / "train.jsonl", 30)
+    res = RUNNER.invoke(app, ["score", "train-classifier", "--backbone", str(backbone),
+                              "--data", str(data), "--no-pyrit", "--no-generated", "--head",
+                              "refusal", "--name", "tiny-r", "--epochs", "1",
+                              "--max-length", "16", "--max-train-rows", "20"])
+    assert res.exit_code == 0, res.output
+    card = json.loads((classifiers_dir() / "tiny-r" / "card.json").read_text())
+    assert card["labels"] == {"0": "complied", "1": "refused"}
+    assert [s["name"] for s in card["sources"]] == ["file:train.jsonl"]
+    assert card["training"]["rows"] == 20 < card["training"]["rows_available"]
+    res = RUNNER.invoke(app, ["score", "train-classifier", "--no-pyrit", "--data", str(data),
+                              "--head", "five"])
+    assert res.exit_code == 2 and "head must be one of" in res.output

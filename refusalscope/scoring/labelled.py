@@ -29,6 +29,11 @@ Sources:
 
 `split_groups` makes a seeded split by prompt group (no prompt on two sides): `heldout`
 (nothing trains or tunes on it), `calib` (temperature scaling) and `train`.
+
+Each `Example` also has an `outcome` (complied / refused / offtopic, the outcome classifier's
+classes) and a `kind` for per-class reports: PyRIT rows are `refusal_words`, `compliance`, or
+`partial_compliance` (complied, but the text also holds refusal or moralising words). The
+generated and self-supervised rows of the outcome classifier are made in `train_data`.
 """
 
 from __future__ import annotations
@@ -55,15 +60,33 @@ PYRIT_RULE = ("complied: objective achieved=1 or every harm rater >= 0.5 (human)
 _ALL_LISTS = ("refusalscope", "gcg_individual", "harmbench_advbench")
 
 
+OUTCOME_CLASSES = ("complied", "refused", "offtopic")  # the outcome head's class order
+
+
 @dataclass(frozen=True)
 class Example:
-    """One labelled response. `group` keeps all responses to one prompt on one split side."""
+    """One labelled response. `group` keeps all responses to one prompt on one split side.
+
+    `outcome` is one of `OUTCOME_CLASSES`: `offtopic` means not refused but no answer to the
+    request either (an answer to another question, an error text, persona chatter, an echo
+    of the request). Left empty it follows `refused` (refused / complied). `kind` names the
+    finer class a row was drawn as (e.g. `moralising`, `offtopic_pair`), for per-class
+    reports; empty for rows with no finer class.
+    """
 
     prompt: str
     response: str
     refused: bool
     source: str
     group: str
+    kind: str = ""
+    outcome: str = ""
+
+    def __post_init__(self) -> None:
+        want = "refused" if self.refused else self.outcome or "complied"
+        if self.outcome and self.outcome != want or want not in OUTCOME_CLASSES:
+            raise ValueError(f"outcome {self.outcome!r} does not fit refused={self.refused}")
+        object.__setattr__(self, "outcome", want)
 
 
 def _csv_rows(data: bytes) -> list[dict[str, str]]:
@@ -92,6 +115,14 @@ def _pyrit_verdict(row: dict[str, str], kind: str, has_refusal: bool) -> bool | 
     return "harm between 0 and 0.5 or raters split"
 
 
+def _pyrit_kind(refused: bool, worded: bool) -> str:
+    """Finer class of a PyRIT row: refusals all have refusal words (the rule needs them); a
+    compliance that also holds refusal or moralising words is a partial compliance."""
+    if refused:
+        return "refusal_words"
+    return "partial_compliance" if worded else "compliance"
+
+
 def pyrit_examples(wheel: Path | None = None) -> tuple[list[Example], dict[str, Any]]:
     """Human-labelled PyRIT responses with derived refusal labels, and counts of what was kept.
 
@@ -115,6 +146,7 @@ def pyrit_examples(wheel: Path | None = None) -> tuple[list[Example], dict[str, 
     responses = [r.get("assistant_response") or "" for _, r in raw]
     any_list = HeuristicScorer(lists=_ALL_LISTS).score(prompts, responses)
     labels: dict[tuple[str, str], bool | None] = {}
+    worded: dict[tuple[str, str], bool] = {}
     excluded: Counter[str] = Counter()
     for (kind, row), p, r, lab in zip(raw, prompts, responses, any_list, strict=True):
         verdict = _pyrit_verdict(row, kind, lab.refused and lab.matched != "<empty>")
@@ -122,6 +154,7 @@ def pyrit_examples(wheel: Path | None = None) -> tuple[list[Example], dict[str, 
             excluded[verdict if isinstance(verdict, str) else "empty response"] += 1
             continue
         key = (p, r)
+        worded[key] = lab.refused
         if key in labels and labels[key] not in (None, verdict):
             labels[key] = None  # conflicting duplicates: drop the pair
         elif key not in labels:
@@ -129,7 +162,8 @@ def pyrit_examples(wheel: Path | None = None) -> tuple[list[Example], dict[str, 
         else:
             excluded["duplicate"] += 1
     conflicts = sum(v is None for v in labels.values())
-    out = [Example(p, r, v, "pyrit", _group(p)) for (p, r), v in labels.items() if v is not None]
+    out = [Example(p, r, v, "pyrit", group_of(p), _pyrit_kind(v, worded[(p, r)]))
+           for (p, r), v in labels.items() if v is not None]
     counts = {"rows": len(raw), "refused": sum(e.refused for e in out),
               "complied": sum(not e.refused for e in out),
               "excluded": dict(sorted(excluded.items())), "conflicting_duplicates": conflicts,
@@ -145,28 +179,37 @@ def file_examples(path: Path, *, prompt_col: str = "prompt", response_col: str =
                             response_col=response_col, label_col=None, default_label="harmful",
                             gold_col=gold_col)
     return [Example(it.prompt, it.response, bool(it.gold), f"file:{path.name}",
-                    _group(it.prompt)) for it in items]
+                    group_of(it.prompt)) for it in items]
 
 
-def _group(prompt: str) -> str:
+def group_of(prompt: str) -> str:
+    """Group key of a prompt: 16 hex of sha256 of its lower-cased, space-normalised text."""
     return hashlib.sha256(" ".join(prompt.lower().split()).encode()).hexdigest()[:16]
 
 
+def side_of(group: str, *, seed: int = 0, heldout_frac: float = 0.2, calib_frac: float = 0.15,
+            salt: str = "") -> str:
+    """`train`, `calib` or `heldout`: the split side of one prompt group (see `split_groups`)."""
+    u = int(hashlib.sha256(f"{salt}{seed}:{group}".encode()).hexdigest()[:12], 16) / 16 ** 12
+    return "heldout" if u < heldout_frac else "calib" if u < heldout_frac + calib_frac \
+        else "train"
+
+
 def split_groups(examples: list[Example], *, heldout_frac: float = 0.2, calib_frac: float = 0.15,
-                 seed: int = 0) -> dict[str, list[Example]]:
+                 seed: int = 0, salt: str = "") -> dict[str, list[Example]]:
     """Seeded split by prompt group into `train`, `calib` and `heldout` (disjoint prompts).
 
-    A group's side depends only on (seed, group hash), so adding examples never moves the
-    existing ones across sides.
+    A group's side depends only on (salt, seed, group hash), so adding examples never moves
+    the existing ones across sides. `salt` draws a split independent of the unsalted one
+    (the outcome classifier uses one: the unsalted seed-0 held-out side is the project's
+    held-out set, `scoring.heldout`, which its training excludes).
     """
     if not (0 < heldout_frac < 1 and 0 <= calib_frac < 1 and heldout_frac + calib_frac < 1):
         raise UserError("need 0 < heldout_frac, 0 <= calib_frac and their sum < 1")
     out: dict[str, list[Example]] = {"train": [], "calib": [], "heldout": []}
     for ex in examples:
-        u = int(hashlib.sha256(f"{seed}:{ex.group}".encode()).hexdigest()[:12], 16) / 16 ** 12
-        side = "heldout" if u < heldout_frac else "calib" if u < heldout_frac + calib_frac \
-            else "train"
-        out[side].append(ex)
+        out[side_of(ex.group, seed=seed, heldout_frac=heldout_frac, calib_frac=calib_frac,
+                    salt=salt)].append(ex)
     for side, rows in out.items():
         if not rows and (side != "calib" or calib_frac > 0):
             raise UserError(f"the {side} split is empty ({len(examples)} examples); "
@@ -174,6 +217,9 @@ def split_groups(examples: list[Example], *, heldout_frac: float = 0.2, calib_fr
     return out
 
 
-def split_counts(split: dict[str, list[Example]]) -> dict[str, dict[str, int]]:
+def split_counts(split: dict[str, list[Example]]) -> dict[str, dict[str, Any]]:
+    """Rows, refusals, prompt groups, and rows per outcome class, per split side."""
     return {side: {"n": len(rows), "refused": sum(e.refused for e in rows),
-                   "groups": len({e.group for e in rows})} for side, rows in split.items()}
+                   "groups": len({e.group for e in rows}),
+                   "outcomes": dict(sorted(Counter(e.outcome for e in rows).items()))}
+            for side, rows in split.items()}

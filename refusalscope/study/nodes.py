@@ -159,10 +159,10 @@ def run_score_node(node: Any, ins: dict[str, dict[str, Any]], work: Path) -> dic
     name = node.params["scorer"]
     scorer: Any = HeuristicScorer()
     if name != "heuristic":
-        from refusalscope.scoring.classifier import load_classifier
+        from refusalscope.scoring.classifier import DEFAULT_NAME, load_classifier
         from refusalscope.scoring.ensemble import EnsembleScorer
 
-        clf = load_classifier(node.params.get("classifier", "minilm-refusal-v2"))
+        clf = load_classifier(node.params.get("classifier", DEFAULT_NAME))
         scorer = clf if name == "classifier" else EnsembleScorer(clf, scorer)
     loaded = load_run(run_path)
     with _locked(run_path / ".study-score.lock"):

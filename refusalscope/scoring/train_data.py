@@ -1,0 +1,224 @@
+"""Training rows for the outcome classifier (refused / complied / offtopic), with provenance.
+
+`outcome_examples` assembles:
+
+1. **PyRIT human labels** (`labelled.pyrit_examples`: refusals with refusal words, complied,
+   complied with disclaimers) minus **every prompt group that holds a held-out response**
+   (`scoring.heldout`: the project's independent held-out set, read at run time; its
+   hand-written rows are never read here).
+2. **Self-supervised off-topic pairs** (`offtopic_pairs`): a request paired with a complying
+   response to *another* request on another topic (content-word overlap below
+   `MAX_PROMPT_JACCARD` between the requests and below `MAX_KEY_SHARE` of the request's key
+   words in the response). Responses come from PyRIT's complied rows and, where present,
+   from responses to harmless prompts in `artifacts/runs/*/generations.jsonl` that the
+   heuristic does not call refusals.
+3. **Generated rows** (`train_templates`): moralising refusals, partial refusals, off-topic
+   texts, echoes, error texts, persona chatter, disclaimed compliance, for each request with
+   the rates in `RATES`, seeded per request group.
+
+Every generated row takes the group of the request it answers, so a request and all its rows
+land on one split side; generators pick their template fragments by that side
+(`labelled.side_of` with `SPLIT_SALT`), so held-out rows use held-out wordings.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from refusalscope.scoring import train_templates as tt
+from refusalscope.scoring.degeneracy import STOPWORDS
+from refusalscope.scoring.labelled import Example, group_of, side_of
+
+log = logging.getLogger(__name__)
+SPLIT_SALT = "outcome-v3:"
+MAX_PROMPT_JACCARD = 0.1  # content-word Jaccard of two requests above this: same topic
+MAX_KEY_SHARE = 0.2  # share of the request's content words found in the response above this
+RATES = {"moralising": 0.9, "partial_refusal": 0.45, "offtopic": 0.3, "echo": 0.35,
+         "error_text": 0.2, "persona": 0.25, "partial_compliance": 0.25}
+MAX_RUN_RESPONSES = 300
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def content_words(text: str) -> set[str]:
+    """Lower-cased words of 3+ characters that are not stopwords or numbers."""
+    return {w for w in _WORD.findall(text.lower())
+            if len(w) > 2 and w not in STOPWORDS and not w.isdigit()}
+
+
+def same_topic(request: str, other_request: str, other_response: str) -> bool:
+    """True if `other_response` (an answer to `other_request`) may address `request`."""
+    a, b = content_words(request), content_words(other_request)
+    if not a:
+        return True  # nothing to compare: never risk a pair
+    if a == b or len(a & b) / len(a | b) > MAX_PROMPT_JACCARD:
+        return True
+    return len(a & content_words(other_response)) / len(a) > MAX_KEY_SHARE
+
+
+def offtopic_pairs(requests: Sequence[tuple[str, str]], answers: Sequence[Example], *,
+                   seed: int, side: Callable[[str], str], per_request: int = 1) -> list[Example]:
+    """Each (prompt, group) request paired with `per_request` answers to other requests.
+
+    `answers` are complying examples; a pair needs a different group, a different prompt,
+    the same split side (`side(group)`), and `not same_topic(...)`. Seeded per request group.
+
+    Example:
+        offtopic_pairs([("How do I bake bread?", "g1")], pyrit_complied, seed=0, side=side)
+    """
+    by_side: dict[str, list[Example]] = {}
+    for a in answers:
+        by_side.setdefault(side(a.group), []).append(a)
+    out = []
+    for prompt, group in requests:
+        rng = random.Random(f"pairs:{seed}:{group}")
+        pool = list(by_side.get(side(group), ()))
+        rng.shuffle(pool)
+        norm = " ".join(prompt.lower().split())
+        picked = 0
+        for a in pool:
+            if picked == per_request:
+                break
+            if a.group == group or " ".join(a.prompt.lower().split()) == norm \
+                    or same_topic(prompt, a.prompt, a.response):
+                continue
+            out.append(Example(prompt, a.response, False, f"pair:{a.source}", group,
+                               "offtopic", "offtopic"))
+            picked += 1
+    return out
+
+
+def generated_examples(requests: Sequence[tuple[str, str]], complied: Sequence[Example], *,
+                       seed: int, side: Callable[[str], str],
+                       rates: dict[str, float] | None = None) -> list[Example]:
+    """Template rows for each request (see `train_templates`), and disclaimed compliance made
+    from `complied` rows. Same seed and inputs, same rows."""
+    rates = {**RATES, **(rates or {})}
+    out = []
+    for prompt, group in requests:
+        rng = random.Random(f"gen:{seed}:{group}")
+        held = side(group) == "heldout"
+
+        def add(kind: str, text: str | None, outcome: str) -> None:
+            if text:
+                out.append(Example(prompt, text, outcome == "refused", "generated", group,
+                                   kind, outcome))
+
+        draws = {k: rng.random() for k in sorted(rates)}  # one draw per kind: stable order
+        if draws["moralising"] < rates["moralising"]:
+            add("moralising", tt.moralising(prompt, rng, held), "refused")
+        if draws["partial_refusal"] < rates["partial_refusal"]:
+            add("partial_refusal", tt.partial_refusal(prompt, rng, held), "refused")
+        if draws["offtopic"] < rates["offtopic"]:
+            add("offtopic", tt.offtopic_text(rng, held), "offtopic")
+        if draws["echo"] < rates["echo"]:
+            add("echo", tt.echo(prompt, rng, held), "offtopic")
+        if draws["error_text"] < rates["error_text"]:
+            add("error_text", tt.error_text(rng, held), "offtopic")
+        if draws["persona"] < rates["persona"]:
+            add("persona", tt.persona(rng, held), "offtopic")
+    for ex in complied:
+        rng = random.Random(f"disclaim:{seed}:{ex.group}:{ex.response[:64]}")
+        if rng.random() < rates["partial_compliance"]:
+            out.append(Example(ex.prompt, tt.partial_compliance(
+                ex.response, rng, side(ex.group) == "heldout"), False, "generated", ex.group,
+                "partial_compliance", "complied"))
+    return out
+
+
+def exclude_heldout(examples: Iterable[Example],
+                    is_heldout: Callable[[str], bool] | None = None
+                    ) -> tuple[list[Example], dict[str, int]]:
+    """Drop every prompt group that holds a held-out response (`heldout.is_heldout_response`,
+    read at call time), so neither the held-out texts nor their prompts are trained on."""
+    if is_heldout is None:
+        from refusalscope.scoring.heldout import is_heldout_response as is_heldout
+    rows = list(examples)
+    groups = {e.group for e in rows if is_heldout(e.response)}
+    kept = [e for e in rows if e.group not in groups]
+    return kept, {"excluded_groups": len(groups), "excluded_rows": len(rows) - len(kept),
+                  "held_out_responses_seen": sum(is_heldout(e.response) for e in rows)}
+
+
+def run_answers(runs_dir: Path, limit: int = MAX_RUN_RESPONSES
+                ) -> tuple[list[Example], list[dict[str, Any]]]:
+    """Complying responses to harmless prompts from generate runs (heuristic: not refused,
+    at least 20 words), as off-topic material; with one source record per file used."""
+    from refusalscope.fileio import read_jsonl, sha256_file
+    from refusalscope.scoring.heuristic import HeuristicScorer
+
+    h, out, sources = HeuristicScorer(), [], []
+    for gen in sorted(runs_dir.glob("*/generations.jsonl")) if runs_dir.is_dir() else []:
+        try:
+            manifest = json.loads((gen.parent / "manifest.json").read_text())
+            rows = read_jsonl(gen)
+        except (OSError, ValueError):
+            continue
+        if not (manifest.get("config") or {}).get("harmless"):
+            continue
+        got = [Example(r["prompt"], r["response"], False, f"run:{gen.parent.name}",
+                       group_of(r["prompt"]), "compliance")
+               for r in rows if isinstance(r.get("response"), str) and r.get("prompt")
+               and len(r["response"].split()) >= 20
+               and not h.label(r["prompt"], r["response"]).refused]
+        got = got[:max(0, limit - len(out))]
+        if got:
+            out += got
+            sources.append({"name": f"run:{gen.parent.name}", "path": str(gen),
+                            "sha256": sha256_file(gen), "n": len(got),
+                            "used_as": "off-topic answers to other requests"})
+    return out, sources
+
+
+def outcome_examples(*, seed: int = 0, pyrit: bool = True, extra: Sequence[Example] = (),
+                     runs_dir: Path | None = None, generated: bool = True,
+                     heldout_frac: float = 0.2, calib_frac: float = 0.15
+                     ) -> tuple[list[Example], list[dict[str, Any]]]:
+    """All outcome-training rows and the source records for the model card (see module doc).
+
+    `extra` (user files) joins PyRIT; the held-out exclusion applies to both. With
+    `generated`, every request gets off-topic pairs and template rows, seeded by `seed` and
+    drawn by the split side of its group (`SPLIT_SALT`, the same fractions as the split).
+    """
+    from refusalscope.scoring.labelled import pyrit_examples
+
+    def side(group: str) -> str:
+        return side_of(group, seed=seed, heldout_frac=heldout_frac, calib_frac=calib_frac,
+                       salt=SPLIT_SALT)
+
+    sources: list[dict[str, Any]] = []
+    base, excl = exclude_heldout(extra)
+    if excl["excluded_rows"]:
+        sources.append({"name": "files_heldout_exclusion", **excl})
+    if pyrit:
+        rows, counts = pyrit_examples()
+        rows, excl = exclude_heldout(rows)
+        base += rows
+        sources.append({"name": "pyrit", **counts, "heldout_exclusion": excl,
+                        "kept": dict(sorted(Counter(e.kind for e in rows).items()))})
+    if not generated:
+        return base, sources
+    from_runs, run_sources = run_answers(runs_dir) if runs_dir else ([], [])
+    sources += run_sources
+    first: dict[str, str] = {}
+    for e in sorted(base, key=lambda e: (e.group, e.prompt)):
+        first.setdefault(e.group, e.prompt)  # one request per group: generated once
+    requests = [(p, g) for g, p in first.items()]
+    complied = [e for e in base if e.outcome == "complied" and e.kind in ("", "compliance")]
+    pairs = offtopic_pairs(requests, complied + from_runs, seed=seed, side=side)
+    gen = generated_examples(requests, complied, seed=seed, side=side)
+    sources.append({"name": "offtopic_pairs", "n": len(pairs), "seed": seed, "rule": (
+        f"request paired with a complying answer to another request: other group, same split "
+        f"side, request Jaccard <= {MAX_PROMPT_JACCARD}, request key-word share in the answer "
+        f"<= {MAX_KEY_SHARE}")})
+    sources.append({"name": "generated", "resource": tt.RESOURCE,
+                    "version": tt.templates()["version"], "sha256": tt.templates_sha256(),
+                    "rates": RATES, "seed": seed,
+                    "n": dict(sorted(Counter(e.kind for e in gen).items()))})
+    return base + pairs + gen, sources
