@@ -36,7 +36,20 @@ def fit(
                                     "separate baseline intercept."),
     rd_over: str = typer.Option("refused", help="RD over prompts refused at baseline "
                                 "(refused) or all prompts (all)."),
+    estimator: str | None = typer.Option(None, help="Logistic (RRR) fits: firth (Jeffreys-"
+                                         "penalised, finite when a baseline refuses every "
+                                         "prompt; the default) | mle (plain maximum "
+                                         "likelihood, fails on separation)."),
+    interval: str | None = typer.Option(None, help="Logistic fits' CIs: studentized (percentile-t"
+                                        " cluster bootstrap; the default) | bca | percentile | "
+                                        "wald (prompt-clustered sandwich)."),
     figures: bool = typer.Option(True, help="Write PNG + PDF figures."),
+    half_life: bool = typer.Option(False, "--half-life", help="Also the attack half-life S½ "
+                                   "per model x attack (x defense): the compute at which RRR "
+                                   "falls to half its baseline, with CIs and its slope vs N "
+                                   "(half_life.csv|md|png; --metric rrr)."),
+    c_axis: str = typer.Option("flops", "--c-axis", help="Compute axis of the half-life "
+                               "figure: examples | steps | flops | pretrain-fraction."),
 ) -> None:
     """Fit METRIC vs model size (log-linear, log-log, logistic on per-prompt labels) and vs
     attack compute (FLOPs and examples), with bootstrap CIs over prompts and seeds; writes
@@ -45,8 +58,9 @@ def fit(
     from refusalscope.study.fit import FitConfig, fit_metric
     from refusalscope.study.points import find_runs, gather_points
 
+    chosen = {k: v for k, v in (("estimator", estimator), ("interval", interval)) if v}
     cfg = FitConfig(metric=metric, x=x, n_boot=n_boot, seed=seed, interaction=interaction,
-                    c0=c0, rd_over=rd_over)
+                    c0=c0, rd_over=rd_over, **chosen)
     runs = [*(run_args or []), *(runs or [])]
     if runs and runs_dir is not None:
         raise UserError("give --runs or --runs-dir, not both")
@@ -57,26 +71,73 @@ def fit(
     if not paths:
         raise UserError(f"no runs found: no scored generate runs in {where} (generate, then "
                         "score them), or give --runs RUN...")
-    result = fit_metric(gather_points(paths), cfg)
-    folder = _write(result, cfg, out, figures)
+    points = gather_points(paths)
+    half = _half_life(points, cfg, c_axis) if half_life else None
+    result = fit_metric(points, cfg)
+    folder = _write(result, cfg, out, figures, half)
     _print(result, folder)
+    if half is not None:
+        _print_half(half)
 
 
-def _write(result: Any, cfg: Any, out: Path | None, figures: bool) -> Path:
+def _half_life(points: list[Any], cfg: Any, c_axis: str) -> Any:
+    """The half-life result for `--half-life` (before anything is written: errors come first)."""
+    from refusalscope.study.halflife import HalfLifeConfig, half_life
+
+    if cfg.metric != "rrr":
+        raise UserError(f"--half-life needs --metric rrr (S½ is where RRR falls to half its "
+                        f"baseline; got --metric {cfg.metric})")
+    return half_life(points, HalfLifeConfig(
+        c_axis=c_axis, n_kind=getattr(cfg, "n_kind", "non-embedding"), n_boot=cfg.n_boot,
+        seed=cfg.seed, alpha=cfg.alpha,
+        include_controls=getattr(cfg, "include_controls", False)))
+
+
+def _print_half(half: Any) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from refusalscope.study.halflife import short_name, slope_text
+
+    level = f"{100 * (1 - half.config.alpha):g}% CI"
+    table = Table(title=f"attack half-life S½ (RRR at half its baseline), {level}")
+    for col in ("model", "attack", "baseline RRR", "S½ examples", "S½ FLOPs"):
+        table.add_column(col)
+    for r in half.rows:
+        cells = [r.axes[a].text() if a in r.axes else "–" for a in ("examples", "flops")]
+        table.add_row(escape(short_name(r.model) + (" (control)" if r.control else "")),
+                      escape(r.attack + ("" if r.defense == "none" else f" [{r.defense}]")),
+                      f"{r.baseline_observed:.2f}", *map(escape, cells))
+    out = console()
+    out.print(table)
+    for s in half.slopes:
+        out.print(escape(f"S½ ∝ N^{slope_text(s)} in {s.axis} ({s.attack}"
+                         + ("" if s.defense == "none" else f" [{s.defense}]")
+                         + f", {len(s.models)} sizes); cost per step ∝ N^{s.cost_slope:.2f}"))
+    for note in half.notes:
+        out.print(escape(f"note: {note}"))
+
+
+def _write(result: Any, cfg: Any, out: Path | None, figures: bool, half: Any = None) -> Path:
     from refusalscope.runs import Run
     from refusalscope.study.figures import plot_all
+    from refusalscope.study.halflife import write_half_life
     from refusalscope.study.tables import write_fit
 
     if out is not None:
         write_fit(result, out)
         if figures:
             plot_all(result, out / "figures")
+        if half is not None:
+            write_half_life(half, out, figure=figures)
         return out
     run = Run.create("fit", {**cfg.to_dict(), "runs": result.runs}, input_runs=result.runs)
     try:
         write_fit(result, run.path)
         if figures:
             plot_all(result, run.path / "figures")
+        if half is not None:
+            write_half_life(half, run.path, figure=figures)
     except BaseException as e:
         run.finish("error", f"{type(e).__name__}: {e}"[:500])
         raise

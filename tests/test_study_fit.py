@@ -54,17 +54,17 @@ def _fit(result, x: str, form: str = "logistic", axis: str = "flops"):
                 and f.spec.c_axis in (axis, None))
 
 
-def test_joint_fit_recovers_known_coefficients_within_cis() -> None:
-    # Checked over 20 data seeds: estimates unbiased, bootstrap SEs equal the Fisher SEs, and
-    # 80-85% of the 95% CIs cover each true value (some miss by chance; this seed's do not).
+def test_joint_fit_recovers_known_coefficients() -> None:
+    # Whether the 95% CIs hold their level is measured over many studies by
+    # test_interval_coverage_on_simulated_studies; one study can only be close.
     points = synthetic(*TRUE.values(), n_prompts=150, seed=1)
     result = fit_metric(points, FitConfig("rrr", "both", n_boot=200, seed=1))
     fit = _fit(result, "both")
     assert fit.spec.coef_names == list(TRUE)
     for name, est, (lo, hi) in zip(fit.spec.coef_names, fit.estimate, fit.ci, strict=True):
-        assert lo < TRUE[name] < hi, (name, est, lo, hi)
-        assert lo < est < hi
-    assert fit.quality["n_obs"] == 15 * 150 and fit.n_boot_ok == 200
+        assert lo < est < hi and abs(est - TRUE[name]) < hi - lo, (name, est, lo, hi)
+    assert fit.quality["n_obs"] == 15 * 150 and fit.n_boot_ok == 200 and fit.n_boot_failed == 0
+    assert fit.quality["estimator"] == "firth" and fit.quality["interval"] == FitConfig().interval
     assert 0.0 < fit.quality["pseudo_r2_mcfadden"] < 1.0
     assert fit.quality["deviance"] < fit.quality["null_deviance"]
 
@@ -108,6 +108,54 @@ def test_separable_outcomes_fail_cleanly() -> None:
         logistic_mle(X, np.array([0.0, 0, 0, 1, 1, 1]))
     with pytest.raises(FitFailed):
         wls(np.c_[np.ones(3), [2.0, 2, 2]], np.array([1.0, 2, 3]))
+
+
+def _load_benchmark():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "fit_coverage.py"
+    spec = importlib.util.spec_from_file_location("fit_coverage", path)
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["fit_coverage"] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("setting", ["small", "strong"])
+def test_interval_coverage_on_simulated_studies(setting: str) -> None:
+    # The benchmark's first 100 studies of its fixed seed list (not picked), default interval:
+    # prompts with random effects, the target is the fit's infinite-data limit.
+    bench = _load_benchmark()
+    res = bench.coverage(setting, 100, 100, methods=(FitConfig().interval,), mle=False)
+    cov = res["coverage"][f"firth {FitConfig().interval}"]
+    assert res["fails"]["firth"] == 0
+    assert cov.min() >= 0.90, cov
+
+
+def test_strong_refuser_fits_and_failures_are_counted() -> None:
+    # the larger model refuses 64/64 at baseline; the MLE of its own compute fit is infinite
+    rng = np.random.default_rng(5)
+    points = []
+    for n, base in ((4.94e8, 40), (1.54e9, 64)):
+        points.append(_point(f"b{n:g}", n, 0.0, (np.arange(64) < base).astype(float)))
+        for c, k in ((1e13, base - 4), (5e13, base // 3)):
+            y = np.zeros(64)
+            y[rng.choice(64, k, replace=False)] = 1.0
+            points.append(_point(f"a{n:g}{c:g}", n, c, y))
+    res = fit_metric(points, FitConfig("rrr", "compute", n_boot=100))
+    logistic = [f for f in res.fits if f.spec.form == "logistic"]
+    assert len(logistic) == 4  # per model, C in FLOPs and in examples
+    for f in logistic:
+        assert np.isfinite(f.estimate).all() and np.isfinite(f.ci).all()
+        assert f.n_boot_ok == 100 and f.n_boot_failed == 0
+    both = fit_metric(points, FitConfig("rrr", "both", n_boot=100))
+    assert all(np.isfinite(f.ci).all() for f in both.fits if f.spec.form == "logistic")
+    mle = fit_metric(points, FitConfig("rrr", "compute", n_boot=100, estimator="mle"))
+    assert any("no fit" in n and "separable" in n for n in mle.notes), mle.notes
+    assert len([f for f in mle.fits if f.spec.form == "logistic"]) < 4
 
 
 def test_bootstrap_cis_shrink_with_more_prompts() -> None:
@@ -160,10 +208,11 @@ def test_ce_without_probabilities_and_config_checks() -> None:
     with pytest.raises(UserError, match="CE needs classifier probabilities"):
         fit_metric(synthetic(*TRUE.values(), n_prompts=5), FitConfig("ce", "compute", n_boot=10))
     for bad in ({"metric": "asr"}, {"x": "depth"}, {"n_boot": 0}, {"c0": -1.0},
-                {"rd_over": "some"}):
+                {"rd_over": "some"}, {"estimator": "ols"}, {"interval": "normal"}):
         with pytest.raises(UserError):
             FitConfig(**bad)
-    cfg = FitConfig("rd", "size", n_boot=50, c0=1e9, interaction=True)
+    cfg = FitConfig("rd", "size", n_boot=50, c0=1e9, interaction=True, estimator="mle",
+                    interval="bca")
     assert FitConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
 
 

@@ -2,7 +2,9 @@
 
 Forms (natural logs; N = parameters, C = attack FLOPs or examples processed):
 - `logistic` (RRR only): logit P(refused) = a + b_N·log N + b_C·log C (+ b_NC·log N·log C),
-  maximum likelihood on per-prompt refusal labels (`regress.logistic_mle`).
+  on per-prompt refusal labels by Firth's penalised likelihood (`regress.logistic_firth`:
+  finite when a baseline refuses every prompt or a transition is sharp), or plain maximum
+  likelihood (`estimator="mle"`, which has no finite estimate on separable data).
 - `linear` ("log-linear"): run mean of the metric = a + b·log x, least squares on run means.
 - `loglog`: log(run mean) = a + b·log x, least squares on runs with a mean above 0.
 
@@ -12,14 +14,20 @@ so `a` (+ b_N·log N) is the unattacked level and no constant has to be added to
 `c0` set, every run uses log(C + c0) instead (no `d_attack`). Log-log fits vs compute use the
 attacked runs only (log 0 is undefined).
 
-Confidence intervals: percentile bootstrap. Each replicate resamples prompt ids with
+Confidence intervals: a paired cluster bootstrap. Each replicate resamples prompt ids with
 replacement, once for all runs (paired: a prompt drawn twice counts twice in every run), and,
 for every condition (model × attack strength) run with several seeds, resamples those seeds;
-then every fit is refitted. Replicates where a fit has no finite estimate are counted.
+then every fit is refitted. Logistic fits turn the draws into an interval by `interval`
+(default `studentized`: percentile-t with prompt-clustered sandwich errors; see
+`clusterci` and `benchmarks/fit_coverage.py` for the measured coverage of each method);
+run-mean fits use percentiles. A replicate whose fit has no finite estimate is never
+dropped silently: `Fit.n_boot_failed` and `Fit.boot_failures` (reason -> count) record it
+and a note says so.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -27,12 +35,15 @@ from typing import Any
 import numpy as np
 
 from refusalscope.errors import UserError
+from refusalscope.study.clusterci import INTERVALS, Labels, intervals
 from refusalscope.study.fitspec import FitSpec, Gathered, build_specs, cells_of, predict
 from refusalscope.study.points import METRICS, RD_OVER, Point
 from refusalscope.study.sizes import N_KINDS
-from refusalscope.study.regress import FitFailed, log_likelihood, logistic_mle, r_squared, wls
+from refusalscope.study.regress import (FitFailed, log_likelihood, logistic_firth, logistic_mle,
+                                        r_squared, wls)
 
 X_AXES = ("size", "compute", "both")
+ESTIMATORS = ("firth", "mle")
 
 
 @dataclass(frozen=True)
@@ -49,6 +60,8 @@ class FitConfig:
     rd_over: str = "refused"  # RD over prompts refused at baseline, or all prompts
     n_kind: str = "non-embedding"  # N in fits: non-embedding | total (released) parameters
     include_controls: bool = False  # keep never-refusing control models in fits vs size
+    estimator: str = "firth"  # logistic fits: firth (finite on separation) | mle
+    interval: str = "studentized"  # logistic fits' CIs: see clusterci.INTERVALS
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
@@ -61,6 +74,11 @@ class FitConfig:
             raise UserError(f"alpha must be in (0, 0.5) (got {self.alpha})")
         if self.c0 is not None and not self.c0 > 0:
             raise UserError(f"--c0 must be > 0 (got {self.c0})")
+        if self.estimator not in ESTIMATORS:
+            raise UserError(f"unknown --estimator {self.estimator!r}: one of "
+                            + ", ".join(ESTIMATORS))
+        if self.interval not in INTERVALS:
+            raise UserError(f"unknown --interval {self.interval!r}: one of {', '.join(INTERVALS)}")
         if self.rd_over not in RD_OVER:
             raise UserError(f"unknown --rd-over {self.rd_over!r}: one of {', '.join(RD_OVER)}")
         if self.n_kind not in N_KINDS:
@@ -84,9 +102,12 @@ class Fit:
     quality: dict[str, Any]
     n_boot_ok: int
     boot: np.ndarray = field(repr=False)  # [n_boot_ok, k]
+    n_boot_failed: int = 0  # replicates with no finite estimate (left out of the CI)
+    boot_failures: dict[str, int] = field(default_factory=dict)  # reason -> replicates
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.spec.to_dict(), "quality": self.quality, "n_boot_ok": self.n_boot_ok,
+                "n_boot_failed": self.n_boot_failed, "boot_failures": self.boot_failures,
                 "coefficients": {n: {"estimate": float(e), "ci": [float(lo), float(hi)]}
                                  for n, e, (lo, hi) in zip(self.spec.coef_names, self.estimate,
                                                            self.ci, strict=True)}}
@@ -145,35 +166,23 @@ def fit_metric(points: Sequence[Point], cfg: FitConfig) -> FitResult:
     kept: list[tuple[FitSpec, np.ndarray]] = []
     for s in specs:
         try:
-            kept.append((s, estimate(data, s, ones_w, ones_r)))
+            kept.append((s, estimate(data, s, ones_w, ones_r, cfg.estimator)))
         except FitFailed as e:
             notes.append(f"{s.name}: no fit ({e})")
     if not kept:
         raise UserError(f"no {cfg.metric} fit vs {cfg.x} is possible on these runs: "
                         + "; ".join(notes[-3:]))
     rng = np.random.default_rng(cfg.seed)
-    boots = np.full((len(kept), cfg.n_boot, max(len(s.coef_names) for s, _ in kept)), np.nan)
+    draws = [data.resample(rng) for _ in range(cfg.n_boot)]
+    W, R = np.array([d[0] for d in draws]), np.array([d[1] for d in draws])
     cell_keys = sorted(set(data.condition))
-    cell_boot = np.full((len(cell_keys), cfg.n_boot), np.nan)
-    for b in range(cfg.n_boot):
-        w, r = data.resample(rng)
-        for i, (s, _) in enumerate(kept):
-            try:
-                boots[i, b, :len(s.coef_names)] = estimate(data, s, w, r)
-            except FitFailed:
-                pass
-        cell_boot[:, b] = [data.cell_mean(c, w, r) for c in cell_keys]
-    fits = []
-    lo_q, hi_q = cfg.alpha / 2, 1 - cfg.alpha / 2
-    for i, (s, est) in enumerate(kept):
-        draws = boots[i, :, :len(s.coef_names)]
-        ok = draws[np.all(np.isfinite(draws), axis=1)]
-        if len(ok) < 0.9 * cfg.n_boot:
-            notes.append(f"{s.name}: only {len(ok)}/{cfg.n_boot} bootstrap refits had a finite "
-                         "estimate; its CI is less reliable")
-        ci = (np.quantile(ok, [lo_q, hi_q], axis=0).T if len(ok)
-              else np.full((len(est), 2), np.nan))
-        fits.append(Fit(s, est, ci, quality(data, s, est), len(ok), ok))
+    cell_boot = np.array([[data.cell_mean(c, w, r) for w, r in draws] for c in cell_keys])
+    fits = [_bootstrap(data, s, est, W, R, cfg) for s, est in kept]
+    for f in fits:
+        if f.n_boot_failed:
+            why = "; ".join(f"{n}x {r}" for r, n in sorted(f.boot_failures.items()))
+            notes.append(f"{f.spec.name}: {f.n_boot_failed}/{cfg.n_boot} bootstrap refits had "
+                         f"no finite estimate ({why}); its CI uses the other {f.n_boot_ok}")
     cells = cells_of(data, cell_keys, cell_boot, cfg.alpha)
     handling = ("baseline runs (C = 0) enter through their own intercept: "
                 "eta = a + b_N*log N + 1[attacked]*(d_attack + b_C*log C)" if cfg.c0 is None else
@@ -181,14 +190,65 @@ def fit_metric(points: Sequence[Point], cfg: FitConfig) -> FitResult:
     return FitResult(cfg, fits, cells, sorted({p.run for p in points}), notes, handling)
 
 
-def estimate(data: Gathered, spec: FitSpec, w: np.ndarray, r: np.ndarray) -> np.ndarray:
-    """Coefficients of `spec` with prompt weights `w` [n_prompts] and run weights `r` [n_runs]."""
+def _bootstrap(data: Gathered, spec: FitSpec, est: np.ndarray, W: np.ndarray, R: np.ndarray,
+               cfg: FitConfig) -> Fit:
+    """Refit `spec` on every replicate (prompt weights W [B, P], run weights R [B, n_runs]) and
+    build its CI: logistic fits by `cfg.interval`, run-mean fits by percentile."""
+    if spec.form == "logistic":
+        labels = labels_of(data, spec)
+        runs = list(spec.runs)
+        firth = cfg.estimator == "firth"
+        boot, why = labels.fit(W, R[:, runs], firth)
+        interval = cfg.interval
+    else:
+        boot = np.full((len(W), len(est)), np.nan)
+        why = [""] * len(W)
+        for b, (w, r) in enumerate(zip(W, R, strict=True)):
+            try:
+                boot[b] = estimate(data, spec, w, r)
+            except FitFailed as e:
+                why[b] = str(e)
+        interval = "percentile"
+    ok = np.isfinite(boot).all(1)
+    failures = Counter(r or "non-finite estimate" for r, o in zip(why, ok, strict=True) if not o)
+    if not ok.any():
+        ci = np.full((len(est), 2), np.nan)
+    elif spec.form == "logistic":
+        ci = intervals(labels, est, boot, W, R[:, runs], firth=firth, alpha=cfg.alpha,
+                       methods=(interval,))[interval]
+    else:
+        ci = np.quantile(boot[ok], [cfg.alpha / 2, 1 - cfg.alpha / 2], axis=0).T
+    q = {**quality(data, spec, est), "interval": interval}
+    if spec.form == "logistic":
+        q["estimator"] = cfg.estimator
+    return Fit(spec, est, ci, q, int(ok.sum()), boot[ok], int((~ok).sum()), dict(failures))
+
+
+def labels_of(data: Gathered, spec: FitSpec) -> Labels:
+    """`spec`'s per-prompt labels as a [prompts, runs of spec] matrix with its design rows."""
+    runs = np.asarray(spec.runs)
+    rows = np.isin(data.row_run, runs)
+    pos = np.full(data.n_runs, -1)
+    pos[runs] = np.arange(len(runs))
+    seeds: dict[tuple[str, str], list[int]] = {}
+    for i, j in enumerate(runs):
+        seeds.setdefault(data.condition[j], []).append(i)
+    return Labels.from_rows(pos[data.row_run[rows]], data.row_prompt[rows], data.row_y[rows],
+                            data.n_prompts, data.features(spec)[runs],
+                            tuple(tuple(g) for g in seeds.values()))
+
+
+def estimate(data: Gathered, spec: FitSpec, w: np.ndarray, r: np.ndarray,
+             estimator: str = "firth") -> np.ndarray:
+    """Coefficients of `spec` with prompt weights `w` [n_prompts] and run weights `r` [n_runs];
+    logistic fits by Firth's penalised likelihood (or `estimator="mle"`)."""
     runs = np.asarray(spec.runs)
     if spec.form == "logistic":
         rows = np.isin(data.row_run, runs)
         rw = w[data.row_prompt[rows]] * r[data.row_run[rows]]
         X = data.features(spec)[data.row_run[rows]]
-        return logistic_mle(X, data.row_y[rows], rw)
+        fit = logistic_firth if estimator == "firth" else logistic_mle
+        return fit(X, data.row_y[rows], rw)
     X, y, rw = run_level(data, spec, w, r)
     return wls(X, y, rw)
 

@@ -177,23 +177,22 @@ def _newton(Z: np.ndarray, s1: np.ndarray, n: np.ndarray, *, firth: bool, max_it
     ybar = np.clip(s1.sum(1) / tot, 1e-6, 1 - 1e-6)
     G[:, 0] = np.log(ybar / (1 - ybar))
     active = np.array([not r for r in why])
-    eye = np.eye(k)
     for _ in range(max_iter):
         if not active.any():
             break
         obj, p, info = _objective(Z, s1, n, G, firth)
-        resid = s1 - n * p
-        if firth:
-            lev = np.einsum("mk,bkl,ml->bm", Z, np.linalg.pinv(info, hermitian=True), Z)
-            resid = resid + n * p * (1 - p) * lev * (0.5 - p)
-        score = np.einsum("bm,mk->bk", resid, Z)
-        cond = np.linalg.cond(info)
-        bad = active & ~(cond < 1e12)
+        lam, vec = np.linalg.eigh(info)
+        bad = active & ~(lam[:, 0] > 1e-12 * np.maximum(lam[:, -1], 1e-300))
         for b in np.flatnonzero(bad):
             why[b] = "singular information matrix (the outcomes may be separable)"
         active &= ~bad
-        info[~active] = eye
-        step = np.linalg.solve(info, score[..., None])[..., 0]
+        lam[~active] = 1.0
+        inv = np.einsum("bkj,bj,blj->bkl", vec, 1.0 / lam, vec)
+        resid = s1 - n * p
+        if firth:
+            lev = np.einsum("mk,bkl,ml->bm", Z, inv, Z)
+            resid = resid + n * p * (1 - p) * lev * (0.5 - p)
+        step = np.einsum("bkl,bl->bk", inv, np.einsum("bm,mk->bk", resid, Z))
         step[~active] = 0.0
         big = np.abs(step).max(1, keepdims=True)
         step *= np.minimum(1.0, 5.0 / np.maximum(big, 1e-300))
