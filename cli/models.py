@@ -17,8 +17,11 @@ app = typer.Typer(
 )
 
 _INFO_ORDER = ("name", "description", "kind", "is_chat", "hub_id", "architecture", "params",
-               "layers", "d_model", "vocab", "chat_template", "source", "sha256", "license",
-               "pulled", "cache_path", "notes")
+               "params_released", "params_non_embedding", "pretrain_tokens", "layers",
+               "d_model", "vocab", "chat_template", "source", "sha256", "license", "pulled",
+               "cache_path", "notes")
+_LABELS = {"params_released": "released", "params_non_embedding": "non-embedding",
+           "pretrain_tokens": "pretrain D"}
 
 
 def _params(value: Any) -> str:
@@ -30,6 +33,37 @@ def _params(value: Any) -> str:
     return str(value or "?")
 
 
+def _sizes(spec: str, d: dict[str, Any]) -> dict[str, Any]:
+    """Released and non-embedding parameter counts and pretraining tokens D: the registry's,
+    else counted from a local folder's config.json (nothing when neither is there)."""
+    from pathlib import Path
+
+    from refusalscope.models.registry import REGISTRY, model_sizes
+
+    entry = REGISTRY.get(spec)
+    out: dict[str, Any] = {}
+    if entry is not None and entry.params_released is not None:
+        out = {"params_released": entry.params_released,
+               "params_non_embedding": entry.params_non_embedding}
+    elif d.get("cache_path") and (Path(d["cache_path"]) / "config.json").is_file():
+        from transformers import AutoConfig
+
+        try:
+            sizes = model_sizes(AutoConfig.from_pretrained(d["cache_path"]),
+                                tied=entry.tied_embeddings if entry else None)
+        except (OSError, ValueError, KeyError, TypeError):  # an architecture we cannot build
+            return out
+        out = {"params_released": sizes.released, "params_non_embedding": sizes.non_embedding}
+    if entry is not None and entry.pretrain_tokens:
+        out.update(pretrain_tokens=entry.pretrain_tokens, pretrain_source=entry.pretrain_source)
+    return out
+
+
+def _tokens(value: float) -> str:
+    """2e12 -> '2T', 1.5e11 -> '150B'."""
+    return f"{value / 1e12:g}T" if value >= 1e12 else f"{value / 1e9:g}B"
+
+
 def _yes(value: bool | None) -> str:
     return "?" if value is None else ("yes" if value else "no")
 
@@ -37,18 +71,21 @@ def _yes(value: bool | None) -> str:
 @app.command("list")
 @user_errors
 def list_() -> None:
-    """Registry names with kind, chat (refusal-trained), params, source and whether pulled."""
+    """Registry names with kind, chat (refusal-trained), params (as released / non-embedding),
+    source and whether pulled."""
     from refusalscope.models.pull import describe
     from refusalscope.models.registry import REGISTRY
 
     rows = [("name", "kind", "chat", "params", "source", "pulled")]
-    for name in REGISTRY:
+    for name, entry in REGISTRY.items():
         d = describe(name)
-        rows.append((name, d["kind"], _yes(d["is_chat"]), _params(d["params"]), d["source"],
-                     _yes(d["pulled"])))
+        size = (f"{_params(entry.params_released)}/{_params(entry.params_non_embedding)}"
+                if entry.params_released else _params(d["params"]))
+        rows.append((name, d["kind"], _yes(d["is_chat"]), size, d["source"], _yes(d["pulled"])))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         typer.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    typer.echo("params: as released (tied embeddings counted once) / non-embedding")
 
 
 @app.command()
@@ -84,6 +121,7 @@ def info(
     from refusalscope.models.pull import describe
 
     d = describe(spec)
+    d.update(_sizes(spec, d))
     if as_json:
         typer.echo(json.dumps(d, indent=2, sort_keys=True, default=str))
         return
@@ -93,12 +131,18 @@ def info(
         value = d[key]
         if key == "params":
             value = f"{_params(value)} ({value:,})" if isinstance(value, int) else _params(value)
+            if d.get("params_released") and d["params_released"] != d.get("params"):
+                value += " as loaded" if isinstance(d.get("params"), int) else " nominal"
+        elif key in ("params_released", "params_non_embedding"):
+            value = f"{_params(value)} ({value:,})"
+        elif key == "pretrain_tokens":
+            value = f"{_tokens(value)} tokens: {d.get('pretrain_source', '?')}"
         elif key == "is_chat":
             value = "yes (chat/instruct model)" if value else \
                 "no (base model: no chat or refusal training)"
         elif isinstance(value, bool):
             value = _yes(value)
-        typer.echo(f"{key + ':':15} {value}")
+        typer.echo(f"{_LABELS.get(key, key) + ':':15} {value}")
     if d.get("kind") == "hub" and not d.get("pulled"):
         typer.echo(f"{'note:':15} not in the local Hugging Face cache; pull or load needs "
                    "network (and a token for gated models)")

@@ -199,6 +199,22 @@ def generate_rows(handle: Any, prompts: Sequence[Any], cfg: GenerateConfig, *,
                        "category": p.category, "prompt": p.prompt, "model": handle.name, **o}
 
 
+def generation_ledger(handle: Any, rows: Sequence[dict[str, Any]], seconds: float = 0.0) -> Any:
+    """The work of generating `rows` (each with `prompt_tokens`, `new_tokens`) by the shared
+    ledger (`refusalscope.compute`): each prompt run once, each new token fed back once.
+
+    Example:
+        led = generation_ledger(handle, list(generate_rows(handle, prompts, cfg)))
+        led.flops
+    """
+    from refusalscope.compute import Ledger, count_params
+
+    led = Ledger(count_params(handle.model, trained=False), wall_seconds=seconds)
+    for r in rows:
+        led.generation(int(r["prompt_tokens"]), int(r["new_tokens"]))
+    return led
+
+
 def load_prompts(cfg: GenerateConfig) -> list[Any]:
     """The prompts a config asks for: a built split, or a user's prompt file (first n)."""
     from refusalscope.data.load import load_prompt_file, load_split
@@ -237,8 +253,9 @@ def run_generate(cfg: GenerateConfig, *, options: Any = None, batch_size: int = 
     Rows are appended and fsynced as batches finish, so an interrupted run keeps its work and
     `resume=<run>` skips every finished prompt id.
     """
-    from refusalscope.fileio import append_jsonl
+    from refusalscope.fileio import append_jsonl, atomic_write_json, read_jsonl
     from refusalscope.models.handle import ModelHandle
+    from refusalscope.models.registry import size_fields
     from refusalscope.runs import Run
 
     from refusalscope.models.pull import resolve
@@ -261,13 +278,15 @@ def run_generate(cfg: GenerateConfig, *, options: Any = None, batch_size: int = 
     todo = [p for p in prompts if p.id not in done]
     run.manifest.status = "started"
     run.manifest.extra["model"] = {
-        "source": handle.source, "n_params": handle.n_params(), "n_layers": handle.n_layers,
+        "source": handle.source, "n_params": handle.n_params(), **size_fields(handle),
+        "n_layers": handle.n_layers,
         "d_model": handle.d_model, "chat_template": handle.has_chat_template,
         "adapter": handle.adapter}
     run.manifest.extra["n_prompts"] = len(prompts)
     run.save()
     if on_start is not None:
         on_start(len(todo))
+    t0 = time.perf_counter()
     try:
         for row in generate_rows(handle, todo, cfg, batch_size=batch_size,
                                  interventions=interventions, static_cache=static_cache,
@@ -276,5 +295,11 @@ def run_generate(cfg: GenerateConfig, *, options: Any = None, batch_size: int = 
     except BaseException as e:
         run.finish("error", error=f"{type(e).__name__}: {e}"[:500])
         raise
+    # compute of every row (a resumed run's earlier ones too); wall time of this invocation
+    compute = generation_ledger(handle, read_jsonl(run.file(GENERATIONS))
+                                if run.file(GENERATIONS).exists() else [],
+                                time.perf_counter() - t0).to_dict()
+    atomic_write_json(run.file("compute.json"), compute)
+    run.manifest.extra["compute"] = compute
     run.finish("success")
     return run

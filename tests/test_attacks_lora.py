@@ -109,7 +109,7 @@ def test_param_counts_exact():
     # per layer: q,o 64x64, k,v 64x32 (2 kv heads of 16), MLP 3 x 64x128, two norms of 64
     body = 3 * (2 * 64 * 64 + 2 * 64 * 32 + 3 * 64 * 128 + 2 * 64) + 64
     assert c == ParamCounts(total=body + 2 * vocab * 64, trainable=3 * 8 * (128 + 96 + 96 + 128),
-                            body=body, head=vocab * 64)
+                            body=body, head=vocab * 64, embedding=vocab * 64)
 
 
 def test_flops_formula_exact():

@@ -29,7 +29,7 @@ from typing import Any
 
 from refusalscope.attacks import autodan_ops as ops
 from refusalscope.attacks.autodan_prompts import load_prompt_group, model_names, render
-from refusalscope.attacks.gcg import Compute
+from refusalscope.compute import Ledger, count_params
 from refusalscope.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -98,14 +98,14 @@ class AutoDANState:
     rng: list[Any] | None = None
     logged: int = -1
     stop: str | None = None  # "target" | "complied" once early stopping fired
-    compute: Compute = field(default_factory=Compute)
+    compute: Ledger = field(default_factory=Ledger)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(asdict(self), compute=self.compute.to_dict())
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AutoDANState:
-        return cls(**dict(d, compute=Compute(**d["compute"])))
+        return cls(**dict(d, compute=Ledger.from_dict(d["compute"])))
 
     def best(self) -> int:
         return min(range(len(self.losses)), key=lambda i: (self.losses[i], i))
@@ -124,7 +124,7 @@ class AutoDANResult:
     target_hit: bool
     stop: str | None
     generations: list[dict[str, Any]]
-    compute: Compute
+    compute: Ledger
 
 
 def sequence_losses(model: Any, prompts: Sequence[list[int]], target: Any, pad_id: int,
@@ -187,7 +187,7 @@ class AutoDAN:
         self.targets = [torch.tensor([tok(t, add_special_tokens=False)["input_ids"]],
                                      device=handle.device) for _, t in self.requests]
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
-        self.n_params = handle.n_params()
+        self.params = count_params(handle.model, trained=False)
 
     def n_tokens(self, body: str) -> int:
         return len(self.handle.tokenizer(render(body, "", self.name, self.developer),
@@ -206,7 +206,7 @@ class AutoDAN:
         text = self.handle.format_prompt(render(body, goal, self.name, self.developer))
         return self.handle.tokenizer(text, add_special_tokens=not self.handle.has_chat_template)["input_ids"]
 
-    def fitness(self, bodies: Sequence[str], comp: Compute) -> tuple[list[float], list[bool]]:
+    def fitness(self, bodies: Sequence[str], comp: Ledger) -> tuple[list[float], list[bool]]:
         """Mean target loss over the requests and 'every target hit' per body."""
         from refusalscope.attacks.gcg_loss import with_oom_backoff
 
@@ -221,18 +221,20 @@ class AutoDAN:
                 self.batch_size = size  # backed off on out-of-memory: remember it
             total = [a + float(x) for a, x in zip(total, l, strict=True)]
             hit = [a and bool(x) for a, x in zip(hit, h, strict=True)]
-            comp.forward_passes += -(-len(seqs) // size)
-            comp.forward_tokens += sum(len(s) + target.shape[1] - 1 for s in seqs)
+            t = target.shape[1]  # each row: prompt + target[:-1], logits on the last t only
+            comp.forward(sum(len(s) + t - 1 for s in seqs), len(seqs) * t, sequences=len(seqs),
+                         passes=-(-len(seqs) // size))
         comp.candidate_evals += len(bodies)
         return [x / len(self.requests) for x in total], hit
 
     def new_state(self) -> AutoDANState:
-        state = AutoDANState(rng=list(random.Random(self.cfg.seed).getstate()))
+        state = AutoDANState(rng=list(random.Random(self.cfg.seed).getstate()),
+                             compute=Ledger(self.params, steps=0, examples_seen=0))
         state.population = self.initial_population()
         state.losses, state.hits = self.fitness(state.population, state.compute)
         return state
 
-    def check(self, body: str, comp: Compute) -> list[dict[str, Any]]:
+    def check(self, body: str, comp: Ledger) -> list[dict[str, Any]]:
         """Greedy replies of `check_tokens` tokens to every request with `body`, labelled."""
         from refusalscope.data.load import Prompt
         from refusalscope.generate import GenerateConfig, generate_rows
@@ -244,7 +246,7 @@ class AutoDAN:
         cfg = GenerateConfig(model=self.handle.name, max_new_tokens=self.cfg.check_tokens)
         out, scorer = [], HeuristicScorer()
         for r in generate_rows(self.handle, prompts, cfg, batch_size=8):
-            comp.forward_tokens += r["prompt_tokens"] + r["new_tokens"]
+            comp.generation(r["prompt_tokens"], r["new_tokens"])
             out.append({"id": r["id"], "refused": scorer.label(r["prompt"], r["response"]).refused,
                         "response": r["response"]})
         return sorted(out, key=lambda r: int(r["id"][1:]))
@@ -298,7 +300,7 @@ class AutoDAN:
         state.hits = [known[t][1] for t in state.population]
         state.rng = list(rng.getstate())
         state.generation += 1
-        state.compute.steps += 1
+        state.compute.step(len(self.requests))  # examples: the requests scored
 
 
 def run(handle: Any, requests: Sequence[tuple[str, str]], cfg: AutoDANConfig, *,
@@ -318,14 +320,15 @@ def run(handle: Any, requests: Sequence[tuple[str, str]], cfg: AutoDANConfig, *,
                   AutoDANConfig(population=8, generations=3))
     """
     opt = AutoDAN(handle, requests, cfg, batch_size=batch_size, texts=texts)
+    if state is not None:
+        state.compute.params = opt.params  # a resumed state's counts, this model's classes
     t0 = time.perf_counter()
     state = state or opt.new_state()
     rows: list[dict[str, Any]] = []
     while True:
         if state.logged < state.generation:
             row = opt.report(state, time.perf_counter() - t0)
-            state.compute.wall_s += time.perf_counter() - t0
-            state.compute.flops = 2.0 * opt.n_params * state.compute.forward_tokens
+            state.compute.wall_seconds += time.perf_counter() - t0
             state.logged = state.generation
             rows.append(row)
             if on_generation is not None:

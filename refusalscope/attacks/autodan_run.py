@@ -121,6 +121,7 @@ def run_autodan(cfg: AutoDANRunConfig, *, options: Any = None, batch_size: int |
     from refusalscope.data.load import load_split
     from refusalscope.fileio import append_jsonl, atomic_write_json, write_jsonl
     from refusalscope.models.handle import ModelHandle
+    from refusalscope.models.registry import size_fields
     from refusalscope.runs import Run
 
     state = None
@@ -158,12 +159,11 @@ def run_autodan(cfg: AutoDANRunConfig, *, options: Any = None, batch_size: int |
                   "asr_optimised_baseline": asr(rows, split, "baseline"),
                   "asr_heldout": asr(rows, "eval", "attacked") if heldout else None,
                   "asr_heldout_baseline": asr(rows, "eval", "baseline") if heldout else None,
-                  "compute": res.compute.to_dict(),
-                  "flops_formula": "2*N*forward_tokens (fitness rows + greedy checks), "
-                                   "N = parameters"}
+                  "compute": res.compute.to_dict()}
         atomic_write_json(run_.file(RESULT), result)
         run_.manifest.extra["compute"] = res.compute.to_dict()
         run_.manifest.extra["model"] = {"source": handle.source, "n_params": handle.n_params(),
+                                        **size_fields(handle),
                                         "adapter": handle.adapter}
     except BaseException as e:
         run_.finish("error", error=f"{type(e).__name__}: {e}"[:500])

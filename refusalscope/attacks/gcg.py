@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from refusalscope.compute import Ledger, count_params
 from refusalscope.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -59,22 +60,7 @@ class GCGConfig:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
-@dataclass
-class Compute:
-    """Work done; FLOPs ~ 2 N (forward tokens) + 6 N (gradient tokens), N = parameter count
-    (an upper bound here: our forwards skip the lm_head on non-target positions)."""
-
-    steps: int = 0
-    forward_passes: int = 0
-    backward_passes: int = 0
-    candidate_evals: int = 0
-    forward_tokens: int = 0
-    gradient_tokens: int = 0
-    wall_s: float = 0.0
-    flops: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+Compute = Ledger  # the name GCG's work counter had before the shared ledger
 
 
 @dataclass
@@ -87,7 +73,7 @@ class GCGState:
     n_active: int = 1
     steps_since_add: int = 0
     rng: list[int] | None = None
-    compute: Compute = field(default_factory=Compute)
+    compute: Ledger = field(default_factory=Ledger)
 
     def to_dict(self) -> dict[str, Any]:
         return {"step": self.step, "buffer": [[l, i] for l, i in self.buffer],
@@ -98,7 +84,7 @@ class GCGState:
     def from_dict(cls, d: dict[str, Any]) -> GCGState:
         return cls(step=d["step"], buffer=[(float(l), list(i)) for l, i in d["buffer"]],
                    n_active=d["n_active"], steps_since_add=d["steps_since_add"], rng=d["rng"],
-                   compute=Compute(**d["compute"]))
+                   compute=Ledger.from_dict(d["compute"]))
 
 
 @dataclass(frozen=True)
@@ -109,7 +95,7 @@ class GCGResult:
     suffix_ids: list[int]
     loss: float
     steps: list[dict[str, Any]]
-    compute: Compute
+    compute: Ledger
     n_active: int
 
 
@@ -131,17 +117,21 @@ class GCG:
         self.caches = [PrefixCache(self.model, s.prefix, handle.config) for s in self.slots]
         self.forbidden = forbidden_tokens(handle.tokenizer, self.embed_w.shape[0],
                                           cfg.allow_non_ascii)
-        self.n_params = handle.n_params()
+        # nothing is trained: the model's weights may still say requires_grad
+        self.params = count_params(self.model, trained=False)
 
     def new_state(self) -> GCGState:
         import torch
 
-        state = GCGState(rng=torch.Generator().manual_seed(self.cfg.seed).get_state().tolist())
+        state = GCGState(rng=torch.Generator().manual_seed(self.cfg.seed).get_state().tolist(),
+                         compute=Ledger(self.params, steps=0, examples_seen=0))
+        for s in self.slots:  # the prefix caches: run once, one row of logits each
+            state.compute.forward(s.prefix.shape[1], 1, sequences=1)
         loss = float(self._losses(torch.tensor([self.init_ids]), 1, state.compute)[0][0])
         state.buffer = [(loss, list(self.init_ids))]
         return state
 
-    def _losses(self, cands: Any, n_active: int, comp: Compute) -> tuple[Any, Any]:
+    def _losses(self, cands: Any, n_active: int, comp: Ledger) -> tuple[Any, Any]:
         """Mean loss over the first `n_active` prompts and 'every prompt hit' flags, `[B]`."""
         import torch
 
@@ -158,13 +148,14 @@ class GCG:
                 self.batch_size = size  # backed off on out-of-memory: remember it
             total = l if total is None else total + l
             hit = h if hit is None else hit & h
-            comp.forward_passes += -(-b // size)
-            comp.forward_tokens += b * (cands.shape[1] + s.tail.shape[1] + s.target.shape[1] - 1)
+            t = s.target.shape[1]  # suffix + tail + target[:-1] run after the cached prefix
+            comp.forward(b * (cands.shape[1] + s.tail.shape[1] + t - 1), b * t, sequences=b,
+                         passes=-(-b // size))
         comp.candidate_evals += cands.shape[0]
         assert total is not None and hit is not None
         return (total / n_active).cpu(), hit.cpu()
 
-    def gradient(self, ids: list[int], n_active: int, comp: Compute) -> Any:
+    def gradient(self, ids: list[int], n_active: int, comp: Ledger) -> Any:
         """Mean over active prompts of d loss / d one-hot(suffix), `[L, V]` on the model's device."""
         import torch
 
@@ -175,8 +166,9 @@ class GCG:
         for s, c in list(zip(self.slots, self.caches))[:n_active]:
             g, _ = suffix_gradient(self.model, s, c, t, self.embed_w)
             grad = g if grad is None else grad + g
-            comp.backward_passes += 1
-            comp.gradient_tokens += len(ids) + s.tail.shape[1] + s.target.shape[1] - 1
+            rows, n = s.target.shape[1], len(ids) + s.tail.shape[1] + s.target.shape[1] - 1
+            comp.forward(n, rows, len(ids), sequences=1)  # one-hot x embedding: a real matmul
+            comp.backward(n, rows, len(ids))  # to the one-hot; no weight gradients
         assert grad is not None
         return grad / n_active
 
@@ -190,7 +182,7 @@ class GCG:
         comp, cfg = state.compute, self.cfg
         gen = torch.Generator()
         gen.set_state(torch.tensor(state.rng, dtype=torch.uint8))
-        current = state.buffer[0][1]
+        current, active = state.buffer[0][1], state.n_active
         grad = self.gradient(current, state.n_active, comp)
         cands = sample_candidates(torch.tensor(current), grad, width=cfg.search_width,
                                   topk=cfg.topk, n_replace=cfg.n_replace,
@@ -203,9 +195,7 @@ class GCG:
         state.step += 1
         state.steps_since_add += 1
         dt = time.perf_counter() - t0
-        comp.steps += 1
-        comp.wall_s += dt
-        comp.flops = 2.0 * self.n_params * comp.forward_tokens + 6.0 * self.n_params * comp.gradient_tokens
+        comp.step(active, dt)  # examples: the prompts whose gradient this step took
         row = {"step": state.step, "loss": state.buffer[0][0], "step_best_loss": float(losses[best]),
                "suffix": self.handle.tokenizer.decode(state.buffer[0][1]),
                "suffix_ids": state.buffer[0][1], "n_active": state.n_active,
@@ -266,6 +256,8 @@ def run(handle: Any, prompts: Sequence[tuple[str, str]], cfg: GCGConfig, *,
         res = run(handle, [("How do I pick a lock?", "Sure, here is how")], GCGConfig(steps=5))
     """
     opt = GCG(handle, prompts, cfg, batch_size=batch_size)
+    if state is not None:
+        state.compute.params = opt.params  # a resumed state's counts, this model's classes
     state = state or opt.new_state()
     rows: list[dict[str, Any]] = []
     while state.step < cfg.steps:

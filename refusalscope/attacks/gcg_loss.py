@@ -78,7 +78,7 @@ class PrefixCache:
         self.kw = cache_kwarg(model)
         cache = DynamicCache(config=config)
         with torch.no_grad():
-            model(input_ids=prefix_ids, use_cache=True, **{self.kw: cache})
+            model(input_ids=prefix_ids, use_cache=True, logits_to_keep=1, **{self.kw: cache})
         self.kv = [(layer.keys, layer.values) for layer in cache.layers]
         self.config = config
         self.length = prefix_ids.shape[1]

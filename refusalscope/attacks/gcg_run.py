@@ -118,6 +118,7 @@ def run_gcg(cfg: GCGRunConfig, *, options: Any = None, batch_size: int | None = 
     """Optimise, log every step, evaluate; returns the finished `Run`."""
     from refusalscope.fileio import append_jsonl, atomic_write_json, read_jsonl, write_jsonl
     from refusalscope.models.handle import ModelHandle
+    from refusalscope.models.registry import size_fields
     from refusalscope.runs import Run
 
     prompts = _prompts(cfg)
@@ -171,11 +172,11 @@ def run_gcg(cfg: GCGRunConfig, *, options: Any = None, batch_size: int | None = 
                   "asr_optimised_baseline": asr(rows, split, "baseline"),
                   "asr_heldout": asr(rows, "eval", "attacked") if cfg.n_eval else None,
                   "asr_heldout_baseline": asr(rows, "eval", "baseline") if cfg.n_eval else None,
-                  "compute": res.compute.to_dict(),
-                  "flops_formula": "2*N*forward_tokens + 6*N*gradient_tokens, N = parameters"}
+                  "compute": res.compute.to_dict()}
         atomic_write_json(run_.file(RESULT), result)
         run_.manifest.extra["compute"] = res.compute.to_dict()
         run_.manifest.extra["model"] = {"source": handle.source, "n_params": handle.n_params(),
+                                        **size_fields(handle),
                                         "adapter": handle.adapter, "steer": cfg.steer}
     except BaseException as e:
         run_.finish("error", error=f"{type(e).__name__}: {e}"[:500])

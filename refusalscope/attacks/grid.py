@@ -149,12 +149,15 @@ def run_grid(cfgs: Sequence[LoraAttackConfig], *, options: Any = None,
 
 
 def _start(run: Any, handle: Any, pairs: list[Any]) -> None:
+    from refusalscope.models.registry import size_fields
+
     run.manifest.status = "started"
     run.manifest.extra.update({
         "attack": "lora",
         "pairs": {"n": len(pairs), "sources": sorted({p.source for p in pairs}),
                   "ids": [p.id for p in pairs]},
         "model_info": {"source": handle.source, "n_params": handle.n_params(),
+                       **size_fields(handle),
                        "n_layers": handle.n_layers, "d_model": handle.d_model},
         "device": str(handle.device), "dtype": str(next(handle.model.parameters()).dtype),
     })

@@ -20,8 +20,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from refusalscope.attacks.compute import ComputeLog, count_params
 from refusalscope.attacks.pairs import IGNORE, TARGET_KINDS, Pair, collate, encode_pair
+from refusalscope.compute import Ledger, count_params
 from refusalscope.errors import UserError
 from refusalscope.models.peft_quiet import quiet_peft
 
@@ -38,7 +38,7 @@ DEFAULT_TARGETS: dict[str, tuple[str, ...]] = {
 }
 _ATTN = ("q_proj", "k_proj", "v_proj", "o_proj")
 StepFn = Callable[[int, int, float], None]  # (step, total steps, loss)
-SnapshotFn = Callable[[int, Any, "ComputeLog"], None]  # (steps done, peft model, compute so far)
+SnapshotFn = Callable[[int, Any, Ledger], None]  # (steps done, peft model, compute so far)
 
 
 @dataclass(frozen=True)
@@ -182,7 +182,8 @@ def train(handle: Any, pairs: list[Pair], cfg: LoraAttackConfig, run: Any, *,
     try:
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-        compute = ComputeLog(count_params(model), grad_checkpointing=cfg.grad_checkpointing)
+        compute = Ledger(count_params(model), steps=0, examples_seen=0,
+                         grad_checkpointing=cfg.grad_checkpointing)
         start = _load_checkpoint(run, model, opt, compute)
         model.train()
         for step in range(start, cfg.steps):
@@ -208,7 +209,7 @@ def train(handle: Any, pairs: list[Pair], cfg: LoraAttackConfig, run: Any, *,
 
 
 def _step(model: Any, opt: Any, encoded: list[tuple[list[int], int]], cfg: LoraAttackConfig,
-          step: int, handle: Any, compute: ComputeLog) -> float:
+          step: int, handle: Any, compute: Ledger) -> float:
     t0 = time.perf_counter()
     rows = [encoded[i] for i in batch_indices(len(encoded), cfg.batch_size, cfg.seed, step)]
     batch = {k: v.to(handle.device) for k, v in collate(rows, handle.tokenizer.pad_token_id).items()}
@@ -216,12 +217,11 @@ def _step(model: Any, opt: Any, encoded: list[tuple[list[int], int]], cfg: LoraA
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
-    compute.add_step(len(rows), sum(len(ids) for ids, _ in rows),
-                     sum(len(ids) - n for ids, n in rows), time.perf_counter() - t0)
+    compute.train_step([(len(ids), len(ids) - n) for ids, n in rows], time.perf_counter() - t0)
     return float(loss.detach())
 
 
-def _log_step(run: Any, step: int, loss: float, compute: ComputeLog) -> None:
+def _log_step(run: Any, step: int, loss: float, compute: Ledger) -> None:
     from refusalscope.fileio import append_jsonl
 
     append_jsonl(run.file(LOSS), {"step": step, "loss": round(loss, 6),
@@ -233,7 +233,7 @@ def _trainable_state(model: Any) -> dict[str, Any]:
     return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def _save_checkpoint(run: Any, model: Any, opt: Any, step: int, compute: ComputeLog) -> None:
+def _save_checkpoint(run: Any, model: Any, opt: Any, step: int, compute: Ledger) -> None:
     """Adapter + optimizer + RNG + step + compute totals in one file, replaced atomically."""
     import torch
 
@@ -246,7 +246,7 @@ def _save_checkpoint(run: Any, model: Any, opt: Any, step: int, compute: Compute
     os.replace(tmp, run.file(CHECKPOINT))
 
 
-def _load_checkpoint(run: Any, model: Any, opt: Any, compute: ComputeLog) -> int:
+def _load_checkpoint(run: Any, model: Any, opt: Any, compute: Ledger) -> int:
     """Restore from `checkpoint.pt` if present; trim `loss.jsonl` to it. Returns the start step."""
     import torch
 
@@ -264,10 +264,7 @@ def _load_checkpoint(run: Any, model: Any, opt: Any, compute: ComputeLog) -> int
         torch.set_rng_state(state["rng_cpu"])
         if "rng_cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng_cuda"])
-        saved = ComputeLog.from_dict(state["compute"])
-        for field in ("steps", "examples_seen", "tokens_seen", "response_tokens_seen",
-                      "wall_seconds"):
-            setattr(compute, field, getattr(saved, field))
+        compute.restore(Ledger.from_dict(state["compute"]))
         start = int(state["step"])
     loss_file = run.file(LOSS)
     if loss_file.exists():

@@ -121,11 +121,8 @@ def _summaries(goals: list[Any], rows: list[dict[str, Any]],
 
 
 def _compute(handle: Any, gens: list[dict[str, Any]], wall: float) -> dict[str, Any]:
-    n_params = handle.n_params()
-    prompt_tok = sum(g["prompt_tokens"] for g in gens)
-    new_tok = sum(g["new_tokens"] for g in gens)
-    return {"generations": len(gens), "prompt_tokens": prompt_tok, "generated_tokens": new_tok,
-            "wall_s": round(wall, 3), "n_params": n_params,
-            "flops": 2 * n_params * (prompt_tok + new_tok),
-            "flops_formula": "2*N*(prompt_tokens + generated_tokens), N = parameters",
+    """The generations' compute by the shared ledger (`refusalscope.compute`)."""
+    from refusalscope.generate import generation_ledger
+
+    return {**generation_ledger(handle, gens, wall).to_dict(), "n_params": handle.n_params(),
             "device": str(handle.device)}

@@ -166,7 +166,10 @@ def run_template_attack(cfg: TemplateRunConfig, *, options: Any = None, batch_si
                                                       for s, ts in per_seed.items()},
                                   dropped_by_length=dropped)
         if handle is not None:
-            run.manifest.extra["model"] = {"source": handle.source, "n_params": handle.n_params()}
+            from refusalscope.models.registry import size_fields
+
+            run.manifest.extra["model"] = {"source": handle.source, "n_params": handle.n_params(),
+                                           **size_fields(handle)}
         run.save()  # a run killed while evaluating still says what it holds
         if cfg.evaluate:
             from refusalscope.attacks.template_eval import evaluate

@@ -19,7 +19,9 @@ Procedure (deterministic, greedy decoding):
 
 Run files: `search.json`/`.csv` (per alpha), `search_generations.jsonl`, `steer.txt` (the
 chosen spec for `generate --steer`), `eval.json`, `defense.png`/`.pdf` (RRR and over-refusal vs
-alpha, eval points marked).
+alpha, eval points marked), `compute.json` (the alpha search's generations by the shared ledger,
+`refusalscope.compute`; adding the direction is d FLOPs per position, left out; the eval
+generate runs record their own).
 """
 
 from __future__ import annotations
@@ -183,8 +185,11 @@ def run_defend_steer(cfg: SteerDefenseConfig, *, options: Any = None, batch_size
                                adapter="artifacts/runs/<attack-lora run>",
                                directions="artifacts/runs/<probe-sweep run>/directions.h5"))
     """
+    import time
+
     from refusalscope.defenses.steer_report import evaluate, write_outputs
-    from refusalscope.fileio import sha256_file
+    from refusalscope.fileio import atomic_write_json, read_jsonl, sha256_file
+    from refusalscope.generate import generation_ledger
     from refusalscope.interp.directions import load_directions
     from refusalscope.models.handle import ModelHandle
     from refusalscope.runs import Run
@@ -199,8 +204,12 @@ def run_defend_steer(cfg: SteerDefenseConfig, *, options: Any = None, batch_size
     run = Run.create(COMMAND, cfg.to_dict(), model=cfg.model, seed=cfg.seed,
                      harmful_content=True, input_runs=[cfg.adapter] if cfg.adapter else None)
     try:
+        t0 = time.perf_counter()
         table = search(handle, cfg, prompts, hooks, run.file("search_generations.jsonl"),
                        batch_size=batch_size, on_alpha=on_alpha)
+        compute = generation_ledger(handle, read_jsonl(run.file("search_generations.jsonl")),
+                                    time.perf_counter() - t0).to_dict()
+        atomic_write_json(run.file("compute.json"), compute)
         alpha, why = select_alpha(table, cfg.rule, cfg.target)
         chosen = {"alpha": alpha, "why": why, "steer": spec_string(cfg, alpha),
                   "prompt_ids": {"harmful": [p.id for p in prompts[0]],
@@ -211,7 +220,8 @@ def run_defend_steer(cfg: SteerDefenseConfig, *, options: Any = None, batch_size
     except BaseException as e:
         run.finish("error", f"{type(e).__name__}: {e}"[:500])
         raise
-    run.manifest.extra.update({"defense": "steer", "chosen": chosen, "eval": ev})
+    run.manifest.extra.update({"defense": "steer", "chosen": chosen, "eval": ev,
+                               "compute": compute})
     run.finish("success")
     return run
 

@@ -43,11 +43,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from refusalscope.attacks.compute import ComputeLog, count_params
 from refusalscope.attacks.lora import (
     LoraAttackConfig, batch_indices, response_loss, target_modules_for,
 )
 from refusalscope.attacks.pairs import TARGET_KINDS, Pair, collate
+from refusalscope.compute import Ledger, count_params
 from refusalscope.errors import UserError
 from refusalscope.models.peft_quiet import quiet_peft
 
@@ -198,15 +198,14 @@ def _loss(model: Any, encoded: Encoded, idx: list[int], handle: Any) -> Any:
     return response_loss(model, batch)
 
 
-def _count(compute: ComputeLog, seconds: float, *batches: tuple[Encoded, list[int]]) -> None:
+def _count(compute: Ledger, seconds: float, *batches: tuple[Encoded, list[int]]) -> None:
     """One optimizer step over `batches` (each: examples and their indices) in `compute`."""
-    rows = [enc[i] for enc, idx in batches for i in idx]
-    compute.add_step(len(rows), sum(len(ids) for ids, _ in rows),
-                     sum(len(ids) - n for ids, n in rows), seconds)
+    compute.train_step([(len(enc[i][0]), len(enc[i][0]) - enc[i][1])
+                        for enc, idx in batches for i in idx], seconds)
 
 
 def inner_attack(model: Any, encoded: Encoded, cfg: TarConfig, step: int, handle: Any,
-                 compute: ComputeLog) -> list[float]:
+                 compute: Ledger) -> list[float]:
     """Train a fresh attack adapter for `cfg.inner_steps` steps; the defense stays frozen.
 
     Batches are `attacks.lora.batch_indices` at inner step `step * inner_steps + j`.
@@ -231,7 +230,7 @@ def inner_attack(model: Any, encoded: Encoded, cfg: TarConfig, step: int, handle
 
 
 def outer_update(model: Any, opt: Any, refusal: Encoded, retain: Encoded, cfg: TarConfig,
-                 step: int, handle: Any, compute: ComputeLog) -> dict[str, float]:
+                 step: int, handle: Any, compute: Ledger) -> dict[str, float]:
     """One AdamW step on the defense adapter: refusal after the attack + weighted retain loss.
 
     Batches: `batch_indices` with seeds `seed + 1` (refusal) and `seed + 2` (retain) at `step`.
@@ -263,7 +262,7 @@ def defense_params(model: Any) -> dict[str, Any]:
 
 
 def param_counts(model: Any, trainable: str) -> Any:
-    """`attacks.compute.ParamCounts` with `trainable` as the trained adapter."""
+    """`compute.ParamCounts` with `trainable` as the trained adapter (the other one is body)."""
     activate(model, (DEFENSE, ATTACK), trainable=trainable)
     counts = count_params(model)
     activate(model, (DEFENSE, ATTACK), trainable=DEFENSE)

@@ -7,9 +7,10 @@ retain targets), `loss.jsonl`/`loss.png`, `compute.json` and, while it runs, `ch
 every `save_every` outer steps for `--resume`. Batches and the attack adapter's initialisation
 depend only on (seed, step), so a resumed run reaches the same defended weights.
 
-Compute (`compute.json`): the inner and the outer steps are each counted by the attack FLOPs
-formula (`attacks.compute`; the inner loop trains the attack adapter, the outer step the
-defense adapter), plus 2 * N FLOPs per token for generating the retain replies.
+Compute (`compute.json`): the inner and the outer steps are each counted by the shared ledger
+(`refusalscope.compute`; the inner loop trains the attack adapter, the outer step the defense
+adapter), plus the generation of the retain replies (their token counts re-tokenised from the
+saved texts, so approximate: the end token is not counted); `combine` sums the three parts.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from refusalscope.attacks.compute import ComputeLog
+from refusalscope.compute import Ledger, combine
 from refusalscope.defenses.tar import (
     DEFENSE, METHOD, StepFn, TarConfig, TarData, activate, attach_adapters, defense_params,
     inner_attack, outer_update, own_replies, param_counts, refusal_pairs,
@@ -55,8 +56,8 @@ def train_tar(handle: Any, data: TarData, cfg: TarConfig, run: Any, *,
     model = attach_adapters(handle.model, cfg)
     opt = torch.optim.AdamW(list(defense_params(model).values()), lr=cfg.outer_lr,
                             weight_decay=0.0)
-    logs = {"inner": ComputeLog(param_counts(model, "attack")),
-            "outer": ComputeLog(param_counts(model, DEFENSE))}
+    logs = {"inner": Ledger(param_counts(model, "attack"), steps=0, examples_seen=0),
+            "outer": Ledger(param_counts(model, DEFENSE), steps=0, examples_seen=0)}
     start = _load_checkpoint(run, model, opt, logs)
     model.train()
     for step in range(start, cfg.outer_steps):
@@ -94,7 +95,7 @@ def _save_adapter(model: Any, out: Path) -> None:
 
 
 def _save_checkpoint(run: Any, model: Any, opt: Any, step: int,
-                     logs: dict[str, ComputeLog]) -> None:
+                     logs: dict[str, Ledger]) -> None:
     """Defense adapter + outer optimizer + RNG + step + compute, replaced atomically."""
     import torch
 
@@ -106,7 +107,7 @@ def _save_checkpoint(run: Any, model: Any, opt: Any, step: int,
     os.replace(tmp, run.file(CHECKPOINT))
 
 
-def _load_checkpoint(run: Any, model: Any, opt: Any, logs: dict[str, ComputeLog]) -> int:
+def _load_checkpoint(run: Any, model: Any, opt: Any, logs: dict[str, Ledger]) -> int:
     """Restore from `checkpoint.pt` if present; trim `loss.jsonl` to it. Returns the start step."""
     import torch
 
@@ -122,7 +123,7 @@ def _load_checkpoint(run: Any, model: Any, opt: Any, logs: dict[str, ComputeLog]
         opt.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng_cpu"])
         for k, d in state["compute"].items():
-            logs[k] = ComputeLog.from_dict(d)
+            logs[k].restore(Ledger.from_dict(d))
         start = int(state["step"])
     if run.file(LOSS).exists():
         write_jsonl(run.file(LOSS), [r for r in read_jsonl(run.file(LOSS)) if r["step"] <= start])
@@ -143,12 +144,15 @@ def _retain(handle: Any, cfg: TarConfig, run: Any) -> tuple[list[Any], dict[str,
         pairs = own_replies(handle, prompts, cfg.retain_new_tokens)
         write_jsonl(path, [{"id": p.id, "prompt": p.prompt, "response": p.response,
                             "source": p.source} for p in pairs])
+    from refusalscope.generate import generation_ledger
+
     tok = handle.tokenizer
-    tokens = sum(len(tok(handle.format_prompt(p.prompt))["input_ids"])
-                 + len(tok(p.response)["input_ids"]) for p in pairs)
-    n = handle.n_params()
-    return pairs, {"prompts": len(pairs), "tokens": tokens, "flops_estimate": 2 * n * tokens,
-                   "flops_formula": "2*N_total*tokens (prompt + reply, forward only)"}
+    special = not handle.has_chat_template
+    rows = [{"prompt_tokens": len(tok(handle.format_prompt(p.prompt),
+                                      add_special_tokens=special)["input_ids"]),
+             "new_tokens": len(tok(p.response, add_special_tokens=False)["input_ids"])}
+            for p in pairs]
+    return pairs, generation_ledger(handle, rows).to_dict()
 
 
 def load_data(cfg: TarConfig) -> tuple[list[Any], list[Any]]:
@@ -175,6 +179,7 @@ def run_tar(cfg: TarConfig, *, options: Any = None, resume: str | None = None,
     """
     from refusalscope.attacks.lora import LoraAttackConfig, target_modules_for
     from refusalscope.models.handle import ModelHandle
+    from refusalscope.models.registry import size_fields
     from refusalscope.runs import Run, open_unfinished
 
     run = None
@@ -193,6 +198,7 @@ def run_tar(cfg: TarConfig, *, options: Any = None, resume: str | None = None,
         run.manifest.extra.update({
             "defense": "tar", "method": METHOD, "data_ids": data.ids(),
             "model_info": {"source": handle.source, "n_params": handle.n_params(),
+                           **size_fields(handle),
                            "n_layers": handle.n_layers, "d_model": handle.d_model},
             "device": str(handle.device)})
         run.save()
@@ -222,14 +228,9 @@ def save_defended(handle: Any, run: Any, cfg: TarConfig) -> Path:
 
 def _totals(logs: dict[str, dict[str, Any]], gen: dict[str, Any], wall: float) -> dict[str, Any]:
     inner, outer = logs["inner"], logs["outer"]
-    return {"method": METHOD, "outer_steps": outer["steps"], "inner_steps": inner["steps"],
-            "examples_seen": inner["examples_seen"] + outer["examples_seen"],
-            "tokens_seen": inner["tokens_seen"] + outer["tokens_seen"],
-            "flops_estimate": inner["flops_estimate"] + outer["flops_estimate"]
-            + gen["flops_estimate"],
-            "flops_formula": "inner + outer (each: attacks.compute formula) + retain generation",
-            "inner": inner, "outer": outer, "retain_generation": gen,
-            "wall_seconds": round(wall, 3)}
+    return {**combine({"inner": inner, "outer": outer, "retain_generation": gen}),
+            "method": METHOD, "outer_steps": outer["steps"], "inner_steps": inner["steps"],
+            "steps": outer["steps"], "wall_seconds": round(wall, 3)}
 
 
 def _finish(run: Any, compute: dict[str, Any], model_dir: Path) -> None:
