@@ -215,11 +215,11 @@ def train_classifier_cmd(
     head: str = typer.Option("outcome", help="outcome (complied / refused / offtopic) or "
                                              "refusal (complied / refused, as v2)."),
     name: str = typer.Option("minilm-outcome-v3", help="Name to save the classifier under."),
-    epochs: int = typer.Option(3, help="Training epochs."),
+    epochs: int = typer.Option(2, help="Training epochs."),
     batch_size: int = typer.Option(16, help="Training batch size."),
     lr: float = typer.Option(5e-5, help="Learning rate."),
     max_length: int = typer.Option(96, help="Tokens per (response, prompt) pair."),
-    max_train_rows: int = typer.Option(1600, help="Train on a seeded sample of at most this "
+    max_train_rows: int = typer.Option(1000, help="Train on a seeded sample of at most this "
                                                   "many rows (bounds the CPU time)."),
     seed: int = typer.Option(0, help="Seed for the split, the generated rows, initialisation "
                                      "and shuffles."),
