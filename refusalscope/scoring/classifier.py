@@ -290,3 +290,13 @@ def tiny_encoder(folder: Path, seed: int = 0) -> Path:
     BertModel(cfg).save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
+
+
+def train_classifier(cfg: TrainConfig, split: dict[str, list[Any]],
+                     sources: list[dict[str, Any]], *, overwrite: bool = False
+                     ) -> tuple[Path, dict[str, Any]]:
+    """Train, calibrate, report and save a classifier: see `classifier_train.train_classifier`
+    (kept here so that `from refusalscope.scoring.classifier import train_classifier` works)."""
+    from refusalscope.scoring.classifier_train import train_classifier as train
+
+    return train(cfg, split, sources, overwrite=overwrite)
