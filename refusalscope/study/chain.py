@@ -22,9 +22,11 @@ from typing import Any
 
 from refusalscope.runs import Run, config_id
 
-# Config keys that do not make an attack a different variant: the replicate seed, the grid axes,
-# the model, bookkeeping, and the adapter a chained prompt attack read (the LoRA part says it).
-_NOT_VARIANT = ("seed", "n_data", "n", "steps", "model", "save_every", "skip", "adapter")
+# Config keys (at any depth: GCG and AutoDAN nest theirs) that do not make an attack a different
+# variant: the replicate seed, the grid axes (AutoDAN's steps are generations), the model,
+# bookkeeping, and the adapter a chained prompt attack read (the LoRA part says it).
+_NOT_VARIANT = ("seed", "n_data", "n", "steps", "generations", "model", "save_every", "skip",
+                "adapter")
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,7 @@ def part_of(att: Run) -> AttackPart:
     examples = compute.get("examples_seen")
     if examples is None and steps is not None and n_data is not None:
         examples = int(n_data) * int(steps)  # a prompt attack: its prompts at every step
-    rest = {k: v for k, v in acfg.items() if k not in _NOT_VARIANT}
+    rest = _variant_keys(acfg)
     base = compute.get("total_params")
     return AttackPart(kind=att.manifest.command.removeprefix("attack-"), run=att.id,
                       variant=config_id(rest)[:4], seed=int(acfg.get("seed") or 0),
@@ -110,6 +112,12 @@ def part_of(att: Run) -> AttackPart:
                       flops=float(compute.get("flops_estimate", compute.get("flops",
                                                                             float("nan")))),
                       base_params=int(base) if base else None)
+
+
+def _variant_keys(cfg: dict[str, Any]) -> dict[str, Any]:
+    """`cfg` without the `_NOT_VARIANT` keys, nested tables included."""
+    return {k: _variant_keys(v) if isinstance(v, dict) else v for k, v in cfg.items()
+            if k not in _NOT_VARIANT}
 
 
 def compute_of(att: Run) -> dict[str, Any]:
