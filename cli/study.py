@@ -132,16 +132,25 @@ def report(
     out: str | None = typer.Option(None, help="Report folder, new or empty "
                                               "(default: <study>/reports/<UTC time>)."),
     n_boot: int = typer.Option(1000, help="Bootstrap replicates for the fits."),
+    c_axis: str = typer.Option("flops", "--c-axis", help="Attack compute axis of the "
+                               "half-life figure: examples | steps | flops | "
+                               "pretrain-fraction (the table has every axis)."),
+    include_controls: bool = typer.Option(False, "--include-controls", help="Keep control "
+                                          "models (which never refuse) in the size, joint and "
+                                          "half-life fits."),
 ) -> None:
-    """Write a report folder: report.md (setup, results, fits, figures, caveats), results.csv,
-    fit/ and figures/. Never overwrites an earlier report."""
+    """Write a report folder: report.md (findings, setup, results, fits, figures, attack
+    half-life, caveats), results.csv, fit/, figures/ and half_life.csv|md|png. Never
+    overwrites an earlier report."""
     import datetime as dt
     from pathlib import Path
 
+    from refusalscope.study.halflife import HalfLifeConfig
     from refusalscope.study.report import write_report
 
+    HalfLifeConfig(c_axis=c_axis, n_boot=n_boot)  # bad options fail before any work
     s, nodes, sdir = _load(spec)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     path = write_report(s, nodes, sdir, Path(out) if out else sdir / "reports" / stamp,
-                        n_boot=n_boot)
+                        n_boot=n_boot, c_axis=c_axis, include_controls=include_controls)
     typer.echo(str(path))

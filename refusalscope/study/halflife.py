@@ -105,6 +105,15 @@ class SHalf:
         hi = "> " + _g(self.grid[1]) if self.ci[1] == np.inf else _g(np.exp(self.ci[1]))
         return f"[{lo}, {hi}]"
 
+    def short(self) -> str:
+        """With its unit, for a parenthesis: '2.7e+13 FLOPs [..]', '> 2e+14 FLOPs'."""
+        u = UNITS[self.axis]
+        if self.status == "not_reached":
+            return f"> {_g(self.grid[1])} {u}"
+        if self.status == "before_grid":
+            return f"≤ {_g(self.grid[0])} {u}"
+        return f"{_g(np.exp(self.log))} {u} {self.ci_text()}".rstrip()
+
     def text(self, unit: bool = False) -> str:
         """'24 [16, 40]', 'not reached within C ≤ 64', '≤ 4 (reached at the smallest …)'."""
         u = f" {UNITS[self.axis]}" if unit else ""
@@ -157,6 +166,11 @@ class HalfLifeResult:
     slopes: list[Slope]
     notes: list[str]
     n_label: str  # how N was counted, for axis labels ("non-embedding parameters")
+
+
+def short_name(model: str) -> str:
+    """A model's name for tables: a registry name as is, a folder by its last part."""
+    return Path(model).name or model
 
 
 def _g(v: float) -> str:
@@ -252,7 +266,8 @@ def _row(data: Gathered, g: dict[str, Any], s1: np.ndarray, n: np.ndarray,
     return HalfLife(g["model"], g["model"].removesuffix(f"+{g['defense']}"),
                     float(p0.n(cfg.n_kind)), g["attack"], g["defense"],
                     p0.control, float(p_base[0]), (lo, hi), obs,
-                    len(g["att"]) + len(base), len({pts[j].seed[0] for j in g["att"]}), axes, failed)
+                    len(g["att"]) + len(base), len({pts[j].seed[0] for j in g["att"]}), axes,
+                    failed)
 
 
 def _fit_solve(base: np.ndarray, att: np.ndarray, lc: np.ndarray, s1: np.ndarray,
@@ -356,7 +371,7 @@ def table_rows(res: HalfLifeResult) -> list[dict[str, Any]]:
 
 
 def slope_text(s: Slope) -> str:
-    """'0.81 [0.2, 1.4]'; with a censored S½ the bound it allows ('> 0.86')."""
+    """'0.81 [0.2, 1.4]'; with a censored S½ the bound it allows ('(> 0.86: …)')."""
     def end(v: float) -> str:
         return {np.inf: "∞", -np.inf: "−∞"}.get(v, f"{v:.2f}")
 
@@ -365,9 +380,9 @@ def slope_text(s: Slope) -> str:
         return f"{s.estimate:.2f}{ci}"
     lo, hi = s.bounds
     if np.isfinite(lo) and not np.isfinite(hi):
-        return f"> {lo:.2f} (an S½ is beyond its grid){ci}"
+        return f"(> {lo:.2f}: an S½ is beyond its grid){ci}"
     if np.isfinite(hi) and not np.isfinite(lo):
-        return f"< {hi:.2f} (an S½ is before its grid){ci}"
+        return f"(< {hi:.2f}: an S½ is before its grid){ci}"
     return "not determined (S½ censored at both sizes)"
 
 
@@ -376,18 +391,19 @@ def markdown(res: HalfLifeResult) -> str:
     from refusalscope.study.tables import to_markdown
 
     level = f"{100 * (1 - res.config.alpha):g}%"
-    cols = ["model", "N", "attack", "baseline RRR", *[f"S½ {UNITS[a]}" for a in AXES],
+    cols = ["model", "N", "attack", "baseline RRR (fit)", *[f"S½ {UNITS[a]}" for a in AXES],
             "FLOPs / step"]
-    rows = [{"model": r.model + (" (control)" if r.control else ""), "N": _g(r.n),
+    rows = [{"model": short_name(r.model) + (" (control)" if r.control else ""), "N": _g(r.n),
              "attack": r.attack + ("" if r.defense == "none" else f" [{r.defense}]"),
-             "baseline RRR": f"{r.baseline:.2f} [{r.baseline_ci[0]:.2f}, {r.baseline_ci[1]:.2f}]",
+             "baseline RRR (fit)": f"{r.baseline:.2f} [{r.baseline_ci[0]:.2f}, "
+                                   f"{r.baseline_ci[1]:.2f}]",
              **{f"S½ {UNITS[a]}": r.axes[a].text() if a in r.axes else "–" for a in AXES},
              "FLOPs / step": _g(r.axes["flops"].cost_per_step) if "flops" in r.axes else "–"}
             for r in res.rows]
     out = [f"# Attack half-life S½ (RRR falls to half its baseline; {level} bootstrap CIs)", "",
-           f"N = {res.n_label}. Per model × attack: Firth logistic fit of refusal on "
+           (f"N = {res.n_label}. Per model × attack: Firth logistic fit of refusal on "
            "1[attacked]·(d + b·ln C) with the baseline as its own intercept; S½ read inside "
-           "the attacked grid only (a bound when the curve does not cross there).", "",
+           "the attacked grid only (a bound when the curve does not cross there)."), "",
            to_markdown(rows, cols), ""]
     if res.slopes:
         srows = [{"attack": s.attack + ("" if s.defense == "none" else f" [{s.defense}]"),

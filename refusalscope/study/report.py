@@ -1,10 +1,16 @@
-"""`study report`: one folder with `report.md` (setup, results, fits, caveats) and `results.csv`.
+"""`study report`: one folder with `report.md` (findings, setup, results, fits, half-life,
+caveats) and `results.csv`.
 
+`report.md` opens with a Findings section (`findings.py`) generated from the fits: one sentence
+per question the study asks, with its numbers and CIs, or what the study lacks to answer it.
 The results table has one row per finished score node: model, attack and its cell, seed,
 scorer, RRR with its bootstrap and Wilson 95% intervals, substantive compliance, Calibration
 Entropy and Refusal Drift where measured, and the attack's compute (FLOPs, from the attack
 run's `compute.json`). Fits (RRR, RD, CE vs model size and attack compute, bootstrap CIs) and
-their figures come from `refusalscope.study.fit` / `.figures`, under `fit/` and `figures/`.
+their figures come from `refusalscope.study.fit` / `.figures`, under `fit/` and `figures/`;
+the attack half-life S½ (`halflife.py`) writes `half_life.csv|md|png` into the folder.
+Control models (the registry's, or `control = true` in the spec) are left out of the size,
+joint and half-life fits unless `include_controls`, and reported beside them.
 """
 
 from __future__ import annotations
@@ -47,8 +53,8 @@ def _attack_info(gen: Node, by_id: dict[str, Node], study: Path) -> dict[str, An
                 info["attack_flops"] = _json(run / "compute.json").get("flops_estimate")
     if "attack" in gen.inputs:
         atk = by_id[gen.inputs["attack"]]
-        info.update(attack=gen.params["attack"] + (f"+{info['attack']}"
-                                                   if info["attack"] != "none" else ""),
+        info.update(attack=(f"{info['attack']}+" if info["attack"] != "none" else "")
+                    + gen.params["attack"],
                     seed=atk.params["seed"],
                     steps=atk.params.get("steps", atk.params.get("generations")))
         rec = record(study, atk)
@@ -111,43 +117,92 @@ def _markdown_table(rows: list[dict[str, Any]], cols: tuple[str, ...]) -> str:
     return head + "".join("| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |\n" for r in rows)
 
 
-def _fits(out: Path, gen_runs: list[str], n_models: int, attacked: bool,
-          n_boot: int = 1000) -> str:
-    """Fit RRR, RD and CE with `refusalscope.study.fit` (when installed) into `out/fit/<metric>`
-    and `out/figures/<metric>`; returns the markdown section. A metric that cannot be fitted
-    (no drift measured, no classifier probabilities, too few points) says why."""
-    try:
-        from refusalscope.study.figures import plot_all
-        from refusalscope.study.fit import FitConfig, fit_metric
-        from refusalscope.study.points import gather_points
-        from refusalscope.study.tables import write_fit
-    except ImportError as e:
-        return (f"Not available in this install ({e}): no scaling fits or figures were made. "
-                "The table above holds every point.\n")
-    if not gen_runs:
-        return "No scored runs yet.\n"
-    x = "both" if n_models > 1 and attacked else ("compute" if attacked else "size")
-    points = gather_points(gen_runs)
-    parts = []
+def _fit_metric(points: list[Any], metric: str, axes: tuple[str, ...], n_boot: int,
+                include_controls: bool) -> Any:
+    """The fit of `metric` on the first of `axes` the runs allow (UserError: the last reason)."""
+    from refusalscope.study.fit import FitConfig, fit_metric
+
+    err: Exception | None = None
+    for x in axes:
+        try:
+            return fit_metric(points, FitConfig(metric=metric, x=x, n_boot=n_boot,
+                                                include_controls=include_controls))
+        except UserError as e:
+            err = e
+    assert err is not None
+    raise err
+
+
+def _fits(out: Path, points: list[Any], x: str, n_boot: int, include_controls: bool
+          ) -> tuple[str, dict[str, Any]]:
+    """Fit RRR, RD and CE into `out/fit/<metric>` and `out/figures/<metric>`: the markdown
+    section and the results made. A metric that cannot be fitted (no drift measured, no
+    classifier probabilities, too few points) says why."""
+    from refusalscope.study.figures import plot_all
+    from refusalscope.study.tables import write_fit
+
+    parts, done = [], {}
+    axes = (x, *[a for a in ("both", "compute", "size") if a != x])
     for metric in ("rrr", "rd", "ce"):
         try:
-            result = fit_metric(points, FitConfig(metric=metric, x=x, n_boot=n_boot))
+            result = _fit_metric(points, metric, axes, n_boot, include_controls)
             write_fit(result, out / "fit" / metric)
             figs = plot_all(result, out / "figures" / metric)
         except Exception as e:  # noqa: BLE001 - reported in the report, not hidden
             parts.append(f"### {metric.upper()}\n\nNo fit: {' '.join(str(e).split())}\n")
             continue
+        done[metric] = result
         md = (out / "fit" / metric / "fit.md").read_text(encoding="utf-8")
         md = "\n".join("##" + line if line.startswith("#") else line for line in md.splitlines())
         pngs = [f for f in figs if f.suffix == ".png"]
-        parts.append(f"### {metric.upper()} (vs {x})\n\n{md}\n\n"
+        parts.append(f"### {metric.upper()} (vs {result.config.x})\n\n{md}\n\n"
                      + "".join(f"![{f.stem}]({f.relative_to(out)})\n" for f in pngs))
-    return "\n".join(parts)
+    return "\n".join(parts), done
 
 
-def write_report(spec: Spec, nodes: list[Node], study: Path, out: Path,
-                 n_boot: int = 1000) -> Path:
-    """Write `out/report.md` and `out/results.csv`; returns the report path."""
+def _analysis(out: Path, spec: Spec, gen_runs: list[str], n_boot: int, c_axis: str,
+              include_controls: bool) -> tuple[str, str, str]:
+    """(Findings, fits section, half-life section) of the report, from the scored runs."""
+    from refusalscope.study.findings import findings, size_fit
+    from refusalscope.study.halflife import HalfLifeConfig, half_life, markdown, write_half_life
+    from refusalscope.study.points import gather_points
+
+    if not gen_runs:
+        return "## Findings\n\nNo scored runs yet.\n", "No scored runs yet.\n", ""
+    points = gather_points(gen_runs, controls=spec.controls())
+    refusing = {p.model for p in points if include_controls or not p.control}
+    attacked = any(p.attacked for p in points)
+    x = "both" if len(refusing) > 1 and attacked else ("compute" if attacked else "size")
+    fits_md, results = _fits(out, points, x, n_boot, include_controls)
+    half, half_why, half_md = None, "", ""
+    try:
+        half = half_life(points, HalfLifeConfig(c_axis=c_axis, n_boot=n_boot,
+                                                include_controls=include_controls))
+        files = write_half_life(half, out)
+        body = markdown(half).split("\n", 1)[1]  # its own title becomes the section's
+        half_md = body + "".join(f"\n![{f.stem}]({f.relative_to(out)})\n" for f in files
+                                 if f.suffix == ".png")
+    except UserError as e:
+        half_why = " ".join(str(e).split())
+        half_md = f"No attack half-life: {half_why}\n"
+    size, size_why = size_fit(points, n_boot=n_boot, include_controls=include_controls)
+    text = findings(points, size=size, size_why=size_why, half=half, half_why=half_why,
+                    fits=list(results.values()), include_controls=include_controls,
+                    n_boot=n_boot)
+    return text, fits_md, half_md
+
+
+def _is_control(model: Any) -> bool:
+    """A spec model marked `control = true`, or one the registry marks."""
+    from refusalscope.study.sizes import registry_entry
+
+    return bool(model.control or getattr(registry_entry(model.name), "control", False))
+
+
+def write_report(spec: Spec, nodes: list[Node], study: Path, out: Path, n_boot: int = 1000,
+                 *, c_axis: str = "flops", include_controls: bool = False) -> Path:
+    """Write `out/report.md`, `out/results.csv`, fits, figures and the half-life table/figure
+    (`c_axis`: its S½ axis); returns the report path."""
     if (out / "report.md").exists():
         raise UserError(f"{out} already holds a report.md: choose another --out")
     out.mkdir(parents=True, exist_ok=True)
@@ -165,13 +220,17 @@ def write_report(spec: Spec, nodes: list[Node], study: Path, out: Path,
     attacks = "; ".join(f"{a.name} ({a.kind}): " + ", ".join(f"{k}={list(v)}"
                                                               for k, v in a.grid.items())
                         for a in spec.attacks) or "none"
-    text = (f"# Study `{spec.name}`\n\n{spec.description}\n\n"
+    found, fits_md, half_md = _analysis(out, spec, sorted({r["generate_run"] for r in rows}),
+                                        n_boot, c_axis, include_controls)
+    models = ", ".join(Path(m.name).name + (" (control)" if _is_control(m) else "")
+                       for m in spec.models)
+    text = (f"# Study `{spec.name}`\n\n{spec.description}\n\n{found}\n"
             f"Written {_dt.datetime.now(_dt.UTC).isoformat(timespec='seconds')} from {study}. "
             f"Nodes: " + ", ".join(f"{v} {k}" for k, v in sorted(states.items())) + ".\n\n"
             "> Content warning: the runs behind this report hold model completions to harmful "
             "requests; they are not reproduced here.\n\n"
             "## Setup\n\n"
-            f"- Models: {', '.join(Path(m.name).name for m in spec.models)}\n"
+            f"- Models: {models}\n"
             f"- Attacks: {attacks}\n- Seeds: {list(spec.seeds)}\n"
             f"- Evaluation: {ev['prompts'] or 'split ' + ev['split']}, first {ev['n']} prompts, "
             f"greedy, at most {ev['max_new_tokens']} new tokens\n"
@@ -185,9 +244,8 @@ def write_report(spec: Spec, nodes: list[Node], study: Path, out: Path,
                               ("model", "attack", "n_data", "steps", "seed", "scorer",
                                "n", "rrr", "rrr_ci95", "complied", "ce_bits",
                                "rd_refused", "attack_flops"))
-            + "\n## Fits and figures\n\n"
-            + _fits(out, sorted({r["generate_run"] for r in rows}), len(spec.models),
-                    bool(spec.attacks), n_boot)
+            + "\n## Fits and figures\n\n" + fits_md
+            + "\n## Attack half-life S½\n" + half_md
             + "\n## Caveats\n\n"
               "- Small evaluation sets: intervals are wide; compare cells by their CIs, not "
               "point estimates.\n"
