@@ -144,11 +144,16 @@ def test_multiclass_temperature_matches_the_binary_fit_for_two_classes() -> None
     assert 1.5 < t2 < 4.0
 
 
-def test_sample_rows_caps_seeded_in_order() -> None:
-    rows = list(range(100))
-    a = sample_rows(rows, 10, 3)
-    assert a == sample_rows(rows, 10, 3) == sorted(a) and len(a) == 10
-    assert a != sample_rows(rows, 10, 4) and sample_rows(rows, 200, 0) == rows
+def test_sample_rows_caps_seeded_in_order_keeping_labelled_rows() -> None:
+    rows = [Example(f"p{i}", f"r{i}", False, "generated" if i % 3 else "pyrit", f"g{i}")
+            for i in range(90)]
+    a = sample_rows(rows, 40, 3)
+    assert a == sample_rows(rows, 40, 3) and len(a) == 40
+    assert [rows.index(r) for r in a] == sorted(rows.index(r) for r in a)
+    assert sum(r.source == "pyrit" for r in a) == 30  # every labelled row is kept
+    assert a != sample_rows(rows, 40, 4) and sample_rows(rows, 200, 0) == rows
+    assert len(sample_rows(rows, 20, 0)) == 20 and all(r.source == "pyrit"
+                                                       for r in sample_rows(rows, 20, 0))
 
 
 def test_same_seed_same_weights(tmp_path: Path) -> None:

@@ -110,12 +110,23 @@ def fit_temperature(z: np.ndarray, y: np.ndarray) -> float:
     return float(math.exp((lo + hi) / 2))
 
 
+def is_synthetic(row: Any) -> bool:
+    """A generated or self-supervised row (`train_data`), not a labelled response."""
+    source = getattr(row, "source", "")
+    return source == "generated" or source.startswith("pair:")
+
+
 def sample_rows(rows: list[Any], cap: int, seed: int) -> list[Any]:
-    """At most `cap` rows, a seeded sample in the original order."""
+    """At most `cap` rows in the original order: every labelled row first (a seeded sample of
+    them if they alone exceed `cap`), then a seeded sample of the synthetic rows."""
     if len(rows) <= cap:
         return list(rows)
-    keep = sorted(random.Random(f"cap:{seed}").sample(range(len(rows)), cap))
-    return [rows[i] for i in keep]
+    real = [i for i, r in enumerate(rows) if not is_synthetic(r)]
+    synth = [i for i, r in enumerate(rows) if is_synthetic(r)]
+    rng = random.Random(f"cap:{seed}")
+    keep = rng.sample(real, min(cap, len(real)))
+    keep += rng.sample(synth, cap - len(keep))
+    return [rows[i] for i in sorted(keep)]
 
 
 def outcome_report(pred: list[str], gold: list[str]) -> dict[str, Any]:

@@ -41,7 +41,7 @@ SPLIT_SALT = "outcome-v3:"
 MAX_PROMPT_JACCARD = 0.1  # content-word Jaccard of two requests above this: same topic
 MAX_KEY_SHARE = 0.2  # share of the request's content words found in the response above this
 RATES = {"moralising": 0.9, "partial_refusal": 0.45, "offtopic": 0.3, "echo": 0.35,
-         "error_text": 0.2, "persona": 0.25, "partial_compliance": 0.25}
+         "error_text": 0.35, "persona": 0.35, "partial_compliance": 0.25}
 MAX_RUN_RESPONSES = 300
 _WORD = re.compile(r"[a-z0-9]+")
 
