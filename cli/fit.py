@@ -43,6 +43,16 @@ def fit(
     interval: str | None = typer.Option(None, help="Logistic fits' CIs: studentized (percentile-t"
                                         " cluster bootstrap; the default) | bca | percentile | "
                                         "wald (prompt-clustered sandwich)."),
+    n_kind: str = typer.Option("non-embedding", "--n-kind", help="Model size N in the fits: "
+                               "non-embedding (parameters without input embedding and LM head, "
+                               "Kaplan et al.) | total (the released count, tied embeddings "
+                               "once)."),
+    include_controls: bool = typer.Option(False, "--include-controls", help="Keep control "
+                                          "models (which never refuse: the registry's, and "
+                                          "--control) in the fits vs size."),
+    control: list[str] | None = typer.Option(None, "--control", metavar="MODEL", help="Mark "
+                                             "a model (name or folder) as a control; repeat "
+                                             "the option."),
     figures: bool = typer.Option(True, help="Write PNG + PDF figures."),
     half_life: bool = typer.Option(False, "--half-life", help="Also the attack half-life S½ "
                                    "per model x attack (x defense): the compute at which RRR "
@@ -60,7 +70,8 @@ def fit(
 
     chosen = {k: v for k, v in (("estimator", estimator), ("interval", interval)) if v}
     cfg = FitConfig(metric=metric, x=x, n_boot=n_boot, seed=seed, interaction=interaction,
-                    c0=c0, rd_over=rd_over, **chosen)
+                    c0=c0, rd_over=rd_over, n_kind=n_kind, include_controls=include_controls,
+                    **chosen)
     runs = [*(run_args or []), *(runs or [])]
     if runs and runs_dir is not None:
         raise UserError("give --runs or --runs-dir, not both")
@@ -71,7 +82,7 @@ def fit(
     if not paths:
         raise UserError(f"no runs found: no scored generate runs in {where} (generate, then "
                         "score them), or give --runs RUN...")
-    points = gather_points(paths)
+    points = gather_points(paths, controls=control or ())
     half = _half_life(points, cfg, c_axis) if half_life else None
     result = fit_metric(points, cfg)
     folder = _write(result, cfg, out, figures, half)
