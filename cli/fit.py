@@ -58,8 +58,10 @@ def fit(
                                    "per model x attack (x defense): the compute at which RRR "
                                    "falls to half its baseline, with CIs and its slope vs N "
                                    "(half_life.csv|md|png; --metric rrr)."),
-    c_axis: str = typer.Option("flops", "--c-axis", help="Compute axis of the half-life "
-                               "figure: examples | steps | flops | pretrain-fraction."),
+    c_axis: str | None = typer.Option(None, "--c-axis", help="Attack compute axis of the "
+                                      "compute and joint fits and of the half-life figure: "
+                                      "examples | steps | flops | pretrain-fraction [default: "
+                                      "fits on flops and examples, the figure on flops]."),
 ) -> None:
     """Fit METRIC vs model size (log-linear, log-log, logistic on per-prompt labels) and vs
     attack compute (FLOPs and examples), with bootstrap CIs over prompts and seeds; writes
@@ -71,7 +73,7 @@ def fit(
     chosen = {k: v for k, v in (("estimator", estimator), ("interval", interval)) if v}
     cfg = FitConfig(metric=metric, x=x, n_boot=n_boot, seed=seed, interaction=interaction,
                     c0=c0, rd_over=rd_over, n_kind=n_kind, include_controls=include_controls,
-                    **chosen)
+                    c_axis=c_axis, **chosen)
     runs = [*(run_args or []), *(runs or [])]
     if runs and runs_dir is not None:
         raise UserError("give --runs or --runs-dir, not both")
@@ -83,7 +85,7 @@ def fit(
         raise UserError(f"no runs found: no scored generate runs in {where} (generate, then "
                         "score them), or give --runs RUN...")
     points = gather_points(paths, controls=control or ())
-    half = _half_life(points, cfg, c_axis) if half_life else None
+    half = _half_life(points, cfg, c_axis or "flops") if half_life else None
     result = fit_metric(points, cfg)
     folder = _write(result, cfg, out, figures, half)
     _print(result, folder)

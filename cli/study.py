@@ -132,9 +132,11 @@ def report(
     out: str | None = typer.Option(None, help="Report folder, new or empty "
                                               "(default: <study>/reports/<UTC time>)."),
     n_boot: int = typer.Option(1000, help="Bootstrap replicates for the fits."),
-    c_axis: str = typer.Option("flops", "--c-axis", help="Attack compute axis of the "
-                               "half-life figure: examples | steps | flops | "
-                               "pretrain-fraction (the table has every axis)."),
+    c_axis: str | None = typer.Option(None, "--c-axis", help="Attack compute axis of the "
+                                      "compute and joint fits and of the half-life figure: "
+                                      "examples | steps | flops | pretrain-fraction "
+                                      "[default: fits on flops and examples, the figure on "
+                                      "flops; the half-life table has every axis]."),
     include_controls: bool = typer.Option(False, "--include-controls", help="Keep control "
                                           "models (which never refuse) in the size, joint and "
                                           "half-life fits."),
@@ -148,7 +150,7 @@ def report(
     from refusalscope.study.halflife import HalfLifeConfig
     from refusalscope.study.report import write_report
 
-    HalfLifeConfig(c_axis=c_axis, n_boot=n_boot)  # bad options fail before any work
+    HalfLifeConfig(c_axis=c_axis or "flops", n_boot=n_boot)  # bad options fail before work
     s, nodes, sdir = _load(spec)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     path = write_report(s, nodes, sdir, Path(out) if out else sdir / "reports" / stamp,

@@ -227,3 +227,24 @@ def test_no_baseline_or_no_attack_is_a_user_error() -> None:
         half_life(model_runs("m", 5e8, *TRUE, rng, baseline=False))
     with pytest.raises(UserError, match="--c-axis"):
         HalfLifeConfig(c_axis="tokens")
+
+
+def test_c_axis_selects_the_compute_axis_of_the_fits() -> None:
+    from refusalscope.study.fit import FitConfig, fit_metric
+
+    rng = np.random.default_rng(6)
+    pts = model_runs("small", 5e8, *TRUE, rng, k=32) + model_runs("big", 1.5e9, *TRUE, rng, k=32)
+    default = fit_metric(pts, FitConfig("rrr", "both", n_boot=20))
+    assert {f.spec.c_axis for f in default.fits} == {"flops", "examples"}
+    for axis in ("steps", "pretrain-fraction"):
+        res = fit_metric(pts, FitConfig("rrr", "both", n_boot=20, c_axis=axis))
+        assert {f.spec.c_axis for f in res.fits} == {axis}
+    steps = fit_metric(pts, FitConfig("rrr", "compute", n_boot=20, c_axis="steps"))
+    examples = fit_metric(pts, FitConfig("rrr", "compute", n_boot=20, c_axis="examples"))
+    # ln examples = ln steps + ln 4: the same fit, b_C equal, the intercept shifted.
+    f_s, f_e = (next(f for f in r.fits if f.spec.form == "logistic" and f.spec.group.startswith(
+        "small")) for r in (steps, examples))
+    i = f_s.spec.coef_names.index("b_C")
+    assert f_s.estimate[i] == pytest.approx(f_e.estimate[i], rel=1e-6)
+    with pytest.raises(UserError, match="--c-axis"):
+        FitConfig("rrr", "both", c_axis="tokens")

@@ -364,8 +364,9 @@ def plot_all(result: Any, folder: str | Path) -> Figures:
     if len({_n(c) for c in result.cells}) > 1:
         out += plot_vs_size(result, folder)
     if any(_finite(c["flops"]) and c["flops"] > 0 for c in result.cells):
-        for axis in ("flops", "examples"):
-            out += plot_vs_compute(result, folder, axis)
+        for axis in ("flops", "examples"):  # those fitted (`--c-axis` may keep one, or none)
+            if getattr(result.config, "c_axis", None) in (None, axis):
+                out += plot_vs_compute(result, folder, axis)
         out += plot_heatmap(result, folder)
     if out:
         atomic_write_json(Path(folder) / FIGURES_JSON, [asdict(p) for p in out.panels])

@@ -37,7 +37,7 @@ import numpy as np
 from refusalscope.errors import UserError
 from refusalscope.study.clusterci import INTERVALS, Labels, intervals
 from refusalscope.study.fitspec import FitSpec, Gathered, build_specs, cells_of, predict
-from refusalscope.study.points import METRICS, RD_OVER, Point
+from refusalscope.study.points import C_UNITS, METRICS, RD_OVER, Point
 from refusalscope.study.sizes import N_KINDS
 from refusalscope.study.regress import (FitFailed, log_likelihood, logistic_firth, logistic_mle,
                                         r_squared, wls)
@@ -58,6 +58,7 @@ class FitConfig:
     interaction: bool = False  # add b_NC·log N·log C to the joint fit
     c0: float | None = None  # None: baseline as its own intercept; else log(C + c0)
     rd_over: str = "refused"  # RD over prompts refused at baseline, or all prompts
+    c_axis: str | None = None  # compute/joint fits on this C only (C_UNITS); None: FLOPs, examples
     n_kind: str = "non-embedding"  # N in fits: non-embedding | total (released) parameters
     include_controls: bool = False  # keep never-refusing control models in fits vs size
     estimator: str = "firth"  # logistic fits: firth (finite on separation) | mle
@@ -81,6 +82,8 @@ class FitConfig:
             raise UserError(f"unknown --interval {self.interval!r}: one of {', '.join(INTERVALS)}")
         if self.rd_over not in RD_OVER:
             raise UserError(f"unknown --rd-over {self.rd_over!r}: one of {', '.join(RD_OVER)}")
+        if self.c_axis is not None and self.c_axis not in C_UNITS:
+            raise UserError(f"unknown --c-axis {self.c_axis!r}: one of {', '.join(C_UNITS)}")
         if self.n_kind not in N_KINDS:
             raise UserError(f"unknown --n-kind {self.n_kind!r}: one of {', '.join(N_KINDS)}")
 
@@ -159,6 +162,8 @@ def fit_metric(points: Sequence[Point], cfg: FitConfig) -> FitResult:
         [(f.spec.name, f.estimate, f.ci) for f in res.fits]
     """
     data = Gathered.from_points(points, cfg.metric, cfg.rd_over, n_kind=cfg.n_kind)
+    if cfg.c_axis is not None:
+        data.c_axes = (cfg.c_axis,)
     specs, notes = build_specs(data, cfg.x, interaction=cfg.interaction, c0=cfg.c0,
                                include_controls=cfg.include_controls)
     notes = data.notes + notes

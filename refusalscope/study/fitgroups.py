@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from refusalscope.errors import UserError
-from refusalscope.study.fitspec import C_AXES, FORMS, FitSpec, Gathered, _fmt_n
+from refusalscope.study.fitspec import FORMS, FitSpec, Gathered, _fmt_n
 
 Specs = tuple[list[FitSpec], list[str]]
 
@@ -76,7 +76,7 @@ def compute_specs(data: Gathered, *, interaction: bool, c0: float | None,
         for kind, defense in sorted({(p.attack, p.defense) for p in data.points
                                      if p.attacked and p.model == model}):
             base = _base(data, defense, model)
-            for axis in C_AXES:
+            for axis in data.c_axes:
                 att = _attacked(data, kind, axis, model, defense)
                 group = compute_group(model, kind, defense)
                 if len({data.c_values(axis)[j] for j in att}) < 2:
@@ -99,7 +99,7 @@ def both_specs(data: Gathered, *, interaction: bool, c0: float | None,
     for kind, defense in sorted({(data.points[j].attack, data.points[j].defense)
                                  for j in runs_ok if data.points[j].attacked}):
         base = [j for j in _base(data, defense) if j in ok]
-        for axis in C_AXES:
+        for axis in data.c_axes:
             att = [j for j in _attacked(data, kind, axis, defense=defense) if j in ok]
             n_c = len({data.c_values(axis)[j] for j in att})
             n_n = len(_sizes(data, att + base))

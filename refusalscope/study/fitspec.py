@@ -73,6 +73,7 @@ class Gathered:
     bounds: np.ndarray  # [n_runs + 1]: run j's rows are bounds[j]:bounds[j+1]
     notes: list[str]
     n_kind: str = "non-embedding"  # which N the design's logN uses (`sizes.N_KINDS`)
+    c_axes: tuple[str, ...] = C_AXES  # the C axes of compute and joint fits (`--c-axis`)
 
     @classmethod
     def from_points(cls, points: Sequence[Point], metric: str, rd_over: str,

@@ -118,7 +118,7 @@ def _markdown_table(rows: list[dict[str, Any]], cols: tuple[str, ...]) -> str:
 
 
 def _fit_metric(points: list[Any], metric: str, axes: tuple[str, ...], n_boot: int,
-                include_controls: bool) -> Any:
+                include_controls: bool, c_axis: str | None) -> Any:
     """The fit of `metric` on the first of `axes` the runs allow (UserError: the last reason)."""
     from refusalscope.study.fit import FitConfig, fit_metric
 
@@ -126,15 +126,16 @@ def _fit_metric(points: list[Any], metric: str, axes: tuple[str, ...], n_boot: i
     for x in axes:
         try:
             return fit_metric(points, FitConfig(metric=metric, x=x, n_boot=n_boot,
-                                                include_controls=include_controls))
+                                                include_controls=include_controls,
+                                                c_axis=c_axis))
         except UserError as e:
             err = e
     assert err is not None
     raise err
 
 
-def _fits(out: Path, points: list[Any], x: str, n_boot: int, include_controls: bool
-          ) -> tuple[str, dict[str, Any]]:
+def _fits(out: Path, points: list[Any], x: str, n_boot: int, include_controls: bool,
+          c_axis: str | None) -> tuple[str, dict[str, Any]]:
     """Fit RRR, RD and CE into `out/fit/<metric>` and `out/figures/<metric>`: the markdown
     section and the results made. A metric that cannot be fitted (no drift measured, no
     classifier probabilities, too few points) says why."""
@@ -145,7 +146,7 @@ def _fits(out: Path, points: list[Any], x: str, n_boot: int, include_controls: b
     axes = (x, *[a for a in ("both", "compute", "size") if a != x])
     for metric in ("rrr", "rd", "ce"):
         try:
-            result = _fit_metric(points, metric, axes, n_boot, include_controls)
+            result = _fit_metric(points, metric, axes, n_boot, include_controls, c_axis)
             write_fit(result, out / "fit" / metric)
             figs = plot_all(result, out / "figures" / metric)
         except Exception as e:  # noqa: BLE001 - reported in the report, not hidden
@@ -160,7 +161,7 @@ def _fits(out: Path, points: list[Any], x: str, n_boot: int, include_controls: b
     return "\n".join(parts), done
 
 
-def _analysis(out: Path, spec: Spec, gen_runs: list[str], n_boot: int, c_axis: str,
+def _analysis(out: Path, spec: Spec, gen_runs: list[str], n_boot: int, c_axis: str | None,
               include_controls: bool) -> tuple[str, str, str]:
     """(Findings, fits section, half-life section) of the report, from the scored runs."""
     from refusalscope.study.findings import findings, size_fit
@@ -173,10 +174,10 @@ def _analysis(out: Path, spec: Spec, gen_runs: list[str], n_boot: int, c_axis: s
     refusing = {p.model for p in points if include_controls or not p.control}
     attacked = any(p.attacked for p in points)
     x = "both" if len(refusing) > 1 and attacked else ("compute" if attacked else "size")
-    fits_md, results = _fits(out, points, x, n_boot, include_controls)
+    fits_md, results = _fits(out, points, x, n_boot, include_controls, c_axis)
     half, half_why, half_md = None, "", ""
     try:
-        half = half_life(points, HalfLifeConfig(c_axis=c_axis, n_boot=n_boot,
+        half = half_life(points, HalfLifeConfig(c_axis=c_axis or "flops", n_boot=n_boot,
                                                 include_controls=include_controls))
         files = write_half_life(half, out)
         body = markdown(half).split("\n", 1)[1]  # its own title becomes the section's
@@ -200,9 +201,10 @@ def _is_control(model: Any) -> bool:
 
 
 def write_report(spec: Spec, nodes: list[Node], study: Path, out: Path, n_boot: int = 1000,
-                 *, c_axis: str = "flops", include_controls: bool = False) -> Path:
+                 *, c_axis: str | None = None, include_controls: bool = False) -> Path:
     """Write `out/report.md`, `out/results.csv`, fits, figures and the half-life table/figure
-    (`c_axis`: its S½ axis); returns the report path."""
+    (`c_axis`: the compute axis of the fits and the S½ figure; None: the fits on FLOPs and
+    examples, the figure on FLOPs); returns the report path."""
     if (out / "report.md").exists():
         raise UserError(f"{out} already holds a report.md: choose another --out")
     out.mkdir(parents=True, exist_ok=True)
