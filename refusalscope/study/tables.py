@@ -18,8 +18,8 @@ from refusalscope.fileio import atomic_write_json, atomic_write_text
 
 COEF_COLUMNS = ("fit", "metric", "form", "x", "c_axis", "group", "coefficient", "estimate",
                 "ci_lo", "ci_hi", "n_runs", "n_obs", "quality", "n_boot_ok")
-CELL_COLUMNS = ("model", "n_params", "strength", "n_data", "steps", "examples", "flops",
-                "n_runs", "n_obs", "mean", "ci_lo", "ci_hi")
+CELL_COLUMNS = ("model", "n_params", "n", "control", "strength", "n_data", "steps", "examples",
+                "flops", "n_runs", "n_obs", "mean", "ci_lo", "ci_hi")
 
 
 def coefficient_rows(result: Any) -> list[dict[str, Any]]:
@@ -142,6 +142,18 @@ def write_fit(result: Any, folder: str | Path) -> list[Path]:
     return out + [folder / FIT_JSON]
 
 
+def _sizes_line(result: Any) -> str:
+    """What N is in these fits, and which models are controls."""
+    kind = getattr(result.config, "n_kind", "non-embedding")
+    what = {"non-embedding": "non-embedding parameters (without input embedding and LM head)",
+            "total": "released parameters (tied embeddings counted once)"}.get(kind, kind)
+    controls = sorted({c["model"] for c in result.cells if c.get("control")})
+    kept = getattr(result.config, "include_controls", False)
+    return (f"N (column n) = {what}; n_params = as loaded." + (
+        f" Controls (never refuse): {', '.join(controls)}, "
+        + ("kept in" if kept else "left out of") + " the fits vs size." if controls else ""))
+
+
 def _level(result: Any) -> str:
     return f"{100 * (1 - result.config.alpha):g}%"
 
@@ -151,7 +163,8 @@ def _markdown(result: Any, summary: list[dict[str, Any]], cells: list[dict[str, 
     lines = [f"# {cfg.metric.upper()} fits vs {cfg.x}", "",
              f"{len(result.runs)} runs; bootstrap: {cfg.n_boot} replicates over prompt ids "
              f"(paired across runs) and seeds, seed {cfg.seed}, {_level(result)} percentile CIs.",
-             "", f"Baseline: {result.baseline_handling}.", "", "## Coefficients", "",
+             "", f"Baseline: {result.baseline_handling}.", "", _sizes_line(result), "",
+             "## Coefficients", "",
              to_markdown(summary, list(summary[0]) if summary else ["fit"]), "",
              "## Per model and attack strength", "", to_markdown(cells, CELL_COLUMNS)]
     if result.notes:
