@@ -206,6 +206,12 @@ def test_every_panel_draws_the_fit_of_its_attack_and_defense(study: dict[str, An
                 kind = strength.split()[0]
                 defense = "steer" if strength.endswith("[steer]") else "none"
                 assert p.fit.endswith(f"| {joint_group(kind, defense)}"), (strength, p.fit)
+    # one fitted C axis (--c-axis steps): the compute panels and the size curves use it
+    figs = plot_all(fit_metric(points, FitConfig("rrr", "both", n_boot=20, c_axis="steps")),
+                    tmp_path / "steps")
+    assert {p.figure for p in figs.panels} == {"rrr_vs_size", "rrr_vs_steps", "rrr_heatmap"}
+    assert all("log C[steps]" in p.fit for p in figs.panels
+               if p.figure != "rrr_heatmap" and p.series != "no attack")
 
 
 def test_heatmap_never_overwrites_a_cell(study: dict[str, Any], tmp_path: Path) -> None:

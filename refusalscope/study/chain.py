@@ -88,7 +88,8 @@ def attack_parts(run: Run) -> tuple[AttackPart, ...]:
     elif cfg.get("adapter"):
         parts.append(AttackPart("adapter", None, "", 0, None, None, float("nan"), float("nan")))
     prompts = run_of(cfg.get("prompts_file"), run)
-    if prompts is not None and (adapter is None or prompts.path.resolve() != adapter.path.resolve()):
+    if prompts is not None and (adapter is None
+                                or prompts.path.resolve() != adapter.path.resolve()):
         parts.append(part_of(prompts))
     return tuple(parts)
 

@@ -27,7 +27,9 @@ import numpy as np
 
 LABELS = {"rrr": "RRR (share of harmful prompts refused)", "rd": "RD (1 − cosine)",
           "ce": "CE (bits)"}
-C_LABELS = {"flops": "attack compute (FLOPs)", "examples": "attack examples processed"}
+C_LABELS = {"flops": "attack compute (FLOPs)", "examples": "attack examples processed",
+            "steps": "attack steps (summed over a chain)",
+            "pretrain-fraction": "attack FLOPs / pretraining FLOPs (6·N·D)"}
 N_LABELS = {"non-embedding": "non-embedding parameters N", "total": "parameters N (released)"}
 FIGURES_JSON = "figures.json"
 
@@ -105,6 +107,20 @@ def fit_for(result: Any, kind: str, defense: str, axis: str, model: str | None =
     return _find(result, "both", joint_group(kind, defense), axis)
 
 
+def _cx(c: dict[str, Any], axis: str) -> float:
+    """A cell's attack compute on C axis `axis` (NaN where unknown)."""
+    if axis == "pretrain-fraction":
+        v = c.get("flops"), c.get("pretrain_flops")
+        return float(v[0]) / float(v[1]) if _finite(v[0]) and _finite(v[1]) else float("nan")
+    v = c.get(axis)
+    return float(v) if _finite(v) else float("nan")
+
+
+def _c_axis(result: Any) -> str:
+    """The C axis the size figure's joint fits use: the fitted one, else FLOPs."""
+    return getattr(result.config, "c_axis", None) or "flops"
+
+
 def _n(c: dict[str, Any]) -> float:
     """A cell's N as its fits used it (`n`; `n_params` in results made before `n_kind`)."""
     return float(c.get("n", c["n_params"]))
@@ -153,21 +169,20 @@ def plot_vs_size(result: Any, folder: str | Path) -> Figures:
         cells = sorted(cells, key=_n)
         dodge = 10 ** (0.012 * (k - (len(by) - 1) / 2))  # equal values stay visible side by side
         fitted = [c for c in cells if not c.get("control")]
-        for group, fmt, label in ((fitted, "o", strength),
-                                  ([c for c in cells if c.get("control")], "o", None)):
-            if group:
-                _errorbar(ax, [_n(c) * dodge for c in group], group, color=colour, label=label,
-                          fmt=fmt, **({} if group is fitted else {"mfc": "none"}))
+        for group, hollow in ((fitted, False), ([c for c in cells if c.get("control")], True)):
+            if group:  # controls hollow: drawn beside the fit, never in it
+                _errorbar(ax, [_n(c) * dodge for c in group], group, color=colour,
+                          label=None if hollow else strength, **({"mfc": "none"} if hollow else {}))
         fit, why = _size_fit(result, strength, cells[0])
         record.append(PanelFit(stem, "vs size", strength, fit.spec.name if fit else None, why))
         if fit is None or not fitted:
             continue
         ns = np.array([_n(c) for c in fitted])
         grid = np.geomspace(ns.min() / 1.5, ns.max() * 1.5, 60)
-        c_grid = np.zeros_like(grid) if fit.spec.x == "size" else _flops_along(ns, fitted, grid)
+        c_grid = (np.zeros_like(grid) if fit.spec.x == "size"
+                  else _c_along(ns, [_cx(c, _c_axis(result)) for c in fitted], grid))
         _band(ax, fit, grid, c_grid, grid, colour, alpha)
-    _finish(ax, metric, N_LABELS.get(result.config.to_dict().get("n_kind", ""),
-                                     "model parameters N"))
+    _finish(ax, metric, N_LABELS.get(getattr(result.config, "n_kind", ""), "parameters N"))
     hollow = "; hollow: control, not fitted" if any(c.get("control") for c in result.cells) else ""
     ax.set_title(f"{metric.upper()} vs model size (bands: bootstrap {100 * (1 - alpha):g}%"
                  f"{hollow})", fontsize=9)
@@ -185,26 +200,27 @@ def _size_fit(result: Any, strength: str, cell: dict[str, Any]) -> tuple[Any, st
         return own, ""
     defense = cell.get("defense", "none")
     if cell["attack"] != "none":
-        if not _finite(cell["flops"]):
+        if not _finite(_cx(cell, _c_axis(result))):
             return None, "compute unknown"
-        joint = fit_for(result, cell["attack"], defense, "flops")
+        joint = fit_for(result, cell["attack"], defense, _c_axis(result))
         return joint, "" if joint is not None else "no fit of this attack kind and defense"
     kinds = sorted({c["attack"] for c in result.cells
                     if c["attack"] != "none" and c.get("defense", "none") == defense})
-    joints = [f for k in kinds if (f := _find(result, "both", joint_group(k, defense), "flops"))]
+    joints = [f for k in kinds
+              if (f := _find(result, "both", joint_group(k, defense), _c_axis(result)))]
     if len(joints) == 1:
         return joints[0], ""
     return None, (f"{len(joints)} joint fits share this baseline" if joints else
                   "no size fit and no joint fit")
 
 
-def _flops_along(ns: np.ndarray, cells: Sequence[dict[str, Any]], grid: np.ndarray) -> np.ndarray:
-    """Attack FLOPs along the size axis for one attack strength: the same steps and data cost
-    ~N times more on a bigger model, so C follows the cells' (N, C) line in log-log space
+def _c_along(ns: np.ndarray, cs: Sequence[float], grid: np.ndarray) -> np.ndarray:
+    """Attack compute along the size axis for one attack strength: the same steps and data cost
+    ~N times more FLOPs on a bigger model, so C follows the cells' (N, C) line in log-log space
     (a constant C would draw every model at the smallest model's compute)."""
-    if any(c["flops"] <= 0 for c in cells):
+    if any(not c > 0 for c in cs):
         return np.zeros_like(grid)
-    lc = np.log([c["flops"] for c in cells])
+    lc = np.log(cs)
     if len(ns) < 2 or np.ptp(np.log(ns)) == 0:
         return np.full_like(grid, float(np.exp(lc.mean())))
     slope, icpt = np.polyfit(np.log(ns), lc, 1)
@@ -219,7 +235,7 @@ def compute_panel(ax: Any, result: Any, model: str, axis: str,
     metric, alpha = result.config.metric, result.config.alpha
     cells = [c for c in result.cells if c["model"] == model]
     base = [c for c in cells if c["attack"] == "none"]
-    att = [c for c in cells if c["attack"] != "none" and _finite(c[axis]) and c[axis] > 0]
+    att = [c for c in cells if c["attack"] != "none" and _cx(c, axis) > 0]
     kinds: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for c in att:
         kinds.setdefault((c["attack"], c.get("defense", "none")), []).append(c)
@@ -231,15 +247,15 @@ def compute_panel(ax: Any, result: Any, model: str, axis: str,
         for c in cs:
             series.setdefault(f"{c.get('family', kind)} n={c['n_data']}", []).append(c)
         for k, name in enumerate(sorted(series)):
-            ss = sorted(series[name], key=lambda c: c[axis])
-            _errorbar(ax, [c[axis] for c in ss], ss, color=colour, label=name,
+            ss = sorted(series[name], key=lambda c: _cx(c, axis))
+            _errorbar(ax, [_cx(c, axis) for c in ss], ss, color=colour, label=name,
                       fmt="osD^v"[k % 5])
         label = kind + ("" if defense == "none" else f" [{defense}]")
         fit = fit_for(result, kind, defense, axis, model)
         record.append(PanelFit(figure, model, label, fit.spec.name if fit else None,
                                "" if fit else "no fit of this attack kind and defense"))
         if fit is not None:
-            xs = [c[axis] for c in cs]
+            xs = [_cx(c, axis) for c in cs]
             grid = np.geomspace(min(xs) / 1.5, max(xs) * 1.5, 60)
             _band(ax, fit, np.full_like(grid, _n(cs[0])), grid, grid, colour, alpha,
                   label=f"{label}: {fit.spec.x} fit")
@@ -363,10 +379,11 @@ def plot_all(result: Any, folder: str | Path) -> Figures:
     out = Figures()
     if len({_n(c) for c in result.cells}) > 1:
         out += plot_vs_size(result, folder)
+    fitted = getattr(result.config, "c_axis", None)  # `--c-axis` fits one; default two
+    for axis in (fitted,) if fitted else ("flops", "examples"):
+        if any(c["attack"] != "none" and _cx(c, axis) > 0 for c in result.cells):
+            out += plot_vs_compute(result, folder, axis)
     if any(_finite(c["flops"]) and c["flops"] > 0 for c in result.cells):
-        for axis in ("flops", "examples"):  # those fitted (`--c-axis` may keep one, or none)
-            if getattr(result.config, "c_axis", None) in (None, axis):
-                out += plot_vs_compute(result, folder, axis)
         out += plot_heatmap(result, folder)
     if out:
         atomic_write_json(Path(folder) / FIGURES_JSON, [asdict(p) for p in out.panels])
