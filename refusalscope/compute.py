@@ -130,7 +130,8 @@ def train_flops(p: ParamCounts, tokens: int, response_tokens: int, *,
 
 
 def generation_flops(p: ParamCounts, prompt_tokens: int, new_tokens: int) -> int:
-    """KV-cached generation of `new_tokens` after a `prompt_tokens` prompt (see `Ledger.generation`)."""
+    """KV-cached generation of `new_tokens` after a `prompt_tokens` prompt (as
+    `Ledger.generation` counts it)."""
     return forward_flops(p, prompt_tokens + max(new_tokens - 1, 0), new_tokens)
 
 

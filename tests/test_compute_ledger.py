@@ -165,7 +165,8 @@ def test_lora_flops_are_the_sum_of_its_passes_and_agree_with_gcg(tmp_path) -> No
         d = train(h, pairs, cfg, run)
     led = Ledger.from_dict(d)
     p = led.params
-    assert (led.forward_tokens, led.logit_rows) == (c["fwd"], c["rows"]) == (c["bwd"], c["bwd_rows"])
+    assert (led.forward_tokens, led.logit_rows) == (c["fwd"], c["rows"]) \
+        == (c["bwd"], c["bwd_rows"])
     assert led.forward_tokens == d["tokens_seen"] and led.logit_rows == d["response_tokens_seen"]
     assert d["flops"] == _expected(p, c, trained=c["fwd"]) == \
         train_flops(p, d["tokens_seen"], d["response_tokens_seen"])

@@ -216,3 +216,24 @@ def test_pulled_ladder_counts_as_released(real_home) -> None:
         checked += 1
     if not checked:
         pytest.skip("no ladder model pulled")
+
+
+def test_cli_list_and_info_show_released_sizes_and_d() -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from refusalscope.cli.app import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["models", "list"])
+    assert res.exit_code == 0, res.output
+    qwen = next(line for line in res.output.splitlines() if line.startswith("qwen2.5-coder-0.5b"))
+    assert qwen.split()[3] == "494.0M/357.9M"  # released (tied once) / non-embedding, not 630M
+    assert "non-embedding" in res.output.splitlines()[-1]
+    info = runner.invoke(app, ["models", "info", "qwen2.5-coder-1.5b", "--json"])
+    d = json.loads(info.stdout)
+    assert (d["params_released"], d["params_non_embedding"], d["pretrain_tokens"]) == \
+        (1_543_714_304, 1_310_340_608, 23.5e12)
+    text = runner.invoke(app, ["models", "info", "smollm2-135m"]).output
+    assert "released:       134.5M (134,515,008)" in text and "pretrain D:     2T tokens" in text
