@@ -248,3 +248,20 @@ def test_c_axis_selects_the_compute_axis_of_the_fits() -> None:
     assert f_s.estimate[i] == pytest.approx(f_e.estimate[i], rel=1e-6)
     with pytest.raises(UserError, match="--c-axis"):
         FitConfig("rrr", "both", c_axis="tokens")
+
+
+def test_attack_configs_are_curves_of_their_own_and_unknown_compute_is_skipped() -> None:
+    from dataclasses import replace
+
+    rng = np.random.default_rng(8)
+    pts = model_runs("m", 5e8, *TRUE, rng)
+    pts = [pts[0]] + [replace(p, variant="a0f3") for p in pts[1:]]
+    pts += [replace(p, variant="b2c1", run=p.run + "-b")
+            for p in model_runs("m", 5e8, 2.0, 1.0, -1.1, rng, baseline=False)]
+    pts.append(replace(pts[1], run="adapter-run", attack="adapter", variant="", steps=None,
+                       examples=float("nan"), flops=float("nan")))
+    res = half_life(pts, HalfLifeConfig(n_boot=50))
+    by = {r.attack: r for r in res.rows}
+    assert set(by) == {"lora a0f3", "lora b2c1"}  # the lr-like variants are not pooled
+    assert by["lora b2c1"].axes["examples"].value < by["lora a0f3"].axes["examples"].value
+    assert any("adapter" in n and "compute is unknown" in n for n in res.notes)

@@ -101,28 +101,28 @@ class SHalf:
         """'[16, 40]'; a censored end reads '> C_max' or '< C_min'; '' without a CI."""
         if np.isnan(self.ci).any():
             return ""
-        lo = "< " + _g(self.grid[0]) if self.ci[0] == -np.inf else _g(np.exp(self.ci[0]))
-        hi = "> " + _g(self.grid[1]) if self.ci[1] == np.inf else _g(np.exp(self.ci[1]))
+        lo = "< " + fmt3(self.grid[0]) if self.ci[0] == -np.inf else fmt3(np.exp(self.ci[0]))
+        hi = "> " + fmt3(self.grid[1]) if self.ci[1] == np.inf else fmt3(np.exp(self.ci[1]))
         return f"[{lo}, {hi}]"
 
     def short(self) -> str:
         """With its unit, for a parenthesis: '2.7e+13 FLOPs [..]', '> 2e+14 FLOPs'."""
         u = UNITS[self.axis]
         if self.status == "not_reached":
-            return f"> {_g(self.grid[1])} {u}"
+            return f"> {fmt3(self.grid[1])} {u}"
         if self.status == "before_grid":
-            return f"≤ {_g(self.grid[0])} {u}"
-        return f"{_g(np.exp(self.log))} {u} {self.ci_text()}".rstrip()
+            return f"≤ {fmt3(self.grid[0])} {u}"
+        return f"{fmt3(np.exp(self.log))} {u} {self.ci_text()}".rstrip()
 
     def text(self, unit: bool = False) -> str:
         """'24 [16, 40]', 'not reached within C ≤ 64', '≤ 4 (reached at the smallest …)'."""
         u = f" {UNITS[self.axis]}" if unit else ""
         if self.status == "not_reached":
-            return f"not reached within C ≤ {_g(self.grid[1])}{u} (S½ > {_g(self.grid[1])})"
+            return f"not reached within C ≤ {fmt3(self.grid[1])}{u} (S½ > {fmt3(self.grid[1])})"
         if self.status == "before_grid":
-            return (f"≤ {_g(self.grid[0])}{u} (reached by the smallest attack) "
+            return (f"≤ {fmt3(self.grid[0])}{u} (reached by the smallest attack) "
                     f"{self.ci_text()}").rstrip()
-        return f"{_g(np.exp(self.log))}{u} {self.ci_text()}".rstrip()
+        return f"{fmt3(np.exp(self.log))}{u} {self.ci_text()}".rstrip()
 
 
 @dataclass
@@ -173,7 +173,8 @@ def short_name(model: str) -> str:
     return Path(model).name or model
 
 
-def _g(v: float) -> str:
+def fmt3(v: float) -> str:
+    """3 significant digits (inf/nan as words)."""
     return f"{v:.3g}" if np.isfinite(v) else str(v)
 
 
@@ -194,7 +195,7 @@ def half_life(points: Sequence[Point], cfg: HalfLifeConfig | None = None) -> Hal
     rows = [_row(data, g, s1, n, cfg) for g in groups]
     slopes = [s for axis in AXES for s in _slopes(rows, axis, cfg)]
     for r in rows:
-        if r.baseline_observed < 0.5:
+        if r.baseline_observed < 0.5 and not r.control:
             notes.append(f"{r.model}: baseline RRR {r.baseline_observed:.2f} is under 0.5; "
                          "there is little refusal to retain and its S½ says little")
         for why, k in r.failed.items():
@@ -203,22 +204,36 @@ def half_life(points: Sequence[Point], cfg: HalfLifeConfig | None = None) -> Hal
     return HalfLifeResult(cfg, rows, slopes, list(dict.fromkeys(notes)), label)
 
 
+def _label(p: Point) -> str:
+    """The attack as a half-life row names it: kind, and config variant / decoding if any."""
+    return " ".join(x for x in (p.attack, p.variant, p.decoding) if x)
+
+
 def _groups(data: Gathered) -> tuple[list[dict[str, Any]], list[str]]:
-    """(model, attack, defense) with its baseline and attacked run indices."""
+    """(model, attack, defense) with its baseline and attacked run indices. Attack configs
+    (`variant`) and generation settings (`decoding`) that differ are curves of their own."""
     pts, notes, out = data.points, [], []
-    for model, kind, defense in sorted({(p.model, p.attack, p.defense) for p in pts
-                                        if p.attacked}):
-        att = [j for j, p in enumerate(pts) if (p.model, p.attack, p.defense) ==
-               (model, kind, defense)]
-        base = ([j for j, p in enumerate(pts) if not p.attacked and p.model == model
-                 and p.defense == defense]
-                or [j for j, p in enumerate(pts) if not p.attacked and p.model == model
-                    and p.defense == "none"])
-        if not base:
-            notes.append(f"{model} {kind}: no baseline run of this model, so no S½")
+    for model, label, defense in sorted({(p.model, _label(p), p.defense) for p in pts
+                                         if p.attacked}):
+        att = [j for j, p in enumerate(pts) if (p.model, _label(p), p.defense) ==
+               (model, label, defense)]
+        if not any(np.isfinite(pts[j].compute(a)) and pts[j].compute(a) > 0
+                   for j in att for a in AXES):
+            notes.append(f"{model} {label}: its attack compute is unknown, so no S½")
             continue
-        out.append({"model": model, "attack": kind, "defense": defense, "att": att,
-                    "base": base})
+        dec = pts[att[0]].decoding
+
+        def base(d: str, pts: list[Point] = pts, model: str = model, dec: str = dec
+                 ) -> list[int]:
+            return [j for j, p in enumerate(pts) if not p.attacked and p.model == model
+                    and p.defense == d and p.decoding == dec]
+
+        runs = base(defense) or base("none")
+        if not runs:
+            notes.append(f"{model} {label}: no baseline run of this model, so no S½")
+            continue
+        out.append({"model": model, "attack": label, "defense": defense, "att": att,
+                    "base": runs})
     return out, notes
 
 
@@ -352,23 +367,6 @@ def _slope(ln: np.ndarray, logs: np.ndarray) -> np.ndarray:
         return out
 
 
-CSV_COLUMNS = ("model", "n", "attack", "defense", "control", "axis", "s_half", "status", "ci_lo",
-               "ci_hi", "grid_min", "grid_max", "baseline_rrr", "baseline_lo", "baseline_hi",
-               "baseline_observed", "cost_per_step", "n_runs", "seeds", "n_boot_failed")
-
-
-def table_rows(res: HalfLifeResult) -> list[dict[str, Any]]:
-    """One row per model × attack × defense × axis. `s_half` is the bound when `status` is
-    not_reached (S½ > s_half) or before_grid (S½ ≤ s_half); a censored CI end is inf / 0."""
-    return [{"model": r.model, "n": r.n, "attack": r.attack, "defense": r.defense,
-             "control": r.control, "axis": ax, "s_half": s.value, "status": s.status,
-             "ci_lo": float(np.exp(s.ci[0])), "ci_hi": float(np.exp(s.ci[1])),
-             "grid_min": s.grid[0], "grid_max": s.grid[1], "baseline_rrr": r.baseline,
-             "baseline_lo": r.baseline_ci[0], "baseline_hi": r.baseline_ci[1],
-             "baseline_observed": r.baseline_observed, "cost_per_step": s.cost_per_step,
-             "n_runs": r.n_runs, "seeds": r.seeds, "n_boot_failed": sum(r.failed.values())}
-            for r in res.rows for ax, s in r.axes.items()]
-
 
 def slope_text(s: Slope) -> str:
     """'0.81 [0.2, 1.4]'; with a censored S½ the bound it allows ('(> 0.86: …)')."""
@@ -386,49 +384,9 @@ def slope_text(s: Slope) -> str:
     return "not determined (S½ censored at both sizes)"
 
 
-def markdown(res: HalfLifeResult) -> str:
-    """`half_life.md`: the S½ table (every axis), the slopes vs N, and the notes."""
-    from refusalscope.study.tables import to_markdown
-
-    level = f"{100 * (1 - res.config.alpha):g}%"
-    cols = ["model", "N", "attack", "baseline RRR (fit)", *[f"S½ {UNITS[a]}" for a in AXES],
-            "FLOPs / step"]
-    rows = [{"model": short_name(r.model) + (" (control)" if r.control else ""), "N": _g(r.n),
-             "attack": r.attack + ("" if r.defense == "none" else f" [{r.defense}]"),
-             "baseline RRR (fit)": f"{r.baseline:.2f} [{r.baseline_ci[0]:.2f}, "
-                                   f"{r.baseline_ci[1]:.2f}]",
-             **{f"S½ {UNITS[a]}": r.axes[a].text() if a in r.axes else "–" for a in AXES},
-             "FLOPs / step": _g(r.axes["flops"].cost_per_step) if "flops" in r.axes else "–"}
-            for r in res.rows]
-    out = [f"# Attack half-life S½ (RRR falls to half its baseline; {level} bootstrap CIs)", "",
-           (f"N = {res.n_label}. Per model × attack: Firth logistic fit of refusal on "
-           "1[attacked]·(d + b·ln C) with the baseline as its own intercept; S½ read inside "
-           "the attacked grid only (a bound when the curve does not cross there)."), "",
-           to_markdown(rows, cols), ""]
-    if res.slopes:
-        srows = [{"attack": s.attack + ("" if s.defense == "none" else f" [{s.defense}]"),
-                  "axis": s.axis, "models": ", ".join(s.models),
-                  "S½ ∝ N^": slope_text(s) + (" (2 points)" if len(s.models) == 2 else ""),
-                  "cost per step ∝ N^": f"{s.cost_slope:.2f}",
-                  "replicates": s.n_ok} for s in res.slopes]
-        out += ["## S½ vs N", "", to_markdown(srows, list(srows[0])), ""]
-    out += [f"- note: {n}" for n in res.notes]
-    return "\n".join(out).rstrip() + "\n"
-
-
 def write_half_life(res: HalfLifeResult, folder: str | Path, figure: bool = True
                     ) -> list[Path]:
     """Write `half_life.csv`, `half_life.md` and (with `figure`) `half_life.png/.pdf`."""
-    from refusalscope.fileio import atomic_write_text
-    from refusalscope.study.tables import to_csv
+    from refusalscope.study.halflife_files import write_files
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(folder / "half_life.csv", to_csv(table_rows(res), CSV_COLUMNS))
-    atomic_write_text(folder / "half_life.md", markdown(res))
-    out = [folder / "half_life.csv", folder / "half_life.md"]
-    if figure:
-        from refusalscope.study.halflife_figure import plot_half_life
-
-        out += plot_half_life(res, folder)
-    return out
+    return write_files(res, folder, figure)

@@ -1,4 +1,7 @@
-"""`half_life.png/.pdf`: attack half-life S½ vs model size N on log-log axes, with the attack's
+"""What `halflife.half_life` writes: `half_life.csv` (one row per model × attack × defense ×
+axis), `half_life.md` (the S½ table and the slopes vs N) and `half_life.png/.pdf`.
+
+The figure: attack half-life S½ vs model size N on log-log axes, with the attack's
 own cost per step on the same axes, so "does robustness grow faster than the cost of breaking
 it?" is one picture: where S½ rises more steeply with N than the cost of one step, a bigger
 model takes more steps to break.
@@ -17,7 +20,16 @@ from typing import Any
 
 import numpy as np
 
-from refusalscope.study.halflife import UNITS, HalfLife, HalfLifeResult, Slope, slope_text
+from refusalscope.study.halflife import (
+    AXES,
+    UNITS,
+    HalfLife,
+    HalfLifeResult,
+    Slope,
+    fmt3,
+    short_name,
+    slope_text,
+)
 
 
 def plot_half_life(res: HalfLifeResult, folder: str | Path) -> list[Path]:
@@ -121,3 +133,66 @@ def _series(ax: Any, rs: list[HalfLife], axis: str, slope: Slope | None, colour:
                 and np.isfinite(slope.cost_slope) else "")
         ax.plot(ns, cost, ls="--", marker="s", ms=4, color=colour, lw=1,
                 label=f"{name}: cost per step{tail}")
+
+
+CSV_COLUMNS = ("model", "n", "attack", "defense", "control", "axis", "s_half", "status", "ci_lo",
+               "ci_hi", "grid_min", "grid_max", "baseline_rrr", "baseline_lo", "baseline_hi",
+               "baseline_observed", "cost_per_step", "n_runs", "seeds", "n_boot_failed")
+
+
+def table_rows(res: HalfLifeResult) -> list[dict[str, Any]]:
+    """One row per model × attack × defense × axis. `s_half` is the bound when `status` is
+    not_reached (S½ > s_half) or before_grid (S½ ≤ s_half); a censored CI end is inf / 0."""
+    return [{"model": r.model, "n": r.n, "attack": r.attack, "defense": r.defense,
+             "control": r.control, "axis": ax, "s_half": s.value, "status": s.status,
+             "ci_lo": float(np.exp(s.ci[0])), "ci_hi": float(np.exp(s.ci[1])),
+             "grid_min": s.grid[0], "grid_max": s.grid[1], "baseline_rrr": r.baseline,
+             "baseline_lo": r.baseline_ci[0], "baseline_hi": r.baseline_ci[1],
+             "baseline_observed": r.baseline_observed, "cost_per_step": s.cost_per_step,
+             "n_runs": r.n_runs, "seeds": r.seeds, "n_boot_failed": sum(r.failed.values())}
+            for r in res.rows for ax, s in r.axes.items()]
+
+
+def markdown(res: HalfLifeResult) -> str:
+    """`half_life.md`: the S½ table (every axis), the slopes vs N, and the notes."""
+    from refusalscope.study.tables import to_markdown
+
+    level = f"{100 * (1 - res.config.alpha):g}%"
+    cols = ["model", "N", "attack", "baseline RRR (fit)", *[f"S½ {UNITS[a]}" for a in AXES],
+            "FLOPs / step"]
+    rows = [{"model": short_name(r.model) + (" (control)" if r.control else ""), "N": fmt3(r.n),
+             "attack": r.attack + ("" if r.defense == "none" else f" [{r.defense}]"),
+             "baseline RRR (fit)": f"{r.baseline:.2f} [{r.baseline_ci[0]:.2f}, "
+                                   f"{r.baseline_ci[1]:.2f}]",
+             **{f"S½ {UNITS[a]}": r.axes[a].text() if a in r.axes else "–" for a in AXES},
+             "FLOPs / step": fmt3(r.axes["flops"].cost_per_step) if "flops" in r.axes else "–"}
+            for r in res.rows]
+    out = [f"# Attack half-life S½ (RRR falls to half its baseline; {level} bootstrap CIs)", "",
+           (f"N = {res.n_label}. Per model × attack: Firth logistic fit of refusal on "
+           "1[attacked]·(d + b·ln C) with the baseline as its own intercept; S½ read inside "
+           "the attacked grid only (a bound when the curve does not cross there)."), "",
+           to_markdown(rows, cols), ""]
+    if res.slopes:
+        srows = [{"attack": s.attack + ("" if s.defense == "none" else f" [{s.defense}]"),
+                  "axis": s.axis, "models": ", ".join(s.models),
+                  "S½ ∝ N^": slope_text(s) + (" (2 points)" if len(s.models) == 2 else ""),
+                  "cost per step ∝ N^": f"{s.cost_slope:.2f}",
+                  "replicates": s.n_ok} for s in res.slopes]
+        out += ["## S½ vs N", "", to_markdown(srows, list(srows[0])), ""]
+    out += [f"- note: {n}" for n in res.notes]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def write_files(res: HalfLifeResult, folder: str | Path, figure: bool = True) -> list[Path]:
+    """Write `half_life.csv`, `half_life.md` and (with `figure`) `half_life.png/.pdf`."""
+    from refusalscope.fileio import atomic_write_text
+    from refusalscope.study.tables import to_csv
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / "half_life.csv", to_csv(table_rows(res), CSV_COLUMNS))
+    atomic_write_text(folder / "half_life.md", markdown(res))
+    out = [folder / "half_life.csv", folder / "half_life.md"]
+    if figure:
+        out += plot_half_life(res, folder)
+    return out
