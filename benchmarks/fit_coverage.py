@@ -70,11 +70,11 @@ class Setting:
             rows.append([1.0, np.log(n), 0.0, 0.0])
             eta.append(base)
             cond.append((n, 0.0))
-            for c in cs:
+            for i, c in enumerate(cs, 1):  # a cell is a condition even if its C repeats
                 for _ in range(self.seeds):
                     rows.append([1.0, np.log(n), 1.0, np.log(c)])
                     eta.append(base + self.b_c * max(0.0, np.log(c / self.c0)))
-                    cond.append((n, c))
+                    cond.append((n, float(i)))
         groups: dict[tuple[float, float], list[int]] = {}
         for j, k in enumerate(cond):
             groups.setdefault(k, []).append(j)
@@ -172,7 +172,7 @@ def coverage(name: str, studies: int, n_boot: int, alpha: float = 0.05,
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--studies", type=int, default=400, help="simulated studies per setting")
-    ap.add_argument("--boot", type=int, default=500, help="bootstrap replicates per study")
+    ap.add_argument("--boot", type=int, default=200, help="bootstrap replicates per study")
     ap.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated names")
     args = ap.parse_args()
     default = f"firth {FitConfig().interval}"

@@ -17,10 +17,11 @@ attacked runs only (log 0 is undefined).
 Confidence intervals: a paired cluster bootstrap. Each replicate resamples prompt ids with
 replacement, once for all runs (paired: a prompt drawn twice counts twice in every run), and,
 for every condition (model × attack strength) run with several seeds, resamples those seeds;
-then every fit is refitted. Logistic fits turn the draws into an interval by `interval`
-(default `studentized`: percentile-t with prompt-clustered sandwich errors; see
-`clusterci` and `benchmarks/fit_coverage.py` for the measured coverage of each method);
-run-mean fits use percentiles. A replicate whose fit has no finite estimate is never
+then every fit is refitted. Logistic fits get their interval by `interval` (default
+`wald`: estimate ± t(P−1)·SE with a prompt-clustered sandwich SE plus a between-seed term,
+the one method that held ≥ 0.93 in every setting of `benchmarks/fit_coverage.py`; the
+bootstrap-based `studentized`, `bca` and `percentile` are options, see `clusterci`);
+run-mean fits use bootstrap percentiles. The draws also give the curves' bands. A replicate whose fit has no finite estimate is never
 dropped silently: `Fit.n_boot_failed` and `Fit.boot_failures` (reason -> count) record it
 and a note says so.
 """
@@ -62,7 +63,7 @@ class FitConfig:
     n_kind: str = "non-embedding"  # N in fits: non-embedding | total (released) parameters
     include_controls: bool = False  # keep never-refusing control models in fits vs size
     estimator: str = "firth"  # logistic fits: firth (finite on separation) | mle
-    interval: str = "studentized"  # logistic fits' CIs: see clusterci.INTERVALS
+    interval: str = "wald"  # logistic fits' CIs: see clusterci.INTERVALS
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
