@@ -40,9 +40,10 @@ def fit(
                                          "penalised, finite when a baseline refuses every "
                                          "prompt; the default) | mle (plain maximum "
                                          "likelihood, fails on separation)."),
-    interval: str | None = typer.Option(None, help="Logistic fits' CIs: studentized (percentile-t"
-                                        " cluster bootstrap; the default) | bca | percentile | "
-                                        "wald (prompt-clustered sandwich)."),
+    interval: str | None = typer.Option(None, help="Logistic fits' CIs: wald (t interval with "
+                                        "a prompt-clustered sandwich SE; the default) | "
+                                        "studentized (percentile-t cluster bootstrap) | bca | "
+                                        "percentile."),
     n_kind: str = typer.Option("non-embedding", "--n-kind", help="Model size N in the fits: "
                                "non-embedding (parameters without input embedding and LM head, "
                                "Kaplan et al.) | total (the released count, tied embeddings "
