@@ -65,7 +65,7 @@ def test_pairs_never_use_own_or_same_topic_responses() -> None:
     assert len(pairs) >= len(requests)
     own = {p: r for p, r in TOPICS.items()}
     for ex in pairs:
-        assert ex.outcome == "offtopic" and not ex.refused and ex.kind == "offtopic"
+        assert ex.outcome == "offtopic" and not ex.refused and ex.kind == "offtopic_pair"
         assert ex.response != own[ex.prompt] and ex.group == group_of(ex.prompt)
         answered = next(p for p, r in TOPICS.items() if r == ex.response)
         assert not same_topic(ex.prompt, answered, ex.response)
@@ -153,7 +153,7 @@ def test_the_heldout_exclusion_list_is_honoured(tmp_path: Path,
     excl = next(s for s in sources if s["name"] == "files_heldout_exclusion")
     assert excl == {"name": "files_heldout_exclusion", "excluded_groups": 1,
                     "excluded_rows": 2, "held_out_responses_seen": 1}
-    assert {e.kind for e in rows} >= {"compliance", "offtopic", "moralising"}
+    assert {e.kind for e in rows} >= {"compliance", "offtopic_pair", "moralising"}
 
 
 def test_exclude_heldout_with_a_given_predicate() -> None:

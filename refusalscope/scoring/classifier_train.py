@@ -11,7 +11,8 @@ fits one softmax temperature on `split["calib"]`, and writes a card with, on
   the classifier, the ensemble (`ensemble.outcome_of`) and the heuristic (refused, else
   complied: what the old scorer said before relevance checks);
 - `heldout_per_class`: per finer class (`Example.kind`: refusal_words, moralising,
-  partial_refusal, offtopic, echo, error_text, persona, compliance, partial_compliance) the
+  partial_refusal, offtopic_pair, offtopic, echo, error_text, persona, compliance,
+  partial_compliance) the
   outcome accuracy and the complied-vs-not agreement of each scorer;
 - `calibration`: ECE of P(refused) and the log loss before/after the temperature;
 - `training`: rows, wall seconds and process CPU seconds of the fine-tuning.

@@ -89,7 +89,7 @@ def offtopic_pairs(requests: Sequence[tuple[str, str]], answers: Sequence[Exampl
                     or same_topic(prompt, a.prompt, a.response):
                 continue
             out.append(Example(prompt, a.response, False, f"pair:{a.source}", group,
-                               "offtopic", "offtopic"))
+                               "offtopic_pair", "offtopic"))
             picked += 1
     return out
 
