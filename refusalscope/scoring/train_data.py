@@ -6,8 +6,8 @@
    complied with disclaimers) minus **every prompt group that holds a held-out response**
    (`scoring.heldout`: the project's independent held-out set, read at run time; its
    hand-written rows are never read here).
-2. **Self-supervised off-topic pairs** (`offtopic_pairs`): a request paired with a complying
-   response to *another* request on another topic (content-word overlap below
+2. **Self-supervised off-topic pairs** (`offtopic_pairs`, kind `offtopic_pair`): a request
+   paired with a complying response to *another* request on another topic (overlap below
    `MAX_PROMPT_JACCARD` between the requests and below `MAX_KEY_SHARE` of the request's key
    words in the response). Responses come from PyRIT's complied rows and, where present,
    from responses to harmless prompts in `artifacts/runs/*/generations.jsonl` that the
