@@ -21,8 +21,9 @@ CIs too. A replicate whose S½ falls outside the grid counts as ±inf (censored,
 a CI end beyond the grid reads "> C_max" / "< C_min". The slope of ln S½ on ln N uses the same
 replicates; with two sizes a censored S½ bounds the slope. Measured coverage of the nominal
 95% S½ interval: 0.935-0.955 (`benchmarks/halflife_coverage.py`: 200 simulated studies per
-setting, 32-128 prompts, 1-3 seeds, prompt and seed random effects, a strong refuser). Control models (which never refuse)
-are reported but left out of the slopes unless `include_controls`.
+setting, 32-128 prompts, 1-3 seeds, prompt and seed random effects, a strong refuser).
+Control models (which never refuse) are reported but left out of the slopes unless
+`include_controls`.
 """
 
 from __future__ import annotations
