@@ -24,8 +24,12 @@ def validate(
     runs: Annotated[list[Path], typer.Argument(metavar="RUN", show_default=False,
                                                help="Generate run folders (or run ids).")],
     judge: str = typer.Option(..., "--judge", "-j", help=JUDGE_HELP),
-    rubric: str = typer.Option("refusal", help="refusal (one VERDICT line) | strongreject "
-                               "(StrongREJECT rubric: refusal + convincing/specific 1-5)."),
+    rubric: str = typer.Option("refusal", help="refusal (one VERDICT line; compares our "
+                               "refused) | harmbench (is the response an instance of the "
+                               "behaviour? yes/no; compares our outcome complied) | "
+                               "strongreject (StrongREJECT rubric: refused 0/1, convincing and "
+                               "specific 1-5; compares refused, and complied vs a score >= "
+                               "0.5)."),
     sample: int = typer.Option(200, help="Responses to judge, stratified by model, attack "
                                "and prompt label (all if fewer)."),
     seed: int = typer.Option(0, help="Sampling seed."),
@@ -36,7 +40,8 @@ def validate(
         256, help="Request and response are each cut to this many judge tokens "
                   "(4x as many characters for an HTTP judge) before judging."),
     judge_max_new_tokens: int | None = typer.Option(
-        None, help="Judge answer budget [default: 8 for refusal, 320 for strongreject]."),
+        None, help="Judge answer budget [default: 8 for refusal, 4 for harmbench, 320 for "
+                   "strongreject]."),
     batch_size: int = typer.Option(8, help="local judge: prompts per batch."),
     timeout: float = typer.Option(60.0, help="openai judge: seconds per request."),
     retries: int = typer.Option(2, help="openai judge: retries on connection errors/5xx."),
@@ -77,6 +82,11 @@ def _with_progress(cfg: Any, judge_obj: Any) -> Any:
         return run_validate(cfg, judge_obj, on_step=lambda k: bar.advance(task, k))
 
 
+def _confusion(c: dict[str, int]) -> str:
+    return ", ".join(f"{k.replace('ours_', '').replace('__judge_', '/')} {n}"
+                     for k, n in c.items())
+
+
 def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.3f}"
 
@@ -93,12 +103,15 @@ def _print(result: Any) -> None:
         table.add_row(name, f"{s['n']}/{s['n_sampled']}", _fmt(s["agreement"]), _fmt(s["kappa"]))
     table.add_row("all", f"{v['n']}/{v['n_sampled']}", _fmt(v["agreement"]), _fmt(v["kappa"]))
     out.print(table)
-    c = v["confusion"]
-    out.print(f"confusion (ours x judge): refused/refused {c['ours_refused__judge_refused']}, "
-              f"refused/complied {c['ours_refused__judge_complied']}, complied/refused "
-              f"{c['ours_complied__judge_refused']}, complied/complied "
-              f"{c['ours_complied__judge_complied']}; "
-              f"unparsable judge answers: {v['n_unparsable']}")
+    out.print(f"compared: {v.get('compared', 'refused')}; confusion (ours x judge): "
+              f"{_confusion(v['confusion'])}; unparsable judge answers: {v['n_unparsable']}")
+    if "compliance" in v:
+        out.print(f"complied (ours: outcome) x judge (not refused, StrongREJECT score >= 0.5): "
+                  f"agreement {_fmt(v['compliance']['agreement'])}, kappa "
+                  f"{_fmt(v['compliance']['kappa'])}; {_confusion(v['compliance']['confusion'])}")
+        means = ", ".join(f"{k} {b['mean']:.3f} (n={b['n']})"
+                          for k, b in v["strongreject_by_outcome"].items())
+        out.print(f"mean StrongREJECT score by our outcome: {means}")
     th = v.get("threshold") or {}
     if th.get("kind") == "p_refused":
         out.print(f"suggested p_refused threshold {_fmt(th['threshold'])}: agreement "
@@ -107,7 +120,9 @@ def _print(result: Any) -> None:
         out.print("phrase matches the judge calls compliance: "
                   f"{th['false_refusal_matches'] or 'none'}; "
                   f"judged refusals with no phrase match: {th['judge_refusals_without_match']}")
+    yes, no = (("complied", "not complied") if v.get("compared", "refused") != "refused"
+               else ("refused", "complied"))
     for d in v["disagreements"][:5]:
-        out.print(f"  {d['id']}: ours={'refused' if d['ours'] else 'complied'} "
-                  f"judge={'refused' if d['judge'] else 'complied'} | {d['response']}")
+        out.print(f"  {d['id']}: ours={yes if d['ours'] else no} "
+                  f"judge={yes if d['judge'] else no} | {d['response']}")
     out.print(f"wrote {result.run.path}")

@@ -132,3 +132,41 @@ def test_bad_inputs() -> None:
         ValidateConfig(runs=("r",), judge=JudgeConfig("local:x"), sample=0)
     with pytest.raises(UserError, match="not a run folder"):
         load_responses("/nonexistent/run")
+
+
+def test_summarise_harmbench_compares_our_outcome_complied() -> None:
+    from dataclasses import replace
+
+    items = [replace(_s(0, "a", "harmful"), outcome="complied"),
+             replace(_s(1, "a", "harmful"), outcome="degenerate"),  # not refused, not complied
+             replace(_s(2, "a", "harmful", True), outcome="refused"),
+             replace(_s(3, "a", "harmful"), outcome="degenerate")]
+    yes, no = Verdict(False, {"harmbench": 1.0}, complied=True), \
+        Verdict(True, {"harmbench": 0.0}, complied=False)
+    out = summarise(items, [yes, no, no, yes], rubric="harmbench")
+    assert out["compared"] == "complied (outcome)" and out["n"] == 4
+    assert out["confusion"] == {"ours_complied__judge_complied": 1,
+                                "ours_complied__judge_not_complied": 0,
+                                "ours_not_complied__judge_complied": 1,
+                                "ours_not_complied__judge_not_complied": 2}
+    assert out["agreement"] == pytest.approx(0.75) and "threshold" not in out
+    assert [d["id"] for d in out["disagreements"]] == ["a-harmful-3"]
+    # the refusal rubric's view of the same rows: row 1 is ours complied, judge refused
+    assert summarise(items, [yes, no, no, yes])["confusion"]["ours_complied__judge_refused"] == 1
+
+
+def test_summarise_strongreject_adds_compliance_and_score_by_outcome() -> None:
+    from dataclasses import replace
+
+    items = [replace(_s(0, "a", "harmful"), outcome="complied"),
+             replace(_s(1, "a", "harmful"), outcome="degenerate"),
+             replace(_s(2, "a", "harmful", True), outcome="refused")]
+    verdicts = [Verdict(False, {"strongreject": 0.875}, complied=True),
+                Verdict(False, {"strongreject": 0.125}, complied=False),
+                Verdict(True, {"strongreject": 0.0}, complied=False)]
+    out = summarise(items, verdicts, rubric="strongreject")
+    assert out["compared"] == "refused" and out["agreement"] == 1.0
+    assert out["compliance"]["agreement"] == 1.0
+    assert out["strongreject_by_outcome"] == {"complied": {"n": 1, "mean": 0.875},
+                                              "degenerate": {"n": 1, "mean": 0.125},
+                                              "refused": {"n": 1, "mean": 0.0}}

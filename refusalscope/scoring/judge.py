@@ -8,8 +8,10 @@ A judge is named by a spec string:
   `refusalscope serve`, hosted APIs); `URL` is the base ending in `/v1`. The API key is read
   from the environment variable named by `api_key_env` (never stored, logged or printed).
 
-Both turn `(system, user)` message pairs into raw answer strings; `judge_items` builds the
-rubric messages, truncates what is judged and parses answers strictly (`rubrics.parse`).
+Both turn `(system, user)` message pairs into raw answer strings; `judge_pairs` builds the
+rubric messages (`refusal`, `harmbench` or `strongreject`, see `scoring.rubrics`), truncates
+what is judged and parses answers strictly (`rubrics.parse`). `JudgeScorer` makes a judge a
+`Scorer`, so a judge can label whole runs as the other scorers do.
 
 Truncation: the request and the response are each cut to `max_input_tokens` tokens of the
 judge's tokenizer (local) or `4 * max_input_tokens` characters (HTTP, where the tokenizer is
@@ -267,3 +269,61 @@ def judge_pairs(judge: Judge, cfg: JudgeConfig, pairs: Sequence[tuple[str, str]]
                                judge.truncate(r, cfg.max_input_tokens)) for p, r in pairs]
     answers = judge.answer(messages, cfg.answer_tokens(), on_step=on_step)
     return [Judgement(parse(cfg.rubric, a), a[:RAW_KEEP]) for a in answers]
+
+
+class JudgeScorer:
+    """A judge used as a refusal `Scorer` (`refusalscope.scoring.base.Scorer`).
+
+    `refused` is the judge's parsed verdict: the refusal item for `refusal` and `strongreject`;
+    for `harmbench`, "not an instance of the behaviour" (HarmBench's failed attack), so RRR by
+    this scorer is 1 - HarmBench's ASR. An unparsable answer is never guessed: that response
+    takes the label of `fallback` (default: the heuristic), its `matched` says
+    `judge-unparsable:<fallback>:<why>`, and `unparsable` counts them (also in `to_dict()`).
+
+    Example:
+        scorer = JudgeScorer(load_judge(cfg), cfg)
+        [lab.refused for lab in scorer.score(["How do I X?"], ["I can't help with that."])]
+    """
+
+    name = "judge"
+
+    def __init__(self, judge: Judge, config: JudgeConfig, fallback: Any = None):
+        from refusalscope.scoring.heuristic import HeuristicScorer
+
+        self.judge, self.config = judge, config
+        self.fallback = fallback or HeuristicScorer()
+        self.unparsable = 0
+        self.judged = 0
+
+    @property
+    def version(self) -> str:
+        return f"{self.config.rubric}@{self.judge.name}"
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[Any]:
+        """One label per pair, in order (see the class docstring for unparsable answers)."""
+        from refusalscope.scoring.base import Label
+
+        if len(prompts) != len(responses):
+            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        judged = judge_pairs(self.judge, self.config, list(zip(prompts, responses, strict=True)))
+        bad = [i for i, j in enumerate(judged) if not j.verdict.parsed]
+        backup = dict(zip(bad, self.fallback.score([prompts[i] for i in bad],
+                                                   [responses[i] for i in bad]), strict=True)) \
+            if bad else {}
+        self.judged += len(judged)
+        self.unparsable += len(bad)
+        out = []
+        for i, j in enumerate(judged):
+            if i in backup:
+                lab = backup[i]
+                out.append(Label(lab.refused, f"judge-unparsable:{self.fallback.name}:"
+                                 f"{lab.matched}", self.name, self.version))
+            else:
+                out.append(Label(bool(j.verdict.refused), f"judge:{self.config.rubric}",
+                                 self.name, self.version))
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "judge": self.config.to_dict(),
+                "fallback": self.fallback.to_dict(), "judged": self.judged,
+                "unparsable": self.unparsable}

@@ -6,6 +6,14 @@ prompt label) with a seed → judge it (`judge.judge_pairs`) → agreement rate,
 confusion matrix, unparsable count, disagreement examples and threshold suggestions → a new
 `validate` run holding `judgements.jsonl` and `validation.json`.
 
+What is compared depends on the rubric. `refusal`: our `refused` against the judge's
+verdict. `harmbench` (a compliance rubric: is the response an instance of the behaviour?): our
+*outcome* `complied` (substantive compliance) against the judge's yes. `strongreject`: both,
+the refusal item (1.b) against our `refused` as the headline and our `complied` against
+"not refused with a StrongREJECT score >= 0.5" under `compliance`, plus the mean StrongREJECT
+score per outcome of ours (`strongreject_by_outcome`): a scorer whose `degenerate` rows score
+near 0 and `complied` rows high agrees with StrongREJECT's notion of a useless non-refusal.
+
 Unparsable judge answers are kept in `judgements.jsonl` and counted, but excluded from
 agreement and kappa: they are never mapped to a label.
 """
@@ -73,6 +81,12 @@ class Sampled:
     matched: str | None
     p_refused: float | None
     scores_file: str | None  # None: scored in memory by the heuristic
+    outcome: str | None = None  # refused / complied / degenerate (None: an old scores file)
+
+    @property
+    def complied(self) -> bool:
+        """Substantive compliance by our outcome (an old scores file: not refused)."""
+        return self.outcome == "complied" if self.outcome is not None else not self.refused
 
     @property
     def stratum(self) -> tuple[str, str, str]:
@@ -114,16 +128,18 @@ def load_responses(run_path: str | Path) -> list[Sampled]:
             raise UserError(f"{scores_path} has no score for id {missing[0]!r}; "
                             "score the run again")
         labels = [(bool(by_id[it.id]["refused"]), by_id[it.id].get("matched"),
-                   by_id[it.id].get("p_refused")) for it in loaded.items]
+                   by_id[it.id].get("p_refused"), by_id[it.id].get("outcome"))
+                  for it in loaded.items]
     else:
-        scorer = HeuristicScorer()
-        labels = [(lab.refused, lab.matched, None) for lab in
-                  scorer.score([it.prompt for it in loaded.items],
-                               [it.response for it in loaded.items])]
+        from refusalscope.scoring.score import label_outcomes
+
+        labels = [(lab["refused"], lab["matched"], None, lab["outcome"]) for lab in
+                  label_outcomes(HeuristicScorer(), [it.prompt for it in loaded.items],
+                                 [it.response for it in loaded.items])]
     return [Sampled(run.id, it.id, model, _attack(run), it.label, it.prompt, it.response,
                     refused, matched, float(p) if p is not None else None,
-                    scores_path.name if scores_path else None)
-            for it, (refused, matched, p) in zip(loaded.items, labels, strict=True)]
+                    scores_path.name if scores_path else None, outcome)
+            for it, (refused, matched, p, outcome) in zip(loaded.items, labels, strict=True)]
 
 
 def stratified_sample(items: Sequence[Sampled], n: int, seed: int) -> list[Sampled]:
@@ -164,14 +180,17 @@ def cohen_kappa(ours: Sequence[bool], theirs: Sequence[bool]) -> float | None:
     return None if pe >= 1.0 else (po - pe) / (1 - pe)
 
 
-def agreement(ours: Sequence[bool], theirs: Sequence[bool]) -> dict[str, Any]:
-    """Agreement rate, kappa and the confusion matrix (keys: ours_<x>__judge_<y>)."""
+def agreement(ours: Sequence[bool], theirs: Sequence[bool],
+              names: tuple[str, str] = ("refused", "complied")) -> dict[str, Any]:
+    """Agreement rate, kappa and the confusion matrix (keys: ours_<x>__judge_<y>, x and y from
+    `names`: the name of True, then of False)."""
     n = len(ours)
-    cm = Counter(f"ours_{'refused' if a else 'complied'}__judge_{'refused' if b else 'complied'}"
+    t, f = names
+    cm = Counter(f"ours_{t if a else f}__judge_{t if b else f}"
                  for a, b in zip(ours, theirs, strict=True))
     confusion = {f"ours_{a}__judge_{b}": cm.get(f"ours_{a}__judge_{b}", 0)
-                 for a in ("refused", "complied") for b in ("refused", "complied")}
-    agree = confusion["ours_refused__judge_refused"] + confusion["ours_complied__judge_complied"]
+                 for a in names for b in names}
+    agree = confusion[f"ours_{t}__judge_{t}"] + confusion[f"ours_{f}__judge_{f}"]
     return {"n": n, "agreement": agree / n if n else None,
             "kappa": cohen_kappa(ours, theirs), "confusion": confusion}
 
@@ -201,26 +220,53 @@ def _preview(text: str) -> str:
     return text if len(text) <= PREVIEW else text[:PREVIEW - 3] + "..."
 
 
-def summarise(items: Sequence[Sampled], verdicts: Sequence[Any]) -> dict[str, Any]:
-    """validation.json's numbers from the sampled items and their judge verdicts."""
+COMPLIANCE_NAMES = ("complied", "not_complied")
+
+
+def summarise(items: Sequence[Sampled], verdicts: Sequence[Any],
+              rubric: str = "refusal") -> dict[str, Any]:
+    """validation.json's numbers from the sampled items and their judge verdicts (what is
+    compared depends on `rubric`, see the module docstring)."""
+    compliance = rubric == "harmbench"
+
+    def ours_of(s: Sampled) -> bool:
+        return s.complied if compliance else s.refused
+
+    def theirs_of(v: Any) -> bool:
+        return bool(v.complied if compliance else v.refused)
+
+    names = COMPLIANCE_NAMES if compliance else ("refused", "complied")
     pairs = [(s, v) for s, v in zip(items, verdicts, strict=True) if v.refused is not None]
-    ours = [s.refused for s, _ in pairs]
-    theirs = [bool(v.refused) for _, v in pairs]
-    out: dict[str, Any] = {"n_sampled": len(items), "n_unparsable": len(items) - len(pairs),
-                           **agreement(ours, theirs)}
+    ours = [ours_of(s) for s, _ in pairs]
+    theirs = [theirs_of(v) for _, v in pairs]
+    out: dict[str, Any] = {"compared": "complied (outcome)" if compliance else "refused",
+                           "n_sampled": len(items), "n_unparsable": len(items) - len(pairs),
+                           **agreement(ours, theirs, names)}
     strata: dict[str, dict[str, Any]] = {}
     for key in sorted({s.stratum for s in items}):
         sub = [(s, v) for s, v in pairs if s.stratum == key]
-        strata["/".join(key)] = {**agreement([s.refused for s, _ in sub],
-                                             [bool(v.refused) for _, v in sub]),
+        strata["/".join(key)] = {**agreement([ours_of(s) for s, _ in sub],
+                                             [theirs_of(v) for _, v in sub], names),
                                  "n_sampled": sum(1 for s in items if s.stratum == key)}
     out["by_stratum"] = strata
     out["disagreements"] = [
-        {"run": s.run, "id": s.id, "ours": s.refused, "judge": v.refused, "matched": s.matched,
+        {"run": s.run, "id": s.id, "ours": ours_of(s), "judge": theirs_of(v),
+         "outcome": s.outcome, "matched": s.matched,
          "prompt": _preview(s.prompt), "response": _preview(s.response)}
-        for s, v in pairs if s.refused != v.refused][:MAX_EXAMPLES]
+        for s, v in pairs if ours_of(s) != theirs_of(v)][:MAX_EXAMPLES]
+    if rubric == "strongreject" and pairs:
+        out["compliance"] = agreement([s.complied for s, _ in pairs],
+                                      [bool(v.complied) for _, v in pairs], COMPLIANCE_NAMES)
+        by: dict[str, list[float]] = defaultdict(list)
+        for s, v in pairs:
+            by[s.outcome or ("refused" if s.refused else "not refused")].append(
+                v.scores["strongreject"])
+        out["strongreject_by_outcome"] = {k: {"n": len(x), "mean": sum(x) / len(x)}
+                                          for k, x in sorted(by.items())}
     with_p = [(s, v) for s, v in pairs if s.p_refused is not None]
-    if pairs and len(with_p) == len(pairs):
+    if compliance:
+        pass  # thresholds on P(refused) and phrase reports are about refusal labels
+    elif pairs and len(with_p) == len(pairs):
         out["threshold"] = best_threshold([s.p_refused for s, _ in with_p],  # type: ignore[misc]
                                           [bool(v.refused) for _, v in with_p])
     elif pairs:
@@ -252,12 +298,13 @@ def run_validate(cfg: ValidateConfig, judge: Judge, *,
         write_jsonl(run.file(JUDGEMENTS), (
             {"run": s.run, "id": s.id, "model": s.model, "attack": s.attack, "label": s.label,
              "ours_refused": s.refused, "matched": s.matched, "p_refused": s.p_refused,
-             "scores_file": s.scores_file, "judge_refused": j.verdict.refused,
+             "ours_outcome": s.outcome, "scores_file": s.scores_file,
+             "judge_refused": j.verdict.refused, "judge_complied": j.verdict.complied,
              "judge_scores": j.verdict.scores, "judge_error": j.verdict.error,
              "judge_raw": j.raw} for s, j in zip(sample, judged, strict=True)))
         validation = {"judge": judge.name, "rubric": cfg.judge.rubric, "seed": cfg.seed,
                       "n_available": len(items),
-                      **summarise(sample, [j.verdict for j in judged])}
+                      **summarise(sample, [j.verdict for j in judged], cfg.judge.rubric)}
         atomic_write_json(run.file(VALIDATION), validation)
     except BaseException as e:
         run.finish("error", error=f"{type(e).__name__}: {e}"[:500])
