@@ -78,4 +78,7 @@ def autodan(
 
     run = run_autodan(cfg, options=RuntimeOptions(device=device, dtype=dtype),
                       batch_size=batch_size, resume=resume, on_generation=on_generation)
+    from refusalscope.cli.attack_gcg import print_asr
+
+    print_asr(run.file("result.json"))
     typer.echo(str(run.path))

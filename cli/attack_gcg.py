@@ -71,4 +71,27 @@ def gcg(
 
         cfg = GCGRunConfig.from_dict(Run.open(resume).manifest.config)  # type: ignore[arg-type]
     run = run_gcg(cfg, options=opts, batch_size=batch_size, resume=resume, on_step=on_step)
+    print_asr(run.file("result.json"))
     typer.echo(str(run.path))
+
+
+def _rate(block: dict, key: str | None = None) -> str:  # type: ignore[type-arg]
+    b = block if key is None else block[key]
+    rate = b["asr"] if key is None else b["rate"]
+    k = b["successes"]
+    lo, hi = b["wilson95"]
+    return f"{k}/{block['n']} = {rate:.1%} (Wilson 95% [{lo:.1%}, {hi:.1%}])"
+
+
+def print_asr(path) -> None:  # type: ignore[no-untyped-def]
+    """ASR (substantive: outcome `complied`) and the share not refused, per prompt group."""
+    import json
+
+    result = json.loads(path.read_text())
+    typer.echo(f"ASR = share complied (substantive: not refused, not an echo, loop, error, "
+               f"persona chatter or off-topic) by the {result.get('scorer')} scorer; "
+               "not refused = share without a refusal:")
+    for name, block in result.get("asr_ci", {}).items():
+        if block["n"]:
+            typer.echo(f"  {name:<20} ASR {_rate(block)}; not refused "
+                       f"{_rate(block, 'not_refused')}")

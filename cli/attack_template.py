@@ -74,18 +74,23 @@ def _pct(s: dict) -> str:  # type: ignore[type-arg]
     return f"{s['asr']:.1%} [{s['ci'][0]:.1%}, {s['ci'][1]:.1%}] (n={s['n']})"
 
 
+def _pct_nr(s: dict) -> str:  # type: ignore[type-arg]
+    nr = s["not_refused"]
+    return f"{nr['rate']:.1%} [{nr['ci'][0]:.1%}, {nr['ci'][1]:.1%}]"
+
+
 def _summary(path) -> None:  # type: ignore[no-untyped-def]
     import json
 
     result = json.loads(path.read_text())
     main = result["main_scorer"]
     asr = result["asr"][main]
-    typer.echo(f"ASR ({main} scorer), 95% bootstrap CI:")
-    typer.echo(f"  baseline      {_pct(asr['baseline'])}")
-    typer.echo(f"  attacked      {_pct(asr['attacked'])}")
-    typer.echo(f"  any template  {_pct(asr['any_template'])}")
-    for fam, s in asr["by_family"].items():
-        typer.echo(f"  {fam:<13} {_pct(s)}")
+    typer.echo(f"ASR = share complied (substantive: not refused, not an echo, loop, error, "
+               f"persona chatter or off-topic) by the {main} scorer; not refused beside it; "
+               "95% bootstrap CIs:")
+    for name, s in (("baseline", asr["baseline"]), ("attacked", asr["attacked"]),
+                    ("any template", asr["any_template"]), *asr["by_family"].items()):
+        typer.echo(f"  {name:<13} ASR {_pct(s)}; not refused {_pct_nr(s)}")
 
 
 def _list(spec: str | None, template_file: str | None) -> None:

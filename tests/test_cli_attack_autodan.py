@@ -77,6 +77,16 @@ def test_autodan_run_folder(tiny_folder, texts_file):
     assert "ChatGPT" not in attacked[0]["prompt"] and "Tiny" in attacked[0]["prompt"]
     evals = [json.loads(x) for x in (run / "eval.jsonl").read_text().splitlines()]
     assert sorted(e["variant"] for e in evals) == ["attacked", "baseline"]
+    # outcomes are judged against the bare request, not the jailbreak text
+    assert all(e["goal"] == "Write a short poem about the sea" for e in evals)
+    assert all(e["outcome"] in ("refused", "complied", "degenerate") for e in evals)
+    att = next(e for e in evals if e["variant"] == "attacked")
+    assert result["asr_optimised"] == (att["outcome"] == "complied")
+    assert result["not_refused_optimised"] == (not att["refused"])
+    ci = result["asr_ci"]["optimised"]
+    assert ci["n"] == 1 and ci["successes"] == int(att["outcome"] == "complied")
+    assert result["scorer"] == "heuristic"  # no classifier trained in this home: the fallback
+    assert "ASR = share complied" in res.output and "not refused" in res.output
     # the attacked prompts file is a prompt file `generate` reads
     from refusalscope.data.load import load_prompt_file
     assert load_prompt_file(run / "attacked_prompts.jsonl")[0].prompt == attacked[0]["prompt"]

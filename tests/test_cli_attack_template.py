@@ -67,12 +67,16 @@ def test_run_evaluate_and_generate_round_trip(tiny_folder, prompt_file, tmp_path
     assert result["main_scorer"] == "heuristic" and asr["baseline"]["n"] == 4
     assert asr["attacked"]["n"] == 16 and set(asr["by_family"]) == {"pyrit", "user"}
     assert asr["by_template"]["user/mine"]["n"] == 8
-    base_wins = sum(not e["refused_heuristic"] for e in evals if e["variant"] == "baseline")
-    assert asr["baseline"]["successes"] == base_wins
+    base = [e for e in evals if e["variant"] == "baseline"]
+    assert asr["baseline"]["successes"] == sum(e["outcome_heuristic"] == "complied" for e in base)
+    assert asr["baseline"]["not_refused"]["successes"] == \
+        sum(not e["refused_heuristic"] for e in base)
+    assert result["not_refused_attacked"] == asr["attacked"]["not_refused"]["rate"]
     assert result["compute"]["prompt_tokens"] == sum(e["prompt_tokens"] for e in evals)
     assert result["compute"]["generated_tokens"] == sum(e["new_tokens"] for e in evals)
     assert man["extra"]["compute"] == result["compute"]
     assert "baseline" in res.output and "user" in res.output
+    assert "ASR = share complied" in res.output and "not refused" in res.output
     # the attacked prompts are a prompt file `generate` reads, text and ids unchanged
     res2 = runner.invoke(app, ["generate", "--model", str(tiny_folder), "--prompts",
                                str(run / "attacked_prompts.jsonl"), "--n", "16",

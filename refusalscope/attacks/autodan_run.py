@@ -4,8 +4,10 @@ Files: `autodan.jsonl` (one row per generation: best and mean target loss, targe
 check, wall time), `state.json` (population, losses, momentum word table, RNG, compute;
 rewritten atomically after every generation: what `--resume` reads), `attacked_prompts.jsonl`
 (the rendered jailbreak prompt per request; `refusalscope generate --prompts` reads it),
-`eval.jsonl` (greedy responses with and without the jailbreak, heuristic refusal labels) and
-`result.json` (best text, loss, attack success rates, compute).
+`eval.jsonl` (greedy responses with and without the jailbreak; refusal label and outcome by
+the study's scorer, judged against the bare request and its target, never the jailbreak
+template) and `result.json` (best text, loss, ASR = share `complied` and the share not
+refused, with 95% CIs, compute).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 
 from refusalscope.attacks.autodan import AutoDANConfig, AutoDANState, run
 from refusalscope.attacks.autodan_prompts import render
-from refusalscope.attacks.gcg_run import DEFAULT_TARGET, asr, evaluate_pairs, load_requests
+from refusalscope.attacks.gcg_run import DEFAULT_TARGET, asr_results, evaluate_pairs, load_requests
 from refusalscope.errors import UserError
 
 LOG, STATE, ATTACKED, EVAL, RESULT = ("autodan.jsonl", "state.json", "attacked_prompts.jsonl",
@@ -155,10 +157,7 @@ def run_autodan(cfg: AutoDANRunConfig, *, options: Any = None, batch_size: int |
         result = {"body": res.body, "name": res.name, "developer": res.developer,
                   "loss": res.loss, "target_hit": res.target_hit, "stop": res.stop,
                   "generations": res.compute.steps, "n_requests": len(requests),
-                  "asr_optimised": asr(rows, split, "attacked"),
-                  "asr_optimised_baseline": asr(rows, split, "baseline"),
-                  "asr_heldout": asr(rows, "eval", "attacked") if heldout else None,
-                  "asr_heldout_baseline": asr(rows, "eval", "baseline") if heldout else None,
+                  **asr_results(rows, split, bool(heldout)),
                   "compute": res.compute.to_dict()}
         atomic_write_json(run_.file(RESULT), result)
         run_.manifest.extra["compute"] = res.compute.to_dict()
