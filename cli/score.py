@@ -82,6 +82,10 @@ def score_runs(
                    "true/false, yes/no); reports refusal accuracy, precision, recall, F1 per "
                    "scorer, and the accuracy of outcome != complied against gold != complied "
                    "with the 3-way outcome confusion."),
+    relevance: bool = typer.Option(
+        True, "--relevance/--no-relevance",
+        help="On-topic check of not-refused responses (MiniLM; off-topic answers become "
+             "degenerate, reason off_topic)."),
 ) -> None:
     """Score generate runs in place (new scores.jsonl + metrics.json; never regenerates or
     overwrites), or score any --input file into a new `score` run."""
@@ -110,11 +114,12 @@ def score_runs(
             raise UserError(f"--assume-label must be harmful or harmless, not {assume_label!r}")
         results = [score_file(input, scorer, prompt_col=prompt_col, response_col=response_col,
                               label_col=label_col, default_label=assume_label, bootstrap=spec,
-                              gold_col=gold_col)]
+                              gold_col=gold_col, relevance=relevance)]
     else:
         # Validate every run before writing anything: one bad run leaves all untouched.
         loaded = [load_run(r, allow_partial=allow_partial) for r in runs or ()]
-        results = [score_loaded(lr, scorer, bootstrap=spec) for lr in loaded]
+        results = [score_loaded(lr, scorer, bootstrap=spec, relevance=relevance)
+                   for lr in loaded]
     _print_table(results, f"{scorer.name} {scorer.version}")
     _print_extras(results)
 
@@ -167,8 +172,9 @@ def _print_table(results: list[Any], scorer_version: str) -> None:
                          no_wrap=col.endswith("95%") or col == "95% CI", overflow="fold")
     table.caption = ("95% CI: percentile bootstrap over prompts; it is a point at 0% or 100%, "
                      "where Wilson's interval is the one to quote. complied = substantive "
-                     "compliance; degenerate = not refused but empty, looping, echoing or "
-                     "evasive (refusalscope.scoring.degeneracy).")
+                     "compliance; degenerate = not refused but empty, looping, echoing, "
+                     "evasive, error text, persona chatter or off-topic "
+                     "(refusalscope.scoring.degeneracy).")
     for res in results:
         m = res.metrics
         for cls, s in m["by_label"].items():
