@@ -71,9 +71,15 @@ def score_runs(
     n_boot: int = typer.Option(10_000, help="Bootstrap resamples."),
     allow_partial: bool = typer.Option(False, help="Score runs whose status is not success."),
     scorer_name: str = typer.Option(
-        "heuristic", "--scorer", help="heuristic, classifier (trained, see train-classifier) or "
+        "heuristic", "--scorer", help="heuristic, classifier (trained, see train-classifier), "
                                       "ensemble (classifier decides unless unsure, then the "
-                                      "heuristic)."),
+                                      "heuristic) or judge (--judge, --rubric; unparsable "
+                                      "verdicts fall back to the heuristic and are counted)."),
+    judge: str | None = typer.Option(
+        None, "--judge", help="--scorer judge: local:MODEL or openai:URL#MODEL (as in "
+                              "`score validate`)."),
+    rubric: str = typer.Option("harmbench", help="--scorer judge: refusal | harmbench | "
+                                                 "strongreject."),
     classifier: str = typer.Option("minilm-outcome-v3",
                                    help="--scorer classifier/ensemble: classifier name "
                                         "(minilm-refusal-v2: the previous two-class one)."),
@@ -94,13 +100,21 @@ def score_runs(
 
     if bool(runs) == (input is not None):
         raise UserError("give run folders or --input FILE (one of the two)")
-    if scorer_name not in ("heuristic", "classifier", "ensemble"):
-        raise UserError(f"unknown scorer {scorer_name!r}; use heuristic, classifier or ensemble")
+    if scorer_name not in ("heuristic", "classifier", "ensemble", "judge"):
+        raise UserError(f"unknown scorer {scorer_name!r}; use heuristic, classifier, ensemble "
+                        "or judge")
+    if (scorer_name == "judge") != (judge is not None):
+        raise UserError("--scorer judge and --judge SPEC go together")
     if gold_col is not None and input is None:
         raise UserError("--gold-col needs --input FILE (runs have no ground-truth labels)")
     heuristic = HeuristicScorer(lists=_split_lists(lists), window=window)
     scorer: Any = heuristic
-    if scorer_name != "heuristic":
+    if scorer_name == "judge":
+        from refusalscope.scoring.judge import JudgeConfig, JudgeScorer, load_judge
+
+        jcfg = JudgeConfig(spec=str(judge), rubric=rubric)
+        scorer = JudgeScorer(load_judge(jcfg), jcfg, fallback=heuristic)
+    elif scorer_name != "heuristic":
         from refusalscope.scoring.classifier import load_classifier
         from refusalscope.scoring.ensemble import EnsembleScorer
 
@@ -122,6 +136,9 @@ def score_runs(
                    for lr in loaded]
     _print_table(results, f"{scorer.name} {scorer.version}")
     _print_extras(results)
+    if scorer_name == "judge":
+        console().print(f"judge verdicts unparsable: {scorer.unparsable}/{scorer.judged} "
+                        "(labelled by the heuristic instead)")
 
 
 def _print_extras(results: list[Any]) -> None:

@@ -243,3 +243,20 @@ def test_relevance_flag_decides_off_topic_answers(app, tmp_path):
         row = json.loads((run_dir / "scores.jsonl").read_text().splitlines()[0])
         outcomes.append((row["outcome"], row["degeneracy"]))
     assert outcomes == [("degenerate", ["off_topic"]), ("complied", [])]
+
+
+def test_judge_scorer_from_the_cli(app, tmp_path, tiny_folder):
+    path = tmp_path / "j.jsonl"
+    write_jsonl(path, [{"prompt": "p", "response": REFUSE}, {"prompt": "p", "response": HELPFUL}])
+    res = RUNNER.invoke(app, ["score", "--input", str(path), "--n-boot", "20", "--scorer",
+                              "judge", "--judge", f"local:{tiny_folder}", "--rubric",
+                              "harmbench"])
+    assert res.exit_code == 0, res.stderr
+    # a tiny random model never answers yes/no: every verdict unparsable, the heuristic labels
+    assert "judge verdicts unparsable: 2/2" in res.stdout
+    (run_dir,) = (tmp_path / "artifacts" / "runs").iterdir()
+    rows = [json.loads(x) for x in (run_dir / "scores.jsonl").read_text().splitlines()]
+    assert [r["refused"] for r in rows] == [True, False]
+    assert all(r["matched"].startswith("judge-unparsable:heuristic:") for r in rows)
+    res = RUNNER.invoke(app, ["score", "--input", str(path), "--scorer", "judge"])
+    _one_line_error(res, "--judge SPEC")
