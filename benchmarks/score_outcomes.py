@@ -167,7 +167,7 @@ def main() -> None:
     ap.add_argument("--classifier", default=None, help="new: classifier (default: the CLI's)")
     ap.add_argument("--scorer", default="ensemble", help="new: --scorer for the CLI")
     ap.add_argument("--out", type=Path, default=None,
-                    help="folder for the CSV, runs and results (default <artifacts>/score_outcomes)")
+                    help="CSV, runs and results go here [default: <artifacts>/score_outcomes]")
     args = ap.parse_args()
 
     from refusalscope.paths import artifacts_dir
