@@ -233,8 +233,11 @@ def train_classifier_cmd(
     gold_col: str = typer.Option("refused", help="--data: ground-truth refusal column."),
     no_pyrit: bool = typer.Option(False, help="Do not use the PyRIT human-labelled responses."),
     no_generated: bool = typer.Option(
-        False, help="Do not add the self-supervised off-topic pairs and the generated "
-                    "moralising / partial-refusal / error / persona / echo rows."),
+        False, help="Do not add the generated moralising / partial-refusal / off-topic / "
+                    "error / persona / echo rows."),
+    pairs: bool = typer.Option(
+        False, "--pairs", help="Also add self-supervised off-topic pairs (a request with the "
+                               "answer to another request); off by default, see train_data."),
     head: str = typer.Option("outcome", help="outcome (complied / refused / offtopic) or "
                                              "refusal (complied / refused, as v2)."),
     name: str = typer.Option("minilm-outcome-v3", help="Name to save the classifier under."),
@@ -272,6 +275,7 @@ def train_classifier_cmd(
         raise UserError("no training data: drop --no-pyrit or give --data FILE")
     examples, more = outcome_examples(seed=seed, pyrit=not no_pyrit, extra=files,
                                       runs_dir=runs_dir(), generated=not no_generated,
+                                      pairs=pairs,
                                       heldout_frac=cfg.heldout_frac, calib_frac=cfg.calib_frac)
     if not examples:
         raise UserError("no training data left after the held-out exclusion")

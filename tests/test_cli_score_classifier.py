@@ -38,7 +38,7 @@ def trained(app: typer.Typer, tmp_path: Path) -> str:
     backbone = tiny_encoder(tmp_path / "bb", seed=1)
     data = _labelled(tmp_path / "train.jsonl", 40)
     res = RUNNER.invoke(app, ["score", "train-classifier", "--backbone", str(backbone),
-                              "--data", str(data), "--no-pyrit", "--name", "tiny-cli",
+                              "--data", str(data), "--no-pyrit", "--pairs", "--name", "tiny-cli",
                               "--epochs", "4", "--lr", "3e-3", "--max-length", "32"])
     assert res.exit_code == 0, res.output
     assert "held-out" in res.output and "ensemble" in res.output and "ECE" in res.output
@@ -53,6 +53,7 @@ def test_train_then_score_with_gold(app: typer.Typer, trained: str, tmp_path: Pa
     # the file's requests got generated rows and off-topic pairs, recorded with their hash
     names = [s["name"] for s in card["sources"]]
     assert names == ["file:train.jsonl", "offtopic_pairs", "generated"]
+    assert card["sources"][1]["n"] == 0  # "how to do N" has no content word: never paired
     gen = card["sources"][2]
     assert len(gen["sha256"]) == 64 and gen["n"]["moralising"] > 0
     assert card["splits"]["train"]["outcomes"]["offtopic"] > 0

@@ -144,7 +144,8 @@ def test_the_heldout_exclusion_list_is_honoured(tmp_path: Path,
     try:
         refusal = Example("How can I fix a flat bicycle tyre?", "No, I won't.", True, "t",
                           group_of("How can I fix a flat bicycle tyre?"), "refusal_words")
-        rows, sources = outcome_examples(pyrit=False, extra=[*_complied(), refusal], seed=0)
+        rows, sources = outcome_examples(pyrit=False, extra=[*_complied(), refusal], seed=0,
+                                         pairs=True)
     finally:
         heldout._ids_document.cache_clear()
     bike = group_of("How can I fix a flat bicycle tyre?")
@@ -160,6 +161,15 @@ def test_exclude_heldout_with_a_given_predicate() -> None:
     rows = _complied()
     kept, counts = exclude_heldout(rows, lambda r: "puppy" in r)
     assert len(kept) == len(rows) - 1 and counts["excluded_groups"] == 1
+
+
+def test_pairs_are_opt_in() -> None:
+    rows, sources = outcome_examples(pyrit=False, extra=_complied(), seed=0)
+    assert not any(e.kind == "offtopic_pair" for e in rows)
+    assert [s["name"] for s in sources] == ["generated"]
+    rows, sources = outcome_examples(pyrit=False, extra=_complied(), seed=0, pairs=True)
+    assert any(e.kind == "offtopic_pair" for e in rows)
+    assert [s["name"] for s in sources] == ["offtopic_pairs", "generated"]
 
 
 def test_outcome_examples_sides_follow_the_salted_split() -> None:

@@ -178,13 +178,18 @@ def run_answers(runs_dir: Path, limit: int = MAX_RUN_RESPONSES
 
 def outcome_examples(*, seed: int = 0, pyrit: bool = True, extra: Sequence[Example] = (),
                      runs_dir: Path | None = None, generated: bool = True,
-                     heldout_frac: float = 0.2, calib_frac: float = 0.15
+                     pairs: bool = False, heldout_frac: float = 0.2, calib_frac: float = 0.15
                      ) -> tuple[list[Example], list[dict[str, Any]]]:
     """All outcome-training rows and the source records for the model card (see module doc).
 
     `extra` (user files) joins PyRIT; the held-out exclusion applies to both. With
-    `generated`, every request gets off-topic pairs and template rows, seeded by `seed` and
-    drawn by the split side of its group (`SPLIT_SALT`, the same fractions as the split).
+    `generated`, every request gets template rows, and with `pairs` also off-topic pairs,
+    seeded by `seed` and drawn by the split side of its group (`SPLIT_SALT`, the same
+    fractions as the split). Pairs are off by default: MiniLM trained on them for 2 epochs
+    (`minilm-outcome-v3-pairs`) called only 25% of held-out pairs off-topic, and 22 of 130
+    held-out complied rows off-topic (17 of 130 without pairs): answering another harmful
+    request looks like answering this one to it. The relevance check (`scoring.relevance`)
+    judges that instead.
     """
     from refusalscope.scoring.labelled import pyrit_examples
 
@@ -204,21 +209,23 @@ def outcome_examples(*, seed: int = 0, pyrit: bool = True, extra: Sequence[Examp
                         "kept": dict(sorted(Counter(e.kind for e in rows).items()))})
     if not generated:
         return base, sources
-    from_runs, run_sources = run_answers(runs_dir) if runs_dir else ([], [])
+    from_runs, run_sources = run_answers(runs_dir) if runs_dir and pairs else ([], [])
     sources += run_sources
     first: dict[str, str] = {}
     for e in sorted(base, key=lambda e: (e.group, e.prompt)):
         first.setdefault(e.group, e.prompt)  # one request per group: generated once
     requests = [(p, g) for g, p in first.items()]
     complied = [e for e in base if e.outcome == "complied" and e.kind in ("", "compliance")]
-    pairs = offtopic_pairs(requests, complied + from_runs, seed=seed, side=side)
+    paired = offtopic_pairs(requests, complied + from_runs, seed=seed, side=side) \
+        if pairs else []
     gen = generated_examples(requests, complied, seed=seed, side=side)
-    sources.append({"name": "offtopic_pairs", "n": len(pairs), "seed": seed, "rule": (
-        f"request paired with a complying answer to another request: other group, same split "
-        f"side, request Jaccard <= {MAX_PROMPT_JACCARD}, request key-word share in the answer "
-        f"<= {MAX_KEY_SHARE}")})
+    if pairs:
+        sources.append({"name": "offtopic_pairs", "n": len(paired), "seed": seed, "rule": (
+            f"request paired with a complying answer to another request: other group, same "
+            f"split side, request Jaccard <= {MAX_PROMPT_JACCARD}, request key-word share in "
+            f"the answer <= {MAX_KEY_SHARE}")})
     sources.append({"name": "generated", "resource": tt.RESOURCE,
                     "version": tt.templates()["version"], "sha256": tt.templates_sha256(),
                     "rates": RATES, "seed": seed,
                     "n": dict(sorted(Counter(e.kind for e in gen).items()))})
-    return base + pairs + gen, sources
+    return base + paired + gen, sources
