@@ -1,22 +1,30 @@
-"""Scoring speed: responses/second of the heuristic, the trained classifier and embeddings.
+"""Scoring speed: responses/second of the heuristic, the trained classifier, the ensemble with
+and without the on-topic check, all on the *same* N responses in one process.
 
-One process, the same N responses for every scorer (PyRIT human-labelled responses, topped up
-with generations from local runs when `--runs` is given; never printed):
+Responses: PyRIT human-labelled responses, topped up with generations from local runs when
+`--runs` is given (never printed). Configurations, each warmed up on 16 responses first:
   1. heuristic phrase matcher;
   2. classifier, batched (batches sorted by length, dynamic padding, inference mode);
-  3. baseline: the same classifier one response at a time (batch 1), on the first
-     `--baseline-n` responses: isolates the effect of batching;
-  4. sentence embeddings (`scoring.drift.load_embedder`, MiniLM, batch 64).
-Each scorer is warmed up on 16 responses first. Prints responses/s and the batching ratio.
+  3. the same classifier one response at a time (batch 1), on the same N (`--no-bs1` skips):
+     isolates the effect of batching;
+  4. ensemble + outcome, relevance off (`before`): what `refusalscope score --scorer ensemble`
+     computed before the on-topic check (labels + degeneracy signals);
+  5. ensemble + outcome, relevance on (`after`): the same plus the MiniLM on-topic check of
+     every response neither refused nor already degenerate (a fresh checker each time, so
+     nothing is cached between repetitions; the embedder is loaded and warmed beforehand).
+4 and 5 alternate `--reps` times (before, after, before, after, ...) so drifting load on a
+shared CPU hits both; the median of each is reported, and the after/before throughput ratio
+is printed last.
 
-    .venv/bin/python benchmarks/bench_score.py --n 1000 --classifier minilm-outcome-v3 \
-        --runs '/tmp/meas/artifacts/runs/*/generations.jsonl'
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_score.py --n 1000 \
+        --classifier minilm-refusal-v2
 """
 
 from __future__ import annotations
 
 import argparse
 import glob
+import statistics
 import time
 
 
@@ -39,46 +47,80 @@ def timed(fn, *args) -> float:  # type: ignore[no-untyped-def]
     return time.perf_counter() - t0
 
 
+def outcome_fn(ens, emb, relevance: bool):  # type: ignore[no-untyped-def]
+    """Ensemble labels + outcomes, as `score` computes them (relevance on or off)."""
+    from refusalscope.scoring.degeneracy import classify, p_offtopic_of
+    from refusalscope.scoring.relevance import RelevanceChecker
+
+    def run(prompts: list[str], resps: list[str]) -> list[str]:
+        labels = ens.score(prompts, resps)
+        checker = RelevanceChecker(embedder=emb) if relevance else None
+        out = classify(prompts, resps, [lab.refused for lab in labels], relevance=checker,
+                       p_offtopic=[p_offtopic_of(lab) for lab in labels])
+        return [o for o, _ in out]
+    return run
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=1000)
-    ap.add_argument("--classifier", default="minilm-outcome-v3")
+    ap.add_argument("--classifier", default=None, help="default: scoring.classifier.DEFAULT_NAME")
     ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--baseline-n", type=int, default=100)
+    ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--no-bs1", action="store_true", help="skip the batch-1 classifier")
     ap.add_argument("--runs", default=None, help="glob of generations.jsonl files to add")
     args = ap.parse_args()
 
     import torch
 
-    from refusalscope.scoring.classifier import encode, load_classifier
-    from refusalscope.scoring.drift import load_embedder
+    from refusalscope.scoring.classifier import DEFAULT_NAME, encode, load_classifier
+    from refusalscope.scoring.ensemble import EnsembleScorer
     from refusalscope.scoring.heuristic import HeuristicScorer
+    from refusalscope.scoring.relevance import shared_embedder
 
     prompts, resps = responses(args.n, args.runs)
     heur = HeuristicScorer()
-    clf = load_classifier(args.classifier)
+    clf = load_classifier(args.classifier or DEFAULT_NAME)
     clf.batch_size = args.batch_size
-    emb = load_embedder()
+    ens = EnsembleScorer(clf, heur)
+    t0 = time.perf_counter()
+    emb = shared_embedder()
+    load_s = time.perf_counter() - t0
     lens = [len(x) for x in encode(clf.tokenizer, prompts, resps,
                                    int(clf.card["config"]["max_length"]))]
     print(f"n={len(resps)} classifier={clf.version} threads={torch.get_num_threads()} "
-          f"tokens/pair mean={sum(lens) / len(lens):.0f} max={max(lens)}")
-    for warm in (heur.score, clf.score):
+          f"tokens/pair mean={sum(lens) / len(lens):.0f} max={max(lens)} "
+          f"embedder load {load_s:.1f} s (once per process)")
+    before, after = outcome_fn(ens, emb, False), outcome_fn(ens, emb, True)
+    for warm in (heur.score, clf.score, before, after):
         warm(prompts[:16], resps[:16])
-    emb.encode(resps[:16])
 
-    rows = [("heuristic", len(resps), timed(heur.score, prompts, resps)),
-            (f"classifier batched (bs={args.batch_size}, length-sorted)", len(resps),
+    n = len(resps)
+    rows = [("heuristic", timed(heur.score, prompts, resps)),
+            (f"classifier batched (bs={args.batch_size}, length-sorted)",
              timed(clf.score, prompts, resps))]
-    clf.batch_size = 1
-    k = min(args.baseline_n, len(resps))
-    rows.append((f"classifier baseline (bs=1, first {k})", k,
-                 timed(clf.score, prompts[:k], resps[:k])))
-    rows.append(("embeddings MiniLM (bs=64)", len(resps), timed(emb.encode, resps)))
-    for name, n, secs in rows:
+    if not args.no_bs1:
+        clf.batch_size = 1
+        rows.append(("classifier bs=1", timed(clf.score, prompts, resps)))
+        clf.batch_size = args.batch_size
+    t_before, t_after = [], []
+    for _ in range(args.reps):
+        t_before.append(timed(before, prompts, resps))
+        t_after.append(timed(after, prompts, resps))
+    outs = after(prompts, resps)
+    checked = sum(o != "refused" for o in before(prompts, resps))
+    rows += [("ensemble + outcome, relevance off (before)", statistics.median(t_before)),
+             ("ensemble + outcome, relevance on (after)", statistics.median(t_after))]
+    for name, secs in rows:
         print(f"{name:48s} {n:5d} responses  {secs:8.2f} s  {n / secs:9.1f} responses/s")
-    batched, single = rows[1][1] / rows[1][2], rows[2][1] / rows[2][2]
-    print(f"classifier batching speed-up vs bs=1: {batched / single:.2f}x")
+    print(f"reps: before {[round(t, 2) for t in t_before]} s, after "
+          f"{[round(t, 2) for t in t_after]} s; responses not refused (relevance candidates): "
+          f"{checked}/{n}; outcomes after: "
+          f"{ {o: outs.count(o) for o in ('refused', 'complied', 'degenerate')} }")
+    if not args.no_bs1:
+        print(f"classifier batching speed-up vs bs=1: {rows[2][1] / rows[1][1]:.2f}x")
+    ratio = statistics.median(t_before) / statistics.median(t_after)
+    print(f"throughput ratio after/before (relevance on/off): {ratio:.2f}")
 
 
 if __name__ == "__main__":

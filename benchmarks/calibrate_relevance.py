@@ -154,8 +154,10 @@ def main() -> None:
                  "threshold": round(thr, 6),
                  "form": "off-topic iff 1/(1+exp(-(w_cos*cos + w_overlap*overlap + bias))) "
                          ">= threshold; never when the request has no key term"},
-        "features": {"head_words": R.HEAD_WORDS, "chunk_words": R.CHUNK_WORDS,
-                     "max_chunks": R.MAX_CHUNKS, "stem_chars": R.STEM_CHARS,
+        "features": {"head_words": R.HEAD_WORDS, "first_chunk_words": R.FIRST_CHUNK_WORDS,
+                     "chunk_words": R.CHUNK_WORDS,
+                     "max_chunks": R.MAX_CHUNKS, "request_words": R.REQUEST_WORDS,
+                     "stem_chars": R.STEM_CHARS,
                      "embedder": checker.embedder.to_dict()},
         "data": {"on_topic": "PyRIT human-labelled compliant responses (pyrit==1.1.0 "
                              "scorer_evals, labelled.PYRIT_RULE, scoring.heldout rows excluded) "
