@@ -158,11 +158,23 @@ def _level(result: Any) -> str:
     return f"{100 * (1 - result.config.alpha):g}%"
 
 
+def _interval_text(cfg: Any) -> str:
+    """How the logistic fits' intervals were made (run-mean fits always use percentiles)."""
+    interval = getattr(cfg, "interval", "percentile")
+    what = {"wald": "estimate ± t·SE with a prompt-clustered sandwich SE (+ a between-seed "
+                    "term)",
+            "studentized": "prompt-cluster bootstrap-t", "bca": "prompt-cluster bootstrap BCa",
+            "percentile": "prompt-cluster bootstrap percentiles"}.get(interval, interval)
+    est = getattr(cfg, "estimator", "mle")
+    return f"logistic fits ({est}) by {interval} ({what}), run-mean fits by bootstrap percentiles"
+
+
 def _markdown(result: Any, summary: list[dict[str, Any]], cells: list[dict[str, Any]]) -> str:
     cfg = result.config
     lines = [f"# {cfg.metric.upper()} fits vs {cfg.x}", "",
-             f"{len(result.runs)} runs; bootstrap: {cfg.n_boot} replicates over prompt ids "
-             f"(paired across runs) and seeds, seed {cfg.seed}, {_level(result)} percentile CIs.",
+             f"{len(result.runs)} runs; {_level(result)} CIs: {_interval_text(cfg)}; "
+             f"bootstrap (curves' bands, run-mean fits): {cfg.n_boot} replicates over prompt "
+             f"ids (paired across runs) and seeds, seed {cfg.seed}.",
              "", f"Baseline: {result.baseline_handling}.", "", _sizes_line(result), "",
              "## Coefficients", "",
              to_markdown(summary, list(summary[0]) if summary else ["fit"]), "",

@@ -1,0 +1,89 @@
+"""Compare two scorings of the same generate runs: outcome per cell before/after, changed rows.
+
+A run scored twice by one scorer (say `ensemble` before and after a scorer change) holds two
+`scores*.jsonl` files listed in its manifest (`extra.scores`). This prints, per run, the
+refused / complied / degenerate counts of the first and the last scoring by `--scorer`, the
+number of rows whose outcome changed, and `--show` changed rows drawn at random (seeded) with
+the request and the response truncated to `--chars` characters (harmful text: keep it short).
+
+Usage:
+    .venv/bin/python scripts/compare_outcomes.py artifacts/studies/lora-grid [--scorer ensemble]
+        [--show 20] [--chars 60] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from collections import Counter
+from pathlib import Path
+
+OUTCOMES = ("refused", "complied", "degenerate")
+
+
+def generate_runs(root: Path) -> list[Path]:
+    """Every run folder below `root` whose manifest says `generate` and that holds scores."""
+    runs = []
+    for m in sorted(root.rglob("manifest.json")):
+        d = json.loads(m.read_text())
+        if d.get("command") == "generate" and d.get("extra", {}).get("scores"):
+            runs.append(m.parent)
+    return runs
+
+
+def _rows(path: Path) -> dict[str, dict]:
+    return {r["id"]: r for r in map(json.loads, path.read_text().splitlines()) if r.strip()}
+
+
+def scorings(run: Path, scorer: str) -> list[tuple[str, dict[str, dict]]]:
+    """(scorer_version, rows by prompt id) of each scoring of `run` by `scorer`, oldest first."""
+    entries = json.loads((run / "manifest.json").read_text())["extra"]["scores"]
+    return [(e["scorer_version"], _rows(run / e["scores_file"]))
+            for e in entries if e["scorer"] == scorer]
+
+
+def cell(run: Path) -> str:
+    cfg = json.loads((run / "manifest.json").read_text())["config"]
+    adapter = cfg.get("adapter") or ""
+    part = adapter.split("/nodes/")[-1].split("/")[0] if adapter else "baseline"
+    return f"{cfg['model']} {part} {cfg.get('prompts_file') or ''}".strip()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("root", type=Path, help="a study folder, a run folder or any folder above runs")
+    ap.add_argument("--scorer", default="ensemble")
+    ap.add_argument("--show", type=int, default=20, help="changed rows to print")
+    ap.add_argument("--chars", type=int, default=60, help="characters of each text shown")
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+    changed: list[tuple[str, dict, dict, dict]] = []
+    print(f"{'run':<58} {'before r/c/d':>14} {'after r/c/d':>14} {'changed':>7}")
+    tot_b, tot_a = Counter(), Counter()
+    for run in generate_runs(a.root):
+        sc = scorings(run, a.scorer)
+        if len(sc) < 2:
+            continue
+        (_, before), (_, after) = sc[0], sc[-1]
+        gens = _rows(run / "generations.jsonl")
+        b = Counter(r["outcome"] for r in before.values())
+        f = Counter(r["outcome"] for r in after.values())
+        tot_b.update(b)
+        tot_a.update(f)
+        diff = [i for i in before if i in after and before[i]["outcome"] != after[i]["outcome"]]
+        changed += [(cell(run), gens[i], before[i], after[i]) for i in diff]
+        fmt = "/".join(str(b[o]) for o in OUTCOMES), "/".join(str(f[o]) for o in OUTCOMES)
+        print(f"{cell(run)[:58]:<58} {fmt[0]:>14} {fmt[1]:>14} {len(diff):>7}")
+    print(f"{'total':<58} {'/'.join(str(tot_b[o]) for o in OUTCOMES):>14} "
+          f"{'/'.join(str(tot_a[o]) for o in OUTCOMES):>14} {len(changed):>7}")
+    random.Random(a.seed).shuffle(changed)
+    for k, (c, g, b, f) in enumerate(changed[: a.show], 1):
+        why = ",".join(f.get("degeneracy") or []) or f.get("matched", "")
+        print(f"\n[{k}] {c} | {g['id']}: {b['outcome']} -> {f['outcome']} ({why})")
+        print(f"    request:  {g['prompt'][: a.chars]!r}")
+        print(f"    response: {g['response'][: a.chars]!r}")
+
+
+if __name__ == "__main__":
+    main()
