@@ -33,7 +33,8 @@ def generate_runs(root: Path) -> list[Path]:
 
 
 def _rows(path: Path) -> dict[str, dict]:
-    return {r["id"]: r for r in map(json.loads, path.read_text().splitlines()) if r.strip()}
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    return {r["id"]: r for r in map(json.loads, lines)}
 
 
 def scorings(run: Path, scorer: str) -> list[tuple[str, dict[str, dict]]]:
