@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,13 +72,19 @@ def fit_temperature(margins: Sequence[float] | np.ndarray,
     m, yv = np.asarray(margins, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if m.size == 0:
         raise ValueError("fit_temperature needs at least one example")
+    return minimise_temperature(lambda t: _nll(m, yv, t))
+
+
+def minimise_temperature(loss: Callable[[float], float]) -> float:
+    """The T > 0 minimising `loss(T)`: a grid over log T in [-3, 3], then a golden-section
+    search around the best grid point (deterministic; shared by the binary and multi-class fits)."""
     grid = np.linspace(-3.0, 3.0, 61)
-    best = int(np.argmin([_nll(m, yv, math.exp(g)) for g in grid]))
+    best = int(np.argmin([loss(math.exp(g)) for g in grid]))
     lo, hi = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
     phi = (math.sqrt(5) - 1) / 2
     for _ in range(60):
         a, b = hi - phi * (hi - lo), lo + phi * (hi - lo)
-        if _nll(m, yv, math.exp(a)) < _nll(m, yv, math.exp(b)):
+        if loss(math.exp(a)) < loss(math.exp(b)):
             hi = b
         else:
             lo = a

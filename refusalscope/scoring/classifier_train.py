@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from refusalscope.errors import UserError
+from refusalscope.scoring.calibration import minimise_temperature
 from refusalscope.scoring.classifier import (
     PROMPT_CHARS,
     RefusalClassifier,
@@ -98,17 +99,7 @@ def fit_temperature(z: np.ndarray, y: np.ndarray) -> float:
     z, y = np.asarray(z, dtype=np.float64), np.asarray(y, dtype=int)
     if len(y) == 0:
         raise ValueError("fit_temperature needs at least one example")
-    grid = np.linspace(-3.0, 3.0, 61)
-    best = int(np.argmin([nll(z, y, math.exp(g)) for g in grid]))
-    lo, hi = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
-    phi = (math.sqrt(5) - 1) / 2
-    for _ in range(60):
-        a, b = hi - phi * (hi - lo), lo + phi * (hi - lo)
-        if nll(z, y, math.exp(a)) < nll(z, y, math.exp(b)):
-            hi = b
-        else:
-            lo = a
-    return float(math.exp((lo + hi) / 2))
+    return minimise_temperature(lambda t: nll(z, y, t))
 
 
 def is_synthetic(row: Any) -> bool:
