@@ -46,8 +46,12 @@ def scorings(run: Path, scorer: str) -> list[tuple[str, dict[str, dict]]]:
 
 def cell(run: Path) -> str:
     cfg = json.loads((run / "manifest.json").read_text())["config"]
-    adapter = cfg.get("adapter") or ""
-    part = adapter.split("/nodes/")[-1].split("/")[0] if adapter else "baseline"
+    part = "baseline"
+    if cfg.get("adapter"):
+        a = Path(cfg["adapter"])
+        att = (a.parent if a.name == "adapter" else a) / "manifest.json"
+        acfg = json.loads(att.read_text())["config"] if att.exists() else {}
+        part = f"lora n_data={acfg.get('n_data', '?')} steps={acfg.get('steps', '?')}"
     return f"{cfg['model']} {part} {cfg.get('prompts_file') or ''}".strip()
 
 
