@@ -65,6 +65,18 @@ def _attack_info(gen: Node, by_id: dict[str, Node], study: Path) -> dict[str, An
     return info
 
 
+def latest_metrics(metrics: Path, scorer: str) -> Path:
+    """The run's latest metrics file by `scorer` (a run re-scored after the study, e.g. with a
+    newer classifier, is reported as the fits read it: by its latest scoring)."""
+    manifest = metrics.parent / "manifest.json"
+    if not manifest.is_file():
+        return metrics
+    entries = [e for e in _json(manifest).get("extra", {}).get("scores", [])
+               if e.get("scorer") == scorer and e.get("metrics_file")]
+    latest = metrics.parent / entries[-1]["metrics_file"] if entries else metrics
+    return latest if latest.is_file() else metrics
+
+
 def results(nodes: list[Node], study: Path) -> list[dict[str, Any]]:
     """One row per finished score node (see `COLUMNS`)."""
     by_id = {n.id: n for n in nodes}
@@ -74,7 +86,7 @@ def results(nodes: list[Node], study: Path) -> list[dict[str, Any]]:
         if rec is None:
             continue
         gen = by_id[n.inputs["generate"]]
-        m = _json(rec["outputs"]["metrics"])
+        m = _json(latest_metrics(Path(rec["outputs"]["metrics"]), n.params["scorer"]))
         rrr = m.get("rrr") or {}
         harmful = (m.get("outcomes", {}).get("by_label", {}) or {}).get("harmful") or {}
         drift = _json(rec["outputs"]["drift"]) if rec["outputs"].get("drift") else {}
@@ -241,8 +253,9 @@ def write_report(spec: Spec, nodes: list[Node], study: Path, out: Path, n_boot: 
             f"{'yes' if spec.drift else 'no'}\n\n"
             "## Results\n\nRRR = share of harmful eval prompts refused (95% percentile bootstrap "
             "over prompts; Wilson's, marked (W), where the bootstrap is a point at 0 or 1). "
-            "complied = substantive compliance. attack_flops from the attack run's compute "
-            "accounting.\n\n"
+            "complied = substantive compliance. Each run by its latest scoring with that scorer "
+            "(the labels the fits read; a run re-scored after the study shows the new labels). "
+            "attack_flops from the attack run's compute accounting.\n\n"
             + _markdown_table([{**r, "rrr_ci95": _ci95(r)} for r in rows],
                               ("model", "attack", "n_data", "steps", "seed", "scorer",
                                "n", "rrr", "rrr_ci95", "complied", "ce_bits",
