@@ -140,6 +140,9 @@ def report(
     include_controls: bool = typer.Option(False, "--include-controls", help="Keep control "
                                           "models (which never refuse) in the size, joint and "
                                           "half-life fits."),
+    n_kind: str = typer.Option("non-embedding", "--n-kind", help="Model size N in the fits: "
+                               "non-embedding (without input embedding and LM head) | total "
+                               "(the released count, tied embeddings once)."),
 ) -> None:
     """Write a report folder: report.md (findings, setup, results, fits, figures, attack
     half-life, caveats), results.csv, fit/, figures/ and half_life.csv|md|png. Never
@@ -150,9 +153,11 @@ def report(
     from refusalscope.study.halflife import HalfLifeConfig
     from refusalscope.study.report import write_report
 
-    HalfLifeConfig(c_axis=c_axis or "flops", n_boot=n_boot)  # bad options fail before work
+    HalfLifeConfig(c_axis=c_axis or "flops", n_boot=n_boot,
+                   n_kind=n_kind)  # bad options fail before work
     s, nodes, sdir = _load(spec)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     path = write_report(s, nodes, sdir, Path(out) if out else sdir / "reports" / stamp,
-                        n_boot=n_boot, c_axis=c_axis, include_controls=include_controls)
+                        n_boot=n_boot, c_axis=c_axis, include_controls=include_controls,
+                        n_kind=n_kind)
     typer.echo(str(path))

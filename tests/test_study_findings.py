@@ -142,3 +142,13 @@ def test_study_report_opens_with_findings_and_writes_the_half_life(tmp_path: Pat
     assert res.exit_code == 2 and "--half-life needs --metric rrr" in res.output
     res = CliRunner().invoke(app, ["study", "report", str(spec), "--c-axis", "tokens"])
     assert res.exit_code == 2 and "unknown --c-axis" in res.output
+    # N as the released count: the fits say so (the default report says non-embedding).
+    assert "N (column n) = non-embedding parameters" in report
+    res = CliRunner().invoke(app, ["study", "report", str(spec), "--out", str(tmp_path / "rt"),
+                                   "--n-boot", "30", "--n-kind", "total"])
+    assert res.exit_code == 0, res.output
+    total = (tmp_path / "rt" / "report.md").read_text()
+    assert "N (column n) = released parameters" in total
+    assert "N (column n) = non-embedding parameters" not in total
+    res = CliRunner().invoke(app, ["study", "report", str(spec), "--n-kind", "embedding"])
+    assert res.exit_code == 2 and "unknown --n-kind" in res.output

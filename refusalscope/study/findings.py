@@ -41,13 +41,15 @@ def baseline_points(points: Sequence[Point], include_controls: bool = False) -> 
 
 
 def size_fit(points: Sequence[Point], *, n_boot: int = 1000, seed: int = 0,
-             include_controls: bool = False) -> tuple[Any, str]:
+             include_controls: bool = False,
+             n_kind: str = "non-embedding") -> tuple[Any, str]:
     """The logistic fit of baseline RRR on ln N: (its `Fit`, "") or (None, why not)."""
     from refusalscope.study.fit import FitConfig, fit_metric
 
     base = baseline_points(points, include_controls)
     try:
-        res = fit_metric(base, FitConfig("rrr", "size", n_boot=n_boot, seed=seed))
+        res = fit_metric(base, FitConfig("rrr", "size", n_boot=n_boot, seed=seed,
+                                         n_kind=n_kind))
     except UserError as e:
         return None, str(e)
     fit = next((f for f in res.fits if f.spec.form == "logistic"), None)

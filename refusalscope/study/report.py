@@ -130,7 +130,7 @@ def _markdown_table(rows: list[dict[str, Any]], cols: tuple[str, ...]) -> str:
 
 
 def _fit_metric(points: list[Any], metric: str, axes: tuple[str, ...], n_boot: int,
-                include_controls: bool, c_axis: str | None) -> Any:
+                include_controls: bool, c_axis: str | None, n_kind: str) -> Any:
     """The fit of `metric` on the first of `axes` the runs allow (UserError: the last reason)."""
     from refusalscope.study.fit import FitConfig, fit_metric
 
@@ -139,7 +139,7 @@ def _fit_metric(points: list[Any], metric: str, axes: tuple[str, ...], n_boot: i
         try:
             return fit_metric(points, FitConfig(metric=metric, x=x, n_boot=n_boot,
                                                 include_controls=include_controls,
-                                                c_axis=c_axis))
+                                                c_axis=c_axis, n_kind=n_kind))
         except UserError as e:
             err = e
     assert err is not None
@@ -147,7 +147,7 @@ def _fit_metric(points: list[Any], metric: str, axes: tuple[str, ...], n_boot: i
 
 
 def _fits(out: Path, points: list[Any], x: str, n_boot: int, include_controls: bool,
-          c_axis: str | None) -> tuple[str, dict[str, Any]]:
+          c_axis: str | None, n_kind: str) -> tuple[str, dict[str, Any]]:
     """Fit RRR, RD and CE into `out/fit/<metric>` and `out/figures/<metric>`: the markdown
     section and the results made. A metric that cannot be fitted (no drift measured, no
     classifier probabilities, too few points) says why."""
@@ -158,7 +158,8 @@ def _fits(out: Path, points: list[Any], x: str, n_boot: int, include_controls: b
     axes = (x, *[a for a in ("both", "compute", "size") if a != x])
     for metric in ("rrr", "rd", "ce"):
         try:
-            result = _fit_metric(points, metric, axes, n_boot, include_controls, c_axis)
+            result = _fit_metric(points, metric, axes, n_boot, include_controls, c_axis,
+                                 n_kind)
             write_fit(result, out / "fit" / metric)
             figs = plot_all(result, out / "figures" / metric)
         except Exception as e:  # noqa: BLE001 - reported in the report, not hidden
@@ -174,7 +175,7 @@ def _fits(out: Path, points: list[Any], x: str, n_boot: int, include_controls: b
 
 
 def _analysis(out: Path, spec: Spec, gen_runs: list[str], n_boot: int, c_axis: str | None,
-              include_controls: bool) -> tuple[str, str, str]:
+              include_controls: bool, n_kind: str) -> tuple[str, str, str]:
     """(Findings, fits section, half-life section) of the report, from the scored runs."""
     from refusalscope.study.findings import findings, size_fit
     from refusalscope.study.halflife import HalfLifeConfig, half_life, write_half_life
@@ -187,11 +188,12 @@ def _analysis(out: Path, spec: Spec, gen_runs: list[str], n_boot: int, c_axis: s
     refusing = {p.model for p in points if include_controls or not p.control}
     attacked = any(p.attacked for p in points)
     x = "both" if len(refusing) > 1 and attacked else ("compute" if attacked else "size")
-    fits_md, results = _fits(out, points, x, n_boot, include_controls, c_axis)
+    fits_md, results = _fits(out, points, x, n_boot, include_controls, c_axis, n_kind)
     half, half_why, half_md = None, "", ""
     try:
         half = half_life(points, HalfLifeConfig(c_axis=c_axis or "flops", n_boot=n_boot,
-                                                include_controls=include_controls))
+                                                include_controls=include_controls,
+                                                n_kind=n_kind))
         files = write_half_life(half, out)
         body = markdown(half).split("\n", 1)[1]  # its own title becomes the section's
         half_md = body + "".join(f"\n![{f.stem}]({f.relative_to(out)})\n" for f in files
@@ -199,10 +201,11 @@ def _analysis(out: Path, spec: Spec, gen_runs: list[str], n_boot: int, c_axis: s
     except UserError as e:
         half_why = " ".join(str(e).split())
         half_md = f"No attack half-life: {half_why}\n"
-    size, size_why = size_fit(points, n_boot=n_boot, include_controls=include_controls)
+    size, size_why = size_fit(points, n_boot=n_boot, include_controls=include_controls,
+                              n_kind=n_kind)
     text = findings(points, size=size, size_why=size_why, half=half, half_why=half_why,
                     fits=list(results.values()), include_controls=include_controls,
-                    n_boot=n_boot)
+                    n_kind=n_kind, n_boot=n_boot)
     return text, fits_md, half_md
 
 
@@ -214,7 +217,8 @@ def _is_control(model: Any) -> bool:
 
 
 def write_report(spec: Spec, nodes: list[Node], study: Path, out: Path, n_boot: int = 1000,
-                 *, c_axis: str | None = None, include_controls: bool = False) -> Path:
+                 *, c_axis: str | None = None, include_controls: bool = False,
+                 n_kind: str = "non-embedding") -> Path:
     """Write `out/report.md`, `out/results.csv`, fits, figures and the half-life table/figure
     (`c_axis`: the compute axis of the fits and the S½ figure; None: the fits on FLOPs and
     examples, the figure on FLOPs); returns the report path."""
@@ -236,7 +240,7 @@ def write_report(spec: Spec, nodes: list[Node], study: Path, out: Path, n_boot: 
                                                               for k, v in a.grid.items())
                         for a in spec.attacks) or "none"
     found, fits_md, half_md = _analysis(out, spec, sorted({r["generate_run"] for r in rows}),
-                                        n_boot, c_axis, include_controls)
+                                        n_boot, c_axis, include_controls, n_kind)
     models = ", ".join(Path(m.name).name + (" (control)" if _is_control(m) else "")
                        for m in spec.models)
     text = (f"# Study `{spec.name}`\n\n{spec.description}\n\n{found}\n"
