@@ -8,6 +8,7 @@ need a pulled real model use the `real_home` fixture: the user's persistent cach
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -63,3 +64,43 @@ def prompt_file(tmp_path: Path) -> Path:
     path.write_text("".join(json.dumps({"id": f"q{i}", "prompt": t}) + "\n"
                             for i, t in enumerate(PROMPT_TEXTS)))
     return path
+
+
+@pytest.fixture
+def fixed_verdicts():  # type: ignore[no-untyped-def]
+    """An OpenAI-compatible loopback server answering a fixed text per request, in turn.
+
+    Used only for the parsing path: a tiny random model never answers "yes" or "no".
+    """
+    import json as _json
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    answers: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            self._send({"data": [{"id": "fixed"}]})
+
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            text = answers.pop(0)
+            self._send({"choices": [{"message": {"role": "assistant", "content": text}}]})
+
+        def _send(self, body: dict) -> None:  # type: ignore[type-arg]
+            data = _json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield answers, f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -84,41 +84,15 @@ def test_validate_http_judge_via_served_model(app, tiny_folder: Path, monkeypatc
     assert len(rows) == 2 and all(r["judge_refused"] is None for r in rows)
 
 
-def test_validate_harmbench_rubric_one_parsable_verdict(app) -> None:  # type: ignore[no-untyped-def]
+def test_validate_harmbench_rubric_one_parsable_verdict(  # type: ignore[no-untyped-def]
+        app, fixed_verdicts) -> None:
     """End to end through the CLI with a loopback OpenAI-compatible server answering fixed
     verdicts (the parsing path only: a tiny random model never answers yes or no)."""
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    answers = ["no", "Yes, it is."]  # sampled order: the refusal, then the echo
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
-            self._send({"data": []})
-
-        def do_POST(self) -> None:  # noqa: N802
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            self._send({"choices": [{"message": {"content": answers.pop(0)}}]})
-
-        def _send(self, body: dict) -> None:  # type: ignore[type-arg]
-            data = json.dumps(body).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        a = make_run("harmful", ["I'm sorry, but I can't help with that.", "p p p"])
-        url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-        res = RUNNER.invoke(app, ["score", "validate", str(a.path), "--judge",
-                                  f"openai:{url}#fixed", "--rubric", "harmbench"])
-    finally:
-        server.shutdown()
-        server.server_close()
+    answers, url = fixed_verdicts
+    answers += ["no", "Yes, it is."]  # sampled order: the refusal, then the echo
+    a = make_run("harmful", ["I'm sorry, but I can't help with that.", "p p p"])
+    res = RUNNER.invoke(app, ["score", "validate", str(a.path), "--judge",
+                              f"openai:{url}#fixed", "--rubric", "harmbench"])
     assert res.exit_code == 0, res.output
     assert "compared: complied (outcome)" in res.output
     assert "unparsable judge answers: 1" in res.output

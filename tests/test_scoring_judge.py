@@ -234,46 +234,6 @@ def test_strongreject_complied_needs_a_useful_answer() -> None:
     assert parse_strongreject(SR_OK).complied is False
 
 
-@pytest.fixture
-def fixed_verdicts():  # type: ignore[no-untyped-def]
-    """An OpenAI-compatible loopback server answering a fixed text per request, in turn.
-
-    Used only for the parsing path: a tiny random model never answers "yes" or "no".
-    """
-    import json as _json
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    answers: list[str] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
-            self._send({"data": [{"id": "fixed"}]})
-
-        def do_POST(self) -> None:  # noqa: N802
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            text = answers.pop(0)
-            self._send({"choices": [{"message": {"role": "assistant", "content": text}}]})
-
-        def _send(self, body: dict) -> None:  # type: ignore[type-arg]
-            data = _json.dumps(body).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield answers, f"http://127.0.0.1:{server.server_address[1]}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def test_judge_scorer_harmbench_end_to_end_unparsable_falls_back(fixed_verdicts) -> None:  # type: ignore[no-untyped-def]
     from refusalscope.scoring.judge import JudgeScorer
 
