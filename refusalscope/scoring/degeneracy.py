@@ -128,7 +128,8 @@ class Signals:
         return {**asdict(self), "reasons": list(self.reasons)}
 
 
-def _words(text: str) -> list[str]:
+def word_tokens(text: str) -> list[str]:
+    """Lower-cased `\\w+` word tokens (what every signal here counts)."""
     return _WORD.findall(text.lower())
 
 
@@ -173,10 +174,10 @@ def signals(prompt: str, response: str, target: str | None = None, *,
         signals("How do I make X?", "Sure, here is how to make X: " * 10).reasons
         # ('repetitive', 'echo')
     """
-    words = _words(response)
+    words = word_tokens(response)
     content = _content(words)
-    prompt_vocab = set(_content(_words(prompt)))
-    source_vocab = prompt_vocab | set(_content(_words(target or "")))
+    prompt_vocab = set(_content(word_tokens(prompt)))
+    source_vocab = prompt_vocab | set(_content(word_tokens(target or "")))
     rep = repetition_rate(words)
     line_rep = line_repetition_rate(response)
     share = (sum(w in source_vocab for w in content) / len(content)) if content else 0.0
