@@ -19,33 +19,34 @@ import random
 from collections import Counter
 from pathlib import Path
 
+from refusalscope.fileio import read_jsonl
+
 OUTCOMES = ("refused", "complied", "degenerate")
 
 
-def generate_runs(root: Path) -> list[Path]:
-    """Every run folder below `root` whose manifest says `generate` and that holds scores."""
+def generate_runs(root: Path) -> list[tuple[Path, dict]]:
+    """(folder, manifest) of every run below `root` that is a `generate` run with scores."""
     runs = []
     for m in sorted(root.rglob("manifest.json")):
         d = json.loads(m.read_text())
         if d.get("command") == "generate" and d.get("extra", {}).get("scores"):
-            runs.append(m.parent)
+            runs.append((m.parent, d))
     return runs
 
 
 def _rows(path: Path) -> dict[str, dict]:
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    return {r["id"]: r for r in map(json.loads, lines)}
+    return {r["id"]: r for r in read_jsonl(path)}
 
 
-def scorings(run: Path, scorer: str) -> list[tuple[str, dict[str, dict]]]:
-    """(scorer_version, rows by prompt id) of each scoring of `run` by `scorer`, oldest first."""
-    entries = json.loads((run / "manifest.json").read_text())["extra"]["scores"]
-    return [(e["scorer_version"], _rows(run / e["scores_file"]))
-            for e in entries if e["scorer"] == scorer]
+def first_and_last(run: Path, manifest: dict, scorer: str) -> tuple[dict, dict] | None:
+    """Rows by prompt id of the first and the last scoring of `run` by `scorer` (None: fewer
+    than two)."""
+    files = [e["scores_file"] for e in manifest["extra"]["scores"] if e["scorer"] == scorer]
+    return (_rows(run / files[0]), _rows(run / files[-1])) if len(files) > 1 else None
 
 
-def cell(run: Path) -> str:
-    cfg = json.loads((run / "manifest.json").read_text())["config"]
+def cell(manifest: dict) -> str:
+    cfg = manifest["config"]
     part = "baseline"
     if cfg.get("adapter"):
         a = Path(cfg["adapter"])
@@ -66,20 +67,21 @@ def main() -> None:
     changed: list[tuple[str, dict, dict, dict]] = []
     print(f"{'run':<58} {'before r/c/d':>14} {'after r/c/d':>14} {'changed':>7}")
     tot_b, tot_a = Counter(), Counter()
-    for run in generate_runs(a.root):
-        sc = scorings(run, a.scorer)
-        if len(sc) < 2:
+    for run, manifest in generate_runs(a.root):
+        pair = first_and_last(run, manifest, a.scorer)
+        if pair is None:
             continue
-        (_, before), (_, after) = sc[0], sc[-1]
+        before, after = pair
+        name = cell(manifest)
         gens = _rows(run / "generations.jsonl")
         b = Counter(r["outcome"] for r in before.values())
         f = Counter(r["outcome"] for r in after.values())
         tot_b.update(b)
         tot_a.update(f)
         diff = [i for i in before if i in after and before[i]["outcome"] != after[i]["outcome"]]
-        changed += [(cell(run), gens[i], before[i], after[i]) for i in diff]
+        changed += [(name, gens[i], before[i], after[i]) for i in diff]
         fmt = "/".join(str(b[o]) for o in OUTCOMES), "/".join(str(f[o]) for o in OUTCOMES)
-        print(f"{cell(run)[:58]:<58} {fmt[0]:>14} {fmt[1]:>14} {len(diff):>7}")
+        print(f"{name[:58]:<58} {fmt[0]:>14} {fmt[1]:>14} {len(diff):>7}")
     print(f"{'total':<58} {'/'.join(str(tot_b[o]) for o in OUTCOMES):>14} "
           f"{'/'.join(str(tot_a[o]) for o in OUTCOMES):>14} {len(changed):>7}")
     random.Random(a.seed).shuffle(changed)
