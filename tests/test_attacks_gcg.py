@@ -35,6 +35,10 @@ def test_candidate_loss_equals_reference(handle):
     for bs in (None, 4, 1):  # batching must not change a candidate's loss
         ours, _ = candidate_losses(handle.model, slots, cache, cands, bs)
         assert torch.allclose(ours, ref, atol=1e-5, rtol=0)
+        # nanoGCG's default: full logits over the prefix cache, passed built or built inside
+        for pc in (cache, True):
+            cached = reference_losses(handle.model, slots, cands, bs, prefix_cache=pc)
+            assert torch.allclose(cached, ref, atol=1e-5, rtol=0)
     # losses differ between candidates: a loss that ignored the suffix would pass the above
     assert ref.std() > 1e-4
 
@@ -47,6 +51,9 @@ def test_gradient_with_cache_equals_full_prompt(handle):
     assert g1.shape == (len(ids), w.shape[0])
     assert l1 == pytest.approx(l2, abs=1e-5)
     assert torch.allclose(g1, g2, atol=1e-6)
+    g3, l3 = suffix_gradient(handle.model, slots, cache, torch.tensor(ids), w, full_logits=True)
+    assert l3 == pytest.approx(l2, abs=1e-5)
+    assert torch.allclose(g3, g2, atol=1e-6)
     ref = reference_losses(handle.model, slots, torch.tensor([ids]))
     assert l1 == pytest.approx(float(ref[0]), abs=1e-5)
 

@@ -5,8 +5,9 @@ including the goal, the optimised suffix tokens, the rest of the template up to 
 header, and the target reply. The prefix never changes, so its KV cache is computed once
 (`PrefixCache`) and reused by every candidate forward and by the gradient step. Only the
 positions that predict target tokens produce logits (`logits_to_keep`), so the lm_head runs on
-T rows per candidate instead of the whole sequence. `reference_losses` is the straightforward
-computation (whole sequence, full logits at every position) kept for tests and the benchmark.
+T rows per candidate instead of the whole sequence. `reference_losses` (and `suffix_gradient`
+with `full_logits=True`) is nanoGCG's computation: full-vocabulary logits at every fed position,
+with or without its prefix cache; kept for tests and the benchmark.
 """
 
 from __future__ import annotations
@@ -133,11 +134,14 @@ def candidate_losses(model: Any, slots: PromptSlots, cache: PrefixCache, cands: 
 
 
 def suffix_gradient(model: Any, slots: PromptSlots, cache: PrefixCache | None,
-                    suffix_ids: Any, embed_weight: Any) -> tuple[Any, float]:
+                    suffix_ids: Any, embed_weight: Any, *,
+                    full_logits: bool = False) -> tuple[Any, float]:
     """d loss / d one-hot(suffix): `[L, V]` float32, and the loss at `suffix_ids` (`[L]`).
 
     With a prefix cache the backward pass runs through suffix, tail and target positions only;
-    with `cache=None` the whole prompt is fed (the reference way).
+    with `cache=None` the whole prompt is fed (nanoGCG's `use_prefix_cache=False`). The lm_head
+    runs on the T target-predicting rows only, unless `full_logits` (nanoGCG's way: every fed
+    position; `cache=None` always does) -- same gradient, more work.
     """
     import torch
 
@@ -151,23 +155,30 @@ def suffix_gradient(model: Any, slots: PromptSlots, cache: PrefixCache | None,
         out = model(inputs_embeds=torch.cat(parts, 1), use_cache=False)
         logits = out.logits[:, -t:]
     else:
+        keep = {} if full_logits else {"logits_to_keep": t}
         out = model(inputs_embeds=torch.cat(parts, 1), use_cache=True,
-                    **{cache.kw: cache.expand(1)}, logits_to_keep=t)
-        logits = out.logits
+                    **{cache.kw: cache.expand(1)}, **keep)
+        logits = out.logits[:, -t:]
     loss, _ = target_loss(logits, slots.target)
     (grad,) = torch.autograd.grad(loss.sum(), one_hot)
     return grad.float(), float(loss.item())
 
 
-def reference_losses(model: Any, slots: PromptSlots, cands: Any,
-                     batch_size: int | None = None) -> Any:
-    """The straightforward loss: whole prompt per candidate, logits at every position.
+def reference_losses(model: Any, slots: PromptSlots, cands: Any, batch_size: int | None = None,
+                     *, prefix_cache: PrefixCache | bool | None = None) -> Any:
+    """nanoGCG's candidate loss: full-vocabulary logits at every fed position. `cands: [B, L]` -> `[B]`.
 
-    This is how nanoGCG-style code computes it without a prefix cache; kept to check
-    `candidate_losses` against and as the benchmark's baseline. `cands: [B, L]` -> `[B]`.
+    `prefix_cache=None`/`False` feeds the whole prompt per candidate (nanoGCG with
+    `use_prefix_cache=False`, the baseline of the first benchmarks). A `PrefixCache` (or `True`:
+    one is built here, one prefix forward per call) feeds suffix | tail | target over the cached
+    prefix, as nanoGCG does by default. Kept to check `candidate_losses` against and as the
+    benchmark's baseline.
     """
     import torch
 
+    cache = prefix_cache
+    if cache is True:
+        cache = PrefixCache(model, slots.prefix, model.config)
     t = slots.target.shape[1]
     n = cands.shape[0]
     step = batch_size or n
@@ -176,9 +187,13 @@ def reference_losses(model: Any, slots: PromptSlots, cands: Any,
         for i in range(0, n, step):
             c = cands[i:i + step]
             b = c.shape[0]
-            ids = torch.cat([slots.prefix.expand(b, -1), c, slots.tail.expand(b, -1),
-                             slots.target.expand(b, -1)], 1)
-            logits = model(input_ids=ids, use_cache=False).logits  # [B, S, V]
+            parts = [c, slots.tail.expand(b, -1), slots.target.expand(b, -1)]
+            if isinstance(cache, PrefixCache):
+                kw: dict[str, Any] = {"use_cache": True, cache.kw: cache.expand(b)}
+            else:
+                parts.insert(0, slots.prefix.expand(b, -1))
+                kw = {"use_cache": False}
+            logits = model(input_ids=torch.cat(parts, 1), **kw).logits  # [B, S, V]
             shift = logits[:, -t - 1:-1]
             out_losses.append(target_loss(shift, slots.target)[0])
     return torch.cat(out_losses)
