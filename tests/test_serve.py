@@ -58,13 +58,41 @@ def test_chat_completion_matches_local_greedy_generation(server) -> None:  # typ
     assert reply["usage"]["prompt_tokens"] == want["prompt_tokens"]
 
 
-def test_sampling_is_seeded(server) -> None:  # type: ignore[no-untyped-def]
-    _, base = server
-    body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 12,
-            "temperature": 1.5, "seed": 3}
-    a = _post(base + "/v1/chat/completions", body)[1]["choices"][0]["message"]["content"]
-    b = _post(base + "/v1/chat/completions", body)[1]["choices"][0]["message"]["content"]
-    assert a == b
+def _chat(base: str, **body: object) -> str:
+    code, reply = _post(base + "/v1/chat/completions",
+                        {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 12, **body})
+    assert code == 200, reply
+    return reply["choices"][0]["message"]["content"]
+
+
+def _local(handle, seed: int, temperature: float, top_p: float = 1.0) -> str:  # type: ignore[no-untyped-def]
+    from refusalscope.generate import GenerateConfig, generate_batch
+
+    text = handle.tokenizer.apply_chat_template([{"role": "user", "content": "hi"}],
+                                                tokenize=False, add_generation_prompt=True)
+    cfg = GenerateConfig(model="x", max_new_tokens=12, temperature=temperature, top_p=top_p)
+    return generate_batch(handle, [text], cfg, seed=seed)[0]["response"]
+
+
+def test_sampling_honours_seed_and_temperature(server) -> None:  # type: ignore[no-untyped-def]
+    """Same seed -> same text; another seed -> another text; both equal local sampling."""
+    handle, base = server
+    a = _chat(base, temperature=1.5, seed=3)
+    assert _chat(base, temperature=1.5, seed=3) == a
+    b = _chat(base, temperature=1.5, seed=4)
+    assert b != a  # a server ignoring the seed (or the temperature) answers the same twice
+    assert a == _local(handle, 3, 1.5) and b == _local(handle, 4, 1.5)
+    assert a != _local(handle, 3, 0.0)  # sampled, not greedy
+
+
+def test_greedy_and_tiny_top_p_equal_local_greedy(server) -> None:  # type: ignore[no-untyped-def]
+    """temperature 0 is greedy whatever the seed; top_p ~ 0 keeps only the top token."""
+    handle, base = server
+    greedy = _local(handle, 0, 0.0)
+    assert _chat(base) == _chat(base, temperature=0, seed=9) == greedy
+    for seed in (3, 4):
+        assert _chat(base, temperature=1.5, top_p=1e-6, seed=seed) == greedy
+    assert _chat(base, temperature=1.5, top_p=0.3, seed=3) == _local(handle, 3, 1.5, 0.3)
 
 
 @pytest.mark.parametrize("body, why", [
