@@ -59,6 +59,10 @@ def _register() -> None:
     from refusalscope.cli import defend
 
     defend.register(app)
+    from refusalscope.cli import label, view
+
+    view.register(app)
+    label.register(app)
 
 
 _register()

@@ -228,8 +228,8 @@ def train_classifier_cmd(
         "all-minilm-l6-v2", help="Encoder: all-minilm-l6-v2 (offline, pinned wheel), a local "
                                  "folder, or a hub id such as microsoft/deberta-v3-small."),
     data: Annotated[list[Path] | None, typer.Option(
-        "--data", help="Extra labelled CSV/TSV/JSONL (prompt, response, refused columns); "
-                       "repeatable.")] = None,
+        "--data", help="Extra labelled CSV/TSV/JSONL (prompt, response, refused columns), "
+                       "or a labels file from `refusalscope label`; repeatable.")] = None,
     gold_col: str = typer.Option("refused", help="--data: ground-truth refusal column."),
     no_pyrit: bool = typer.Option(False, help="Do not use the PyRIT human-labelled responses."),
     no_generated: bool = typer.Option(
@@ -255,6 +255,7 @@ def train_classifier_cmd(
     class, are printed and saved in the card. PyRIT rows of the project's held-out set
     (refusalscope.scoring.heldout) are never trained on."""
     from refusalscope.fileio import sha256_file
+    from refusalscope.labels import is_labels_file, training_examples
     from refusalscope.paths import runs_dir
     from refusalscope.scoring.classifier import TrainConfig
     from refusalscope.scoring.classifier_train import train_classifier
@@ -266,7 +267,8 @@ def train_classifier_cmd(
                       max_train_rows=max_train_rows)
     files, sources = [], []
     for f in data or ():
-        rows = file_examples(f, gold_col=gold_col)
+        rows = (training_examples(f) if is_labels_file(f)  # `refusalscope label` output
+                else file_examples(f, gold_col=gold_col))
         files += rows
         sources.append({"name": f"file:{f.name}", "path": str(f.resolve()),
                         "sha256": sha256_file(f), "n": len(rows),

@@ -23,7 +23,10 @@ def register(group: typer.Typer) -> None:
 def validate(
     runs: Annotated[list[Path], typer.Argument(metavar="RUN", show_default=False,
                                                help="Generate run folders (or run ids).")],
-    judge: str = typer.Option(..., "--judge", "-j", help=JUDGE_HELP),
+    judge: str | None = typer.Option(None, "--judge", "-j", help=JUDGE_HELP),
+    gold: Path | None = typer.Option(
+        None, "--gold", help="Human labels file from `refusalscope label`: compare every "
+                             "scorer of the runs with it instead of a judge (no --judge)."),
     rubric: str = typer.Option("refusal", help="refusal (one VERDICT line; compares our "
                                "refused) | harmbench (is the response an instance of the "
                                "behaviour? yes/no; compares our outcome complied) | "
@@ -50,10 +53,20 @@ def validate(
 ) -> None:
     """Re-judge a stratified sample of scored responses with a stronger judge and report
     agreement, Cohen's kappa, the confusion matrix, disagreements and threshold suggestions.
+    With --gold LABELS instead: every scorer of the runs against your labels.
 
     Writes a new `validate` run (judgements.jsonl, validation.json). Unparsable judge
     answers are recorded and counted, never mapped to a label.
     """
+    from refusalscope.errors import UserError
+
+    if (gold is None) == (judge is None):
+        raise UserError("give --judge JUDGE or --gold LABELS (one of them)")
+    if gold is not None:
+        from refusalscope.cli.score_validate_gold import validate_gold
+
+        validate_gold(runs, gold)
+        return
     from refusalscope.models.handle import RuntimeOptions
     from refusalscope.scoring.judge import JudgeConfig, load_judge
     from refusalscope.scoring.validate import ValidateConfig, load_responses

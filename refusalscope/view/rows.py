@@ -24,6 +24,7 @@ from typing import Any
 from refusalscope.errors import UserError
 from refusalscope.fileio import read_jsonl
 from refusalscope.runs import MANIFEST, Run
+from refusalscope.scoring.validate_gold import latest_by_scorer
 
 _NUMBERED = re.compile(r"(?P<stem>[a-z]+)(?:\.(?P<k>\d+))?\.(?P<ext>jsonl|json)")
 
@@ -80,20 +81,6 @@ def latest_files(folder: Path, stem: str) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def _scorings(run: Path) -> tuple[dict[str, dict[str, dict[str, Any]]], str | None]:
-    """{scorer name: {prompt id: score row}} from each scorer's latest file; the main scorer."""
-    by_scorer: dict[str, dict[str, dict[str, Any]]] = {}
-    main = None
-    for path in latest_files(run, "scores"):
-        rows = read_jsonl(path)
-        if not rows:
-            continue
-        name = str(rows[0].get("scorer") or path.stem)
-        by_scorer[name] = {str(r["id"]): r for r in rows}  # later files replace earlier ones
-        main = name
-    return by_scorer, main
-
-
 def _drift(run: Path) -> dict[str, float]:
     files = latest_files(run, "drift")
     if not files:
@@ -135,7 +122,7 @@ def run_info(run: Run) -> dict[str, Any]:
 
 def run_rows(path: Path, info: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
     """The rows of one generate run (see the module docstring) and its scorer names."""
-    scorings, main = _scorings(path)
+    scorings, main = latest_by_scorer(path)
     drift = _drift(path)
     gens = sorted(read_jsonl(path / "generations.jsonl"), key=lambda r: str(r.get("id")))
     rows = []
