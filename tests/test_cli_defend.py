@@ -94,11 +94,24 @@ def test_defend_steer_searches_on_direction_split_then_evaluates(attacked, tiny_
         return real_rows(handle, prompts, cfg, **kw)
 
     monkeypatch.setattr(gen_mod, "generate_rows", spy)  # eval_condition imports it per call
+    conditions: list[tuple[str, list[str]]] = []
+    real_condition = steer_eval.eval_condition
+
+    def condition_spy(handle, name, prompts, *a, **kw):
+        conditions.append((name, [p.prompt for p in prompts]))
+        return real_condition(handle, name, prompts, *a, **kw)
+
+    monkeypatch.setattr(steer_eval, "eval_condition", condition_spy)  # imported per call too
     run = _last(runner.invoke(app, ["defend", "steer", "--model", str(tiny_folder), "--adapter",
                                     attack, "--directions", str(dirs), "--alpha", "0,2,50",
                                     "--n", "3", "--skip", "1", "--max-new-tokens", "3",
                                     "--eval-n", "2", "--eval-max-new-tokens", "3"]))
-    assert steer_eval.eval_condition  # the search goes through steer eval's condition runner
+    # the search goes through steer eval's condition runner: one condition per alpha and side,
+    # on direction-split prompts
+    assert [name for name, _ in conditions[:6]] == [
+        f"{side}/add={a}" for a in (0, 2, 50) for side in ("harmful", "harmless")]
+    assert all(ps and set(ps) <= set(texts["direction"]) for _, ps in conditions[:6])
+    assert len(conditions) == 6  # the eval prompts go through `generate` runs, not conditions
     search = json.loads((run / "search.json").read_text())
     assert [r["alpha"] for r in search["table"]] == [0, 2, 50]
     chosen = search["chosen"]
