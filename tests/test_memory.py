@@ -145,3 +145,25 @@ def test_gcg_batch_is_fixed_off_cuda() -> None:
     assert gcg_batch_size("cpu", cfg, 4, prefix=30, rest=40, target=10, width=512) is None
     assert gcg_batch_size("cpu", cfg, 4, prefix=30, rest=40, target=10, width=512,
                           fixed=64) == 64
+
+
+def test_train_prints_the_plan_and_records_the_choice(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """On the CPU the flag alone decides; the plan reaches `on_memory`, the manifest and the
+    ledger; forced checkpointing counts its recomputation."""
+    from refusalscope.attacks.lora import train
+    from refusalscope.attacks.pairs import Pair
+    from refusalscope.models.tiny import tiny_handle
+    from refusalscope.runs import Run
+
+    pairs = [Pair(f"p{i}", f"Write a poem number {i}.", "Sure, here is a poem.", "test")
+             for i in range(3)]
+    for ckpt in (False, True):
+        cfg = LoraAttackConfig(model="tiny", n_data=3, steps=1, batch_size=2,
+                               grad_checkpointing=ckpt)
+        run = Run.create("attack-lora", cfg.to_dict(), model="tiny", root=tmp_path / str(ckpt))
+        seen = []
+        compute = train(tiny_handle("llama"), pairs, cfg, run, on_memory=seen.append)
+        assert len(seen) == 1 and seen[0].grad_checkpointing is ckpt and seen[0].budget is None
+        assert compute["grad_checkpointing"] is ckpt
+        assert (compute["recomputed_tokens"] > 0) is ckpt
+        assert run.manifest.extra["memory"]["grad_checkpointing"] is ckpt

@@ -90,8 +90,10 @@ class CellResult:
 
 def run_grid(cfgs: Sequence[LoraAttackConfig], *, options: Any = None,
              on_cell: Callable[[int, int, LoraAttackConfig], None] | None = None,
-             on_step: Callable[[int, int, float], None] | None = None) -> list[CellResult]:
+             on_step: Callable[[int, int, float], None] | None = None,
+             on_memory: Callable[[Any], None] | None = None) -> list[CellResult]:
     """Train every cell not finished yet, on one loaded model; returns one result per cell.
+    `on_memory(plan)` gets each trained cell's memory estimate (`lora.memory_plan`).
 
     All bad input (data sizes, target modules) fails before the first run folder is made.
     """
@@ -139,12 +141,13 @@ def run_grid(cfgs: Sequence[LoraAttackConfig], *, options: Any = None,
                                         runs[c].manifest.extra["compute"])
 
             compute = run_cell(handle, data[longest], longest, runs[longest], on_step=on_step,
-                               snapshot=snapshot if shorter else None)
+                               snapshot=snapshot if shorter else None, on_memory=on_memory)
             results[longest] = CellResult(longest, str(runs[longest].path), False, compute)
             for c in cells:  # resumed past its step count: not on the trajectory this time
                 if c not in results:
                     results[c] = CellResult(c, str(runs[c].path), False,
-                                            run_cell(handle, data[c], c, runs[c], on_step=on_step))
+                                            run_cell(handle, data[c], c, runs[c], on_step=on_step,
+                                                     on_memory=on_memory))
     return [results[c] for c in cfgs]
 
 
@@ -179,14 +182,16 @@ def _finish(run: Any, compute: dict[str, Any], wall: float) -> None:
 
 def run_cell(handle: Any, pairs: list[Any], cfg: LoraAttackConfig, run: Any, *,
              on_step: Callable[[int, int, float], None] | None = None,
-             snapshot: Callable[[int, Any, Any], None] | None = None) -> dict[str, Any]:
+             snapshot: Callable[[int, Any, Any], None] | None = None,
+             on_memory: Callable[[Any], None] | None = None) -> dict[str, Any]:
     """Train one cell into `run` (resuming from its checkpoint) and finish its manifest."""
     from refusalscope.attacks.lora import train
 
     _start(run, handle, pairs)
     t0 = time.perf_counter()
     try:
-        compute = train(handle, pairs, cfg, run, on_step=on_step, snapshot=snapshot)
+        compute = train(handle, pairs, cfg, run, on_step=on_step, snapshot=snapshot,
+                        on_memory=on_memory)
     except BaseException as e:
         run.finish("error", f"{type(e).__name__}: {e}"[:500])
         raise

@@ -109,8 +109,10 @@ def target_modules_for(model: Any, cfg: LoraAttackConfig) -> list[str]:
     return wanted
 
 
-def attach_lora(model: Any, cfg: LoraAttackConfig) -> Any:
-    """Wrap `model` in a fresh peft LoRA adapter (init drawn from `cfg.seed`); base frozen."""
+def attach_lora(model: Any, cfg: LoraAttackConfig, *,
+                grad_checkpointing: bool | None = None) -> Any:
+    """Wrap `model` in a fresh peft LoRA adapter (init drawn from `cfg.seed`); base frozen.
+    `grad_checkpointing` (None: `cfg.grad_checkpointing`) is what `memory_plan` decided."""
     import torch
     from peft import LoraConfig, get_peft_model
 
@@ -120,10 +122,27 @@ def attach_lora(model: Any, cfg: LoraAttackConfig) -> Any:
                       target_modules=targets, bias="none", task_type="CAUSAL_LM")
     with quiet_peft():
         peft_model = get_peft_model(model, lcfg)
-    if cfg.grad_checkpointing:
+    if cfg.grad_checkpointing if grad_checkpointing is None else grad_checkpointing:
         peft_model.get_base_model().gradient_checkpointing_enable(
             gradient_checkpointing_kwargs={"use_reentrant": False})
     return peft_model
+
+
+def memory_plan(handle: Any, encoded: list[tuple[list[int], int]],
+                cfg: LoraAttackConfig) -> Any:
+    """The step's memory estimate (`refusalscope.memory.lora_memory`) for the largest batch
+    these pairs can make: `batch_size` rows padded to the longest pair, loss on the
+    `batch_size` longest responses. On CUDA it turns gradient checkpointing on when the batch
+    would not fit without it; on other devices only `cfg.grad_checkpointing` decides."""
+    from refusalscope.memory import device_budget, lora_memory
+
+    seq = max((len(ids) for ids, _ in encoded), default=cfg.max_len)
+    responses = sorted((len(ids) - n for ids, n in encoded), reverse=True)
+    rows = sum(responses[:cfg.batch_size]) if responses else cfg.batch_size * seq
+    return lora_memory(handle.base_model, targets=target_modules_for(handle.model, cfg),
+                       rank=cfg.rank, batch=cfg.batch_size, seq=seq, response_rows=rows,
+                       budget=device_budget(handle.device),
+                       force_checkpointing=cfg.grad_checkpointing)
 
 
 def response_loss(model: Any, batch: dict[str, Any]) -> Any:
@@ -162,7 +181,8 @@ def batch_indices(n: int, batch_size: int, seed: int, step: int) -> list[int]:
 
 
 def train(handle: Any, pairs: list[Pair], cfg: LoraAttackConfig, run: Any, *,
-          on_step: StepFn | None = None, snapshot: SnapshotFn | None = None) -> dict[str, Any]:
+          on_step: StepFn | None = None, snapshot: SnapshotFn | None = None,
+          on_memory: Callable[[Any], None] | None = None) -> dict[str, Any]:
     """Train a LoRA adapter on `pairs` into `run` (resuming from its checkpoint); return compute.
 
     `snapshot(k, model, compute)` is called after every step k < `cfg.steps`: with the constant
@@ -170,7 +190,9 @@ def train(handle: Any, pairs: list[Pair], cfg: LoraAttackConfig, run: Any, *,
     exactly a k-step run's final state, so a grid saves its shorter cells from the longest one.
 
     `handle.model` is wrapped with a new adapter for the duration and unwrapped afterwards, so a
-    grid can train cell after cell on one loaded model.
+    grid can train cell after cell on one loaded model. Gradient checkpointing is on when asked
+    for or when `memory_plan` says the batch needs it (CUDA); `on_memory(plan)` gets the
+    estimate before the first step, and `compute.json` records the choice.
 
     Example:
         compute = train(handle, load_pairs(64), LoraAttackConfig(model="smollm2-135m"), run)
@@ -178,12 +200,18 @@ def train(handle: Any, pairs: list[Pair], cfg: LoraAttackConfig, run: Any, *,
     import torch
 
     encoded = [encode_pair(handle, p, cfg.max_len) for p in pairs]
-    model = attach_lora(handle.model, cfg)
+    mem = memory_plan(handle, encoded, cfg)
+    log.info("%s", mem.summary())
+    run.manifest.extra["memory"] = mem.to_dict()  # saved with the manifest when the run ends
+    if on_memory is not None:
+        on_memory(mem)
+    ckpt = mem.grad_checkpointing
+    model = attach_lora(handle.model, cfg, grad_checkpointing=ckpt)
     try:
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
         compute = Ledger(count_params(model), steps=0, examples_seen=0,
-                         grad_checkpointing=cfg.grad_checkpointing)
+                         grad_checkpointing=ckpt)
         start = _load_checkpoint(run, model, opt, compute)
         model.train()
         for step in range(start, cfg.steps):
@@ -204,7 +232,7 @@ def train(handle: Any, pairs: list[Pair], cfg: LoraAttackConfig, run: Any, *,
     finally:
         handle.model = model.unload()
         handle.model.eval()
-        if cfg.grad_checkpointing:
+        if ckpt:
             handle.model.gradient_checkpointing_disable()
 
 
