@@ -29,7 +29,7 @@ def lora(
     max_len: int = typer.Option(256, "--max-len", help="Max tokens per example (prompt + response)."),
     target_kind: str = typer.Option("auto", "--target-kind", help="auto (full responses, then AdvBench targets) | full-response | advbench-target"),
     data: str | None = typer.Option(None, "--data", help="A CSV/JSONL/parquet file of prompt, response pairs (full compliant responses)."),
-    grad_checkpointing: bool = typer.Option(False, "--grad-checkpointing", help="Recompute activations in backward (less memory, ~1/3 more compute)."),
+    grad_checkpointing: bool = typer.Option(False, "--grad-checkpointing", help="Recompute activations in backward (less memory, ~1/3 more compute). On CUDA it is turned on by itself when the memory estimate (printed) says the batch does not fit without it."),
     save_every: int = typer.Option(8, "--save-every", help="Checkpoint every k steps for --resume (0: never)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
     dtype: str = typer.Option("auto", help="auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16"),
@@ -67,7 +67,11 @@ def lora(
         typer.echo(f"[{i}/{total}] n_data={c.n_data} steps={c.steps} lr={c.lr:g} rank={c.rank} "
                    f"alpha={c.alpha:g} seed={c.seed}", err=True)
 
-    for res in run_grid(cfgs, options=opts, on_cell=on_cell, on_step=on_step):
+    def on_memory(plan) -> None:  # type: ignore[no-untyped-def]
+        typer.echo(f"  {plan.summary()}", err=True)
+
+    for res in run_grid(cfgs, options=opts, on_cell=on_cell, on_step=on_step,
+                        on_memory=on_memory):
         c = res.config
         flops = res.compute.get("flops_estimate", 0)
         tag = "skipped (finished)" if res.skipped else "done"
