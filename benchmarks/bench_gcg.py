@@ -20,7 +20,8 @@ candidate (max |diff| printed, asserted ≤ 1e-4 in float32). The prefix cache i
 and its time is added to step 1 of ours and nanoGCG. Not reproduced: nanoGCG calls
 `gc.collect()` and `torch.cuda.empty_cache()` after every candidate batch (not counted against it).
 
-CPU:  OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_gcg.py --model qwen2.5-coder-0.5b --steps 3
+CPU:  OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_gcg.py --model qwen2.5-coder-0.5b \\
+          --steps 3
 GPU:  python3 benchmarks/bench_gcg.py --device cuda --dtype bfloat16 \\
           --random-init qwen2.5-1.5b-shape --width 512 --topk 256 --steps 5
       (`--random-init DIR` takes config.json and the real tokenizer from a model folder, e.g.
@@ -164,7 +165,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--random-init", default=None,
-                    help=f"random weights: {', '.join(SHAPES)}, or a folder with config.json + tokenizer")
+                    help=f"random weights: {', '.join(SHAPES)}, "
+                         "or a folder with config.json + tokenizer")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--steps", type=int, default=3)
@@ -235,7 +237,8 @@ def main(argv: list[str] | None = None) -> None:
         assert max(max_diff.values()) <= 1e-4, "the three paths disagree on a candidate's loss"
     print(f"speedup vs no-cache reference (the old baseline): "
           f"{totals['no-cache'] / totals['ours']:.2f}")
-    print(f"speedup vs nanoGCG's algorithm (prefix cache): {totals['nanoGCG'] / totals['ours']:.2f}")
+    ratio = totals["nanoGCG"] / totals["ours"]
+    print(f"speedup vs nanoGCG's algorithm (prefix cache): {ratio:.2f}")
 
 
 if __name__ == "__main__":

@@ -64,3 +64,57 @@ def test_generate_empty_prompt_file(tmp_path, tiny_folder):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     _one_line_error(runner.invoke(app, ["generate", "--model", str(tiny_folder), "--prompts", str(empty)]))
+
+
+def test_generate_compile_gives_the_default_tokens(tiny_folder, prompt_file, monkeypatch):
+    """`generate --compile` (transformers' `generate` with a static KV cache) writes the same
+    responses, token counts and finish reasons as the default path (our own KV-cached loop that
+    drops finished rows), on a left-padded batch; and it really takes the static-cache path."""
+    import refusalscope.generate as gen
+
+    calls = []
+    real = gen._hf_generate
+
+    def counting(*args, **kwargs):  # the real static-cache generate, counted
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(gen, "_hf_generate", counting)
+    _stop_early(tiny_folder, json.loads(prompt_file.read_text().splitlines()[0])["prompt"])
+    rows = {}
+    for flags in ([], ["--compile"]):
+        res = runner.invoke(app, ["generate", "--model", str(tiny_folder), "--prompts",
+                                  str(prompt_file), "--n", "6", "--max-new-tokens", "12",
+                                  "--batch-size", "3", "--device", "cpu", *flags])
+        assert res.exit_code == 0, res.output
+        run = res.stdout.strip().splitlines()[-1]
+        rows[bool(flags)] = {r["id"]: r for r in read_jsonl(f"{run}/generations.jsonl")}
+    assert len(calls) == 2  # two batches of 3 through the static cache, none by default
+    assert rows[False].keys() == rows[True].keys() == {f"q{i}" for i in range(6)}
+    for pid, r in rows[False].items():
+        c = rows[True][pid]
+        assert (c["response"], c["new_tokens"], c["finish_reason"]) == \
+            (r["response"], r["new_tokens"], r["finish_reason"]), pid
+    assert len({r["response"] for r in rows[False].values()}) > 1  # tokens depend on the prompt
+    reasons = [r["finish_reason"] for r in rows[False].values()]
+    assert "eos" in reasons and "length" in reasons  # rows finish mid-batch
+
+
+def _stop_early(folder, prompt):
+    """Make the 6th token the tiny model greedily writes for `prompt` an end-of-sequence
+    token too (generation_config.json), so that some rows of a batch finish before others."""
+    import torch
+
+    from refusalscope.models.handle import ModelHandle, RuntimeOptions
+
+    h = ModelHandle.load(str(folder), options=RuntimeOptions("cpu", "float32"))
+    enc = h.tokenizer(h.format_prompt(prompt), return_tensors="pt",
+                      add_special_tokens=not h.has_chat_template)
+    with torch.inference_mode():
+        out = h.model.generate(**enc, max_new_tokens=8, do_sample=False, temperature=None,
+                               top_p=None, top_k=None, pad_token_id=h.tokenizer.pad_token_id)
+    new = out[0, enc["input_ids"].shape[1]:].tolist()
+    stop = next(t for i, t in enumerate(new) if i >= 5 and t not in new[:i])
+    gc = h.base_model.generation_config
+    gc.eos_token_id = [h.tokenizer.eos_token_id, stop]
+    gc.save_pretrained(folder)

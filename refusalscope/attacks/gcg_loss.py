@@ -166,7 +166,7 @@ def suffix_gradient(model: Any, slots: PromptSlots, cache: PrefixCache | None,
 
 def reference_losses(model: Any, slots: PromptSlots, cands: Any, batch_size: int | None = None,
                      *, prefix_cache: PrefixCache | bool | None = None) -> Any:
-    """nanoGCG's candidate loss: full-vocabulary logits at every fed position. `cands: [B, L]` -> `[B]`.
+    """nanoGCG's candidate loss, full-vocabulary logits at every fed position: `[B, L]` -> `[B]`.
 
     `prefix_cache=None`/`False` feeds the whole prompt per candidate (nanoGCG with
     `use_prefix_cache=False`, the baseline of the first benchmarks). A `PrefixCache` (or `True`:
