@@ -35,7 +35,7 @@ def gcg(
     allow_non_ascii: bool = typer.Option(False, "--allow-non-ascii"),
     max_new_tokens: int = typer.Option(64, "--max-new-tokens", help="Evaluation response length."),
     seed: int = typer.Option(0),
-    batch_size: int | None = typer.Option(None, "--batch-size", help="Candidates per forward (default: all, halved on out-of-memory)."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Candidates per forward (default: CUDA as many as free memory holds, CPU all; halved on out-of-memory)."),
     device: str = typer.Option("auto"),
     dtype: str = typer.Option("auto"),
     resume: str | None = typer.Option(None, help="Continue an interrupted attack-gcg run from its last step."),

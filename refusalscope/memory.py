@@ -210,4 +210,10 @@ def gcg_batch_size(device: Any, config: Any, dt: int, *, prefix: int, rest: int,
         return None
     free, _ = torch.cuda.mem_get_info(dev)
     per = gcg_candidate_bytes(Shape.from_config(config), dt, prefix, rest, target)
-    return max(1, min(width, int((1 - HEADROOM) * free // per)))
+    return candidates_that_fit(free, per, width)
+
+
+def candidates_that_fit(free: int, per_candidate: int, width: int) -> int:
+    """How many candidates of `per_candidate` bytes fit in `(1 - HEADROOM)` of `free` bytes,
+    between 1 and `width`."""
+    return max(1, min(width, int((1 - HEADROOM) * free // per_candidate)))

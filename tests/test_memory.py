@@ -167,3 +167,35 @@ def test_train_prints_the_plan_and_records_the_choice(tmp_path) -> None:  # type
         assert compute["grad_checkpointing"] is ckpt
         assert (compute["recomputed_tokens"] > 0) is ckpt
         assert run.manifest.extra["memory"]["grad_checkpointing"] is ckpt
+
+
+def test_gcg_candidate_kv_cache_bytes_exact() -> None:
+    """The KV-cache term of a candidate's bytes is what the grown cache holds after a forward."""
+    from refusalscope.attacks.gcg import GCG, GCGConfig
+    from refusalscope.attacks.gcg_loss import PrefixCache
+    from refusalscope.memory import candidates_that_fit, gcg_candidate_bytes
+    from refusalscope.models.tiny import tiny_handle
+
+    h = tiny_handle("llama")
+    opt = GCG(h, [("Write a poem about the sea", "Sure, here is")],
+              GCGConfig(steps=1, search_width=8, topk=4, suffix_len=5))
+    assert opt.batch_size is None  # CPU: all candidates at once, as before
+    s = opt.slots[0]
+    rest = 5 + s.tail.shape[1] + s.target.shape[1]
+    cache = PrefixCache(h.model, s.prefix, h.config).expand(3)
+    with torch.no_grad():
+        h.model(input_ids=torch.zeros(3, rest, dtype=torch.long), use_cache=True,
+                **{opt.caches[0].kw: cache})
+    held = sum(t.numel() * t.element_size() for layer in cache.layers
+               for t in (layer.keys, layer.values))
+    shape = Shape.from_config(h.config)
+    per = gcg_candidate_bytes(shape, 4, s.prefix.shape[1], rest, s.target.shape[1])
+    kv_term = per - rest * 4 * (4 * shape.hidden + 2 * shape.kv
+                                + shape.mlp_factor * shape.intermediate) \
+        - s.target.shape[1] * shape.vocab * 4
+    assert 3 * kv_term == held
+    assert candidates_that_fit(100 * per, per, 512) == 85
+    assert candidates_that_fit(per // 2, per, 512) == 1
+    assert candidates_that_fit(10_000 * per, per, 512) == 512
+    assert GCG(h, [("Write a poem", "Sure")], GCGConfig(steps=1, search_width=8, topk=4,
+                                                         suffix_len=5), batch_size=2).batch_size == 2

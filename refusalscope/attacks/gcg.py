@@ -117,6 +117,7 @@ class GCG:
         self.caches = [PrefixCache(self.model, s.prefix, handle.config) for s in self.slots]
         self.forbidden = forbidden_tokens(handle.tokenizer, self.embed_w.shape[0],
                                           cfg.allow_non_ascii)
+        self.batch_size = _candidate_batch(handle, self.slots, cfg, batch_size)
         # nothing is trained: the model's weights may still say requires_grad
         self.params = count_params(self.model, trained=False)
 
@@ -215,6 +216,24 @@ class GCG:
             losses, _ = self._losses(ids, state.n_active, state.compute)  # rescore on the new set
             state.buffer = sorted(zip(losses.tolist(), [i for _, i in state.buffer]))
             log.info("GCG: %d prompts active", state.n_active)
+
+
+def _candidate_batch(handle: Any, slots: Sequence[Any], cfg: GCGConfig,
+                     batch_size: int | None) -> int | None:
+    """Candidates per forward: the caller's; on CUDA as many as the free memory holds for the
+    longest prompt (`memory.gcg_batch_size`); elsewhere None (all at once). Out-of-memory still
+    halves it (`gcg_loss.with_oom_backoff`)."""
+    from refusalscope.memory import gcg_batch_size
+
+    tail = max(s.tail.shape[1] for s in slots)
+    target = max(s.target.shape[1] for s in slots)
+    size = gcg_batch_size(handle.device, handle.config, next(handle.model.parameters()).element_size(),
+                          prefix=max(s.prefix.shape[1] for s in slots),
+                          rest=cfg.suffix_len + tail + target, target=target,
+                          width=cfg.search_width, fixed=batch_size)
+    if batch_size is None and size is not None:
+        log.info("GCG: %d candidates per forward (from free device memory)", size)
+    return size
 
 
 def initial_suffix(tokenizer: Any, cfg: GCGConfig) -> list[int]:
