@@ -32,12 +32,29 @@ class RuntimeOptions:
     dtype: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16 | float16
     trust_remote_code: bool = False
 
+    def __post_init__(self) -> None:
+        self.resolved_dtype()  # a bad or absent --device / --dtype fails before any work
+
     def resolved_device(self) -> str:
+        """The device to load on; a CUDA device that is not there is a `UserError`, not a
+        torch traceback deep inside loading."""
+        import re
+
         import torch
 
-        if self.device != "auto":
-            return self.device
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        m = re.fullmatch(r"(cpu|mps|cuda)(?::(\d+))?", self.device)
+        if m is None or (m.group(2) is not None and m.group(1) != "cuda"):
+            raise UserError(f"unknown --device {self.device!r}: auto, cpu, cuda, cuda:N or mps")
+        if m.group(1) == "cuda":
+            if not torch.cuda.is_available():
+                raise UserError(f"--device {self.device}: torch sees no CUDA device here "
+                                f"(torch {torch.__version__}); use --device cpu or auto")
+            if m.group(2) is not None and int(m.group(2)) >= torch.cuda.device_count():
+                raise UserError(f"--device {self.device}: only {torch.cuda.device_count()} "
+                                "CUDA device(s) visible")
+        return self.device
 
     def resolved_dtype(self):  # type: ignore[no-untyped-def]
         import torch
