@@ -48,6 +48,9 @@ def sweep(*, model: str, adapter: str | None = None, n: int = 64, n_val: int = 3
     from refusalscope.errors import UserError
     from refusalscope.interp.steering import parse_layers
     from refusalscope.interp.sweep import run_sweep
+    from refusalscope.models.handle import RuntimeOptions
+
+    RuntimeOptions(device=device, dtype=dtype)  # a bad or absent device fails before the data
 
     if split != "direction":
         raise UserError(f"--split {split!r}: directions are computed on the `direction` split "
