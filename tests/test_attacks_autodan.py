@@ -226,7 +226,7 @@ def test_too_few_texts_fit(handle, short_texts):
 
 
 @pytest.mark.slow
-def test_real_model_fitness_and_generation(real_home):
+def test_real_model_fitness_and_generation(smollm2_home):
     """smollm2-135m with the real prompt group: batched left-padded fitness == full-logits NLL,
     and one generation runs (names filled from the model)."""
     from refusalscope.models.handle import ModelHandle, RuntimeOptions

@@ -170,7 +170,7 @@ def test_config_validation_and_round_trip():
 
 
 @pytest.mark.slow
-def test_real_model_losses_match_reference(real_home):
+def test_real_model_losses_match_reference(smollm2_home):
     """smollm2-135m (real weights, real chat template): cached target-only losses == reference."""
     from refusalscope.models.handle import ModelHandle, RuntimeOptions
 

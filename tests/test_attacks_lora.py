@@ -205,7 +205,7 @@ def test_pair_file_and_sizes(tmp_path):
         load_pair_file(bad)
 
 
-def test_split_pairs_are_attack_train_targets(real_home):
+def test_split_pairs_are_attack_train_targets(data_home):
     from refusalscope.data.load import load_split
 
     pairs = load_pairs(8, seed=0, target_kind="advbench-target")
@@ -216,7 +216,7 @@ def test_split_pairs_are_attack_train_targets(real_home):
         load_pairs(n + 1, target_kind="advbench-target")
 
 
-def test_full_responses_avoid_eval_and_come_first(real_home):
+def test_full_responses_avoid_eval_and_come_first(data_home):
     from refusalscope.attacks.pairs import _norm, pyrit_full_responses
     from refusalscope.data.load import load_split
 
@@ -247,7 +247,7 @@ def test_grad_checkpointing_same_loss_and_grads():
 
 
 @pytest.mark.slow
-def test_real_model_one_step(real_home, tmp_path):
+def test_real_model_one_step(smollm2_home, tmp_path):
     """smollm2-135m: one step on 4 attack-train pairs; the saved adapter loads for generation."""
     from refusalscope.models.handle import ModelHandle
 

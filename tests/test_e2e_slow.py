@@ -53,7 +53,7 @@ def test_pull_generate_score_smollm2(tmp_path):
 
 
 @pytest.mark.slow
-def test_defend_tar_then_attack_the_defended_smollm2(real_home):
+def test_defend_tar_then_attack_the_defended_smollm2(smollm2_home):
     """TAR on the real model and data (PyRIT pairs, built splits), tiny budget; the defended
     model takes a LoRA attack and generates; no eval prompt reached training."""
     from refusalscope.data.load import load_split

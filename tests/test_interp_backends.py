@@ -71,7 +71,7 @@ def test_unknown_backend_and_missing_site():
 
 
 @pytest.mark.slow
-def test_backends_agree_on_smollm2(real_home):
+def test_backends_agree_on_smollm2(smollm2_home):
     from refusalscope.models.handle import ModelHandle
 
     kinds = ("resid_pre", "resid_post")

@@ -151,7 +151,7 @@ def test_http_judge_end_to_end_records_garbage_as_unparsable(served, monkeypatch
 
 
 @pytest.mark.slow
-def test_real_small_model_judge_http_equals_local(real_home: Path) -> None:
+def test_real_small_model_judge_http_equals_local(smollm2_home: Path) -> None:
     """smollm2-135m served over loopback answers exactly as the same model judging locally."""
     from refusalscope.models.handle import ModelHandle
     from refusalscope.serve import make_server
