@@ -1,20 +1,67 @@
-"""Batched generation vs a per-prompt `generate` loop, same model, prompts and token budget.
+"""Batched generation against transformers' batched `generate` at the same batch size.
 
-Three passes, one after the other in this process, same prompts, greedy, same budget:
-  1. refusalscope batched: `generate_rows(batch_size=B)` (finished rows leave the batch);
-  2. baseline: a per-prompt loop of transformers' `model.generate` (what one writes by hand);
-  3. refusalscope with batch_size=1 (our own loop, one prompt at a time): isolates batching;
-  4. refusalscope batched with MKL's linears instead of oneDNN's (`onednn=False`): isolates
-     the CPU kernels (skipped off the CPU, where both are the same path).
-Prints wall time, tokens/s, both speed ratios, and how many responses agree.
+Same model, prompts, greedy decoding and token budget for every path:
+  ours        `generate_rows(batch_size=B)`: grouped prefill, finished rows leave the batch,
+              oneDNN linears on the CPU
+  HF batched  transformers' `model.generate` on the same B prompts, left-padded, default
+              (dynamic) cache: what a user batching by hand runs -- the headline baseline
+  HF loop     `model.generate` one prompt at a time (the first benchmarks' baseline)
+  (`--all` adds our own loop at batch size 1 and ours with MKL's linears, `onednn=False`)
+The prompts are cut into chunks of B; every path runs each chunk once, chunk after chunk, in
+an order that rotates from chunk to chunk, so a shared machine's load falls on all paths
+(use --n a multiple of B, at least 2 chunks). Prints wall time and tokens/s per path, how
+many responses are identical between paths, and the headline ratio last.
 
-    .venv/bin/python benchmarks/bench_generate.py --model qwen2.5-coder-0.5b --n 32 --max-new-tokens 64
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_generate.py --model qwen2.5-coder-0.5b \\
+        --n 32 --batch-size 16 --max-new-tokens 128
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
+
+
+def hf_generate(handle: Any, prompts: list[Any], max_new_tokens: int) -> list[dict[str, Any]]:
+    """transformers' greedy `generate` on `prompts` as one left-padded batch -> rows by id."""
+    import torch
+
+    from refusalscope.generate import _eos_ids, _split_completion
+
+    tok = handle.tokenizer
+    enc = tok([handle.format_prompt(p.prompt) for p in prompts], return_tensors="pt",
+              padding=True, add_special_tokens=not handle.has_chat_template).to(handle.device)
+    with torch.inference_mode():
+        out = handle.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                    temperature=None, top_p=None, top_k=None,
+                                    pad_token_id=tok.pad_token_id)
+    eos = _eos_ids(handle)
+    rows = []
+    for p, seq in zip(prompts, out[:, enc["input_ids"].shape[1]:].tolist(), strict=True):
+        resp, n_new, _ = _split_completion(seq, eos)
+        rows.append({"id": p.id, "new_tokens": n_new,
+                     "response": tok.decode(resp, skip_special_tokens=True)})
+    return rows
+
+
+def paths(handle: Any, cfg: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """Each path as a function of one chunk of prompts -> rows."""
+    from refusalscope.generate import generate_rows
+
+    def ours(bs: int, onednn: bool = True) -> Any:
+        return lambda chunk: list(generate_rows(handle, chunk, cfg, batch_size=bs,
+                                                onednn=onednn))
+
+    out = {"ours": ours(args.batch_size),
+           "HF batched": lambda chunk: hf_generate(handle, chunk, args.max_new_tokens),
+           "HF loop": lambda chunk: [r for p in chunk
+                                     for r in hf_generate(handle, [p], args.max_new_tokens)]}
+    if args.all:
+        out["ours, batch 1"] = ours(1)
+        if handle.device.type == "cpu":
+            out["ours, MKL"] = ours(args.batch_size, onednn=False)
+    return out
 
 
 def main() -> None:
@@ -22,81 +69,65 @@ def main() -> None:
     ap.add_argument("--model", default="qwen2.5-coder-0.5b")
     ap.add_argument("--n", type=int, default=32)
     ap.add_argument("--max-new-tokens", type=int, default=64)
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--split", default="eval")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--all", action="store_true", help="also our batch-1 loop and MKL linears")
     args = ap.parse_args()
 
     import torch
 
     from refusalscope.data.load import load_split
-    from refusalscope.generate import GenerateConfig, _eos_ids, _split_completion, generate_rows
+    from refusalscope.generate import GenerateConfig, generate_rows
     from refusalscope.models.handle import ModelHandle, RuntimeOptions
 
-    handle = ModelHandle.load(args.model, options=RuntimeOptions(device=args.device, dtype=args.dtype))
+    handle = ModelHandle.load(args.model, options=RuntimeOptions(device=args.device,
+                                                                 dtype=args.dtype))
     prompts = load_split(args.split, n=args.n)
     cfg = GenerateConfig(model=args.model, split=args.split, n=args.n,
                          max_new_tokens=args.max_new_tokens)
-    print(f"model={args.model} prompts={len(prompts)} max_new_tokens={args.max_new_tokens} "
-          f"threads={torch.get_num_threads()} device={handle.device}")
-
-    def timed(batch_size: int, onednn: bool = True) -> tuple[float, list[dict]]:
-        t0 = time.perf_counter()
-        rows = list(generate_rows(handle, prompts, cfg, batch_size=batch_size, onednn=onednn))
-        return time.perf_counter() - t0, rows
-
-    def hf_loop() -> tuple[float, list[dict]]:
-        eos = _eos_ids(handle)
-        rows = []
-        t0 = time.perf_counter()
-        for p in prompts:
-            enc = handle.tokenizer(handle.format_prompt(p.prompt), return_tensors="pt",
-                                   add_special_tokens=not handle.has_chat_template)
-            with torch.inference_mode():
-                out = handle.model.generate(**enc, max_new_tokens=args.max_new_tokens,
-                                            do_sample=False, temperature=None, top_p=None,
-                                            top_k=None, pad_token_id=handle.tokenizer.pad_token_id)
-            resp, n_new, _ = _split_completion(out[0, enc["input_ids"].shape[1]:].tolist(), eos)
-            rows.append({"id": p.id, "new_tokens": n_new,
-                         "response": handle.tokenizer.decode(resp, skip_special_tokens=True)})
-        return time.perf_counter() - t0, rows
-
-    # Warm up both code paths (first-touch of the weights, allocator, oneDNN primitives) so
-    # that no pass pays start-up costs the others do not.
+    runs = paths(handle, cfg, args)
+    names = list(runs)
+    print(f"model={args.model} prompts={len(prompts)} batch={args.batch_size} "
+          f"max_new_tokens={args.max_new_tokens} threads={torch.get_num_threads()} "
+          f"device={handle.device}")
+    # warm-up: first-touch of weights, allocator and oneDNN primitives falls on no path
     list(generate_rows(handle, prompts[:2], GenerateConfig(model=args.model, max_new_tokens=4),
                        batch_size=2))
-    with torch.inference_mode():
-        enc = handle.tokenizer(handle.format_prompt(prompts[0].prompt), return_tensors="pt",
-                               add_special_tokens=not handle.has_chat_template)
-        handle.model.generate(**enc, max_new_tokens=4, do_sample=False, temperature=None,
-                              top_p=None, top_k=None, pad_token_id=handle.tokenizer.pad_token_id)
+    hf_generate(handle, prompts[:2], 4)
 
-    t_batch, batched = timed(args.batch_size)
-    t_hf, hf_rows = hf_loop()
-    t_loop, looped = timed(1)
-    on_cpu = handle.device.type == "cpu"
-    t_mkl, mkl_rows = timed(args.batch_size, onednn=False) if on_cpu else (t_batch, batched)
-    tok_h = sum(r["new_tokens"] for r in hf_rows)
-    tok_b = sum(r["new_tokens"] for r in batched)
-    tok_l = sum(r["new_tokens"] for r in looped)
-    def same(a: list[dict], b: list[dict]) -> int:
-        return sum(x["response"] == y["response"] for x, y in
-                   zip(sorted(a, key=lambda r: r["id"]), sorted(b, key=lambda r: r["id"])))
+    secs = {k: 0.0 for k in names}
+    rows: dict[str, list[dict[str, Any]]] = {k: [] for k in names}
+    chunks = [prompts[i:i + args.batch_size] for i in range(0, len(prompts), args.batch_size)]
+    for c, chunk in enumerate(chunks):
+        order = names[c % len(names):] + names[:c % len(names)]
+        for k in order:
+            t0 = time.perf_counter()
+            rows[k] += runs[k](chunk)
+            secs[k] += time.perf_counter() - t0
+        print(f"chunk {c + 1}/{len(chunks)} (order {', '.join(order)}): "
+              + ", ".join(f"{k} {secs[k]:.1f} s" for k in names), flush=True)
+    report(names, secs, rows, len(prompts))
 
-    print(f"refusalscope batched (batch {args.batch_size:>3}): {t_batch:8.1f} s  {tok_b:6d} tokens  {tok_b / t_batch:7.1f} tok/s")
-    print(f"HF generate, per-prompt loop   : {t_hf:8.1f} s  {tok_h:6d} tokens  {tok_h / t_hf:7.1f} tok/s")
-    print(f"refusalscope, batch size 1     : {t_loop:8.1f} s  {tok_l:6d} tokens  {tok_l / t_loop:7.1f} tok/s")
-    if on_cpu:
-        tok_m = sum(r["new_tokens"] for r in mkl_rows)
-        print(f"refusalscope batched, MKL      : {t_mkl:8.1f} s  {tok_m:6d} tokens  {tok_m / t_mkl:7.1f} tok/s")
-    print(f"speed ratio vs per-prompt HF generate loop: {t_hf / t_batch:.2f}x")
-    print(f"speed ratio vs our own batch-size-1 loop:   {t_loop / t_batch:.2f}x")
-    if on_cpu:
-        print(f"speed ratio of oneDNN vs MKL linears, batched: {t_mkl / t_batch:.2f}x")
-    print(f"identical responses: batched=HF loop {same(batched, hf_rows)}/{len(prompts)}, "
-          f"batched=our loop {same(batched, looped)}/{len(prompts)}, "
-          f"batched=batched MKL {same(batched, mkl_rows)}/{len(prompts)}")
+
+def report(names: list[str], secs: dict[str, float], rows: dict[str, list[dict[str, Any]]],
+           n: int) -> None:
+    """Per-path wall time and tokens/s, identical responses between paths, ratios; the
+    headline (against transformers' batched `generate`) last."""
+    by_id = {k: {r["id"]: r["response"] for r in rows[k]} for k in names}
+    for k in names:
+        tok = sum(r["new_tokens"] for r in rows[k])
+        print(f"{k:<14}: {secs[k]:8.1f} s  {tok:6d} tokens  {tok / secs[k]:7.1f} tok/s")
+    for k in names[1:]:
+        same = sum(by_id["ours"][i] == by_id[k][i] for i in by_id["ours"])
+        print(f"identical responses, ours = {k}: {same}/{n}")
+    same = sum(by_id["HF batched"][i] == by_id["HF loop"][i] for i in by_id["HF loop"])
+    print(f"identical responses, HF batched = HF loop: {same}/{n}")
+    for k in names[2:]:
+        print(f"speed ratio vs {k}: {secs[k] / secs['ours']:.2f}x")
+    ratio = secs["HF batched"] / secs["ours"]
+    print(f"speed ratio vs transformers' batched generate: {ratio:.2f}x")
 
 
 if __name__ == "__main__":
