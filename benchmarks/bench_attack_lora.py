@@ -1,7 +1,9 @@
 """Time LoRA attack steps: head-only-on-response loss vs the naive full-logits loss, side by side.
 
 Same model, same adapter init, same batches (AdvBench attack-train pairs, chat template); each
-path runs `--steps` optimizer steps after one untimed warm-up step, alternating per step.
+path runs `--steps` forward+backward steps after one untimed warm-up step; which path goes first
+alternates from step to step (head-only first on even steps, full-logits first on odd ones), so
+a shared machine's load and the second pass's warm caches fall on both. The ratio prints last.
 
     .venv/bin/python benchmarks/bench_attack_lora.py --model qwen2.5-coder-0.5b --batch-size 4 --steps 2
 
@@ -88,10 +90,12 @@ def main() -> None:
         return m(**b).loss  # full [B, T, vocab] logits
 
     times: dict[str, list[float]] = {"head-only": [], "full-logits": []}
+    losses: dict[str, float] = {}
     tokens = response = 0
     for step in range(a.steps + 1):
         batch = {k: v.to(handle.device) for k, v in batches[step].items()}
-        for name, fn in (("head-only", response_loss), ("full-logits", naive)):
+        order = [("head-only", response_loss), ("full-logits", naive)]
+        for name, fn in (order if step % 2 == 0 else order[::-1]):
             if handle.device.type == "cuda":
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
@@ -102,17 +106,16 @@ def main() -> None:
                 torch.cuda.synchronize()
             if step > 0:
                 times[name].append(time.perf_counter() - t0)
+            losses[name] = float(loss.detach())
         n_tok = int(batch["attention_mask"].sum())
         if step > 0:
             tokens += n_tok
             response += int((batch["labels"][:, 1:] != IGNORE).sum())
-        print(f"step {step}: {n_tok} tokens, loss {float(loss.detach()):.4f}"
+        print(f"step {step}: {n_tok} tokens, loss head-only {losses['head-only']:.4f}, "
+              f"full-logits {losses['full-logits']:.4f}"
               + (" (warm-up)" if step == 0 else ""))
     peak = torch.cuda.max_memory_allocated() / 2**30 if handle.device.type == "cuda" else 0.0
     h, f = (sum(times[k]) / len(times[k]) for k in ("head-only", "full-logits"))
-    print(f"{a.random_init or a.model} {handle.device} {next(model.parameters()).dtype} "
-          f"batch {a.batch_size}: head-only {h:.2f} s/step, full-logits {f:.2f} s/step, "
-          f"ratio {f / h:.2f}x")
     # backward only (no optimizer step), so the FLOPs are the training estimate's
     flops = flops_estimate(params, tokens, response, grad_checkpointing=a.grad_checkpointing)
     secs = sum(times["head-only"])
@@ -120,6 +123,9 @@ def main() -> None:
           + (f", MFU {flops / secs / (a.peak_tflops * 1e12):.1%} of {a.peak_tflops:g}"
              if handle.device.type == "cuda" else "")
           + (f", peak {peak:.1f} GiB (both paths)" if peak else ""))
+    print(f"{a.random_init or a.model} {handle.device} {next(model.parameters()).dtype} "
+          f"batch {a.batch_size}: head-only {h:.2f} s/step, full-logits {f:.2f} s/step, "
+          f"ratio {f / h:.2f}x")
 
 
 if __name__ == "__main__":
