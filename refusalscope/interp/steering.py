@@ -29,14 +29,18 @@ from refusalscope.models.sites import site_name
 
 # model_type -> (attention output projection, MLP output projection) inside a decoder layer:
 # the linears whose outputs are added unchanged to the residual stream. Families whose writes
-# pass through a norm (Gemma 2/3 sandwich norms) or run attention and MLP in parallel with
-# biases on shared inputs (Phi-1/2) are not listed: `orthogonalize` refuses them.
+# pass through a norm (Gemma 2/3 sandwich norms) are not listed: `orthogonalize` refuses them.
+# Phi-1/2's parallel block (x + dense(attn) + fc2(mlp), both with biases) qualifies: with no
+# write along r the stream never carries r, which is what the parallel hook ablation
+# (resid_pre and resid_post of every block) leaves too.
 WRITERS: dict[str, tuple[str, str]] = {
     "llama": ("self_attn.o_proj", "mlp.down_proj"),
     "mistral": ("self_attn.o_proj", "mlp.down_proj"),
+    "ministral3": ("self_attn.o_proj", "mlp.down_proj"),
     "qwen2": ("self_attn.o_proj", "mlp.down_proj"),
     "qwen3": ("self_attn.o_proj", "mlp.down_proj"),
     "phi3": ("self_attn.o_proj", "mlp.down_proj"),
+    "phi": ("self_attn.dense", "mlp.fc2"),
 }
 
 

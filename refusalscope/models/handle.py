@@ -86,6 +86,9 @@ class ModelHandle:
         text_cfg = getattr(self.config, "text_config", None) or self.config
         self.d_model: int = text_cfg.hidden_size
         _prepare_tokenizer(tokenizer, base)
+        if not self.has_chat_template:
+            log.warning("%s has no chat template (a base model?): prompts are wrapped in the "
+                        "fallback format '### Instruction: ... ### Response:'", name)
 
     # -- loading -----------------------------------------------------------------------------
     @classmethod
@@ -163,16 +166,24 @@ def _prepare_tokenizer(tokenizer: Any, model: Any) -> None:
 
 
 def _load_hf(load_path: str, opts: RuntimeOptions):  # type: ignore[no-untyped-def]
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """(model, tokenizer) of a folder or hub id; an image-text checkpoint of a family in
+    `textonly.TEXT_ONLY` loads as its language model only (see `models.textonly`)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
+
+    from refusalscope.models.textonly import TEXT_ONLY, load_text_model
 
     hf_logging.disable_progress_bar()  # a per-tensor bar on every load is noise for our CLI
     device, dtype = opts.resolved_device(), opts.resolved_dtype()
+    trust = opts.trust_remote_code
     try:
-        tokenizer = AutoTokenizer.from_pretrained(load_path,
-                                                  trust_remote_code=opts.trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(load_path, dtype=dtype,
-                                                     trust_remote_code=opts.trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(load_path, trust_remote_code=trust)
+        config = AutoConfig.from_pretrained(load_path, trust_remote_code=trust)
+        if config.model_type in TEXT_ONLY:
+            model = load_text_model(load_path, config, dtype, trust_remote_code=trust)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(load_path, config=config, dtype=dtype,
+                                                         trust_remote_code=trust)
     except OSError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"could not load model {load_path!r}: {first}") from None

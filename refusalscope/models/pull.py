@@ -39,6 +39,9 @@ GGUF_NAME = "model.gguf"
 HF_DIR = "hf"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
+# Mistral repos also ship their own-format copy of every weight (consolidated*.safetensors,
+# 4.7 GB for Ministral 3 3B) beside the transformers one; transformers never reads it.
+_HUB_IGNORE = ["consolidated*.safetensors"]
 
 
 @dataclass(frozen=True)
@@ -191,7 +194,8 @@ def pull_hub(hub_id: str) -> Path:
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(hub_id, allow_patterns=_HUB_PATTERNS))
+        return Path(snapshot_download(hub_id, allow_patterns=_HUB_PATTERNS,
+                                      ignore_patterns=_HUB_IGNORE))
     except Exception as e:  # network, auth, offline mode: all the user's to fix
         msg = " ".join(str(e).split())[:160]
         raise UserError(f"could not download {hub_id} from the hub ({type(e).__name__}: "

@@ -258,8 +258,12 @@ def model_sizes(model_or_config: Any, *, tied: bool | None = None) -> ModelSizes
         import torch
         from transformers import AutoModelForCausalLM
 
+        from refusalscope.models.textonly import text_only_config
+
+        # an image-text checkpoint loads as its language model: count that
+        config = text_only_config(model_or_config) or model_or_config
         with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(model_or_config)
+            model = AutoModelForCausalLM.from_config(config)
     emb = model.get_input_embeddings().weight
     head_mod = model.get_output_embeddings()
     loaded_tied = head_mod.weight is emb

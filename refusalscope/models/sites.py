@@ -42,6 +42,7 @@ _GEMMA_SANDWICH = Family(layers="model.layers", attn_out="post_attention_layerno
 FAMILIES: dict[str, Family] = {
     "llama": _LLAMA,
     "mistral": _LLAMA,
+    "ministral3": _LLAMA,  # the language model of a mistral3 checkpoint (models.textonly)
     "qwen2": _LLAMA,
     "qwen3": _LLAMA,
     "gemma": _LLAMA,

@@ -26,20 +26,27 @@ _CORPUS = [
 ]
 
 
-def tiny_tokenizer(vocab_size: int = 384, chat_template: str | None = CHATML_TEMPLATE):  # type: ignore[no-untyped-def]
-    """A deterministic byte-level BPE tokenizer (PreTrainedTokenizerFast) with a chat template."""
+def tiny_tokenizer(vocab_size: int = 384, chat_template: str | None = CHATML_TEMPLATE, *,  # type: ignore[no-untyped-def]
+                   specials: tuple[str, ...] = tuple(_SPECIALS), eos: str = "<|im_end|>",
+                   pad: str | None = "<|endoftext|>", bos: str | None = None):
+    """A deterministic byte-level BPE tokenizer (PreTrainedTokenizerFast) with a chat template.
+
+    `specials` (ids 0, 1, ... in order), `eos`, `pad` and `bos` mimic another family's
+    special tokens (e.g. ``("<unk>", "<s>", "</s>")`` for Llama 2); `pad=None`: none, as
+    many base models ship.
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=_SPECIALS,
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(specials),
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   show_progress=False)
     tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>",
-                                   pad_token="<|endoftext|>")
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=eos, pad_token=pad,
+                                   bos_token=bos)
     if chat_template is not None:
         fast.chat_template = chat_template
     return fast
