@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -21,7 +23,8 @@ SHAPES = {
 }
 
 
-def _model(arch: str, layers: int, dtype: torch.dtype = torch.float32):  # type: ignore[no-untyped-def]
+def _model(arch: str, layers: int,  # type: ignore[no-untyped-def]
+           dtype: torch.dtype = torch.float32):
     from transformers import AutoConfig, AutoModelForCausalLM
 
     cfg = AutoConfig.for_model(arch, vocab_size=512, num_hidden_layers=layers,
@@ -147,7 +150,7 @@ def test_gcg_batch_is_fixed_off_cuda() -> None:
                           fixed=64) == 64
 
 
-def test_train_prints_the_plan_and_records_the_choice(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_train_prints_the_plan_and_records_the_choice(tmp_path: Path) -> None:
     """On the CPU the flag alone decides; the plan reaches `on_memory`, the manifest and the
     ledger; forced checkpointing counts its recomputation."""
     from refusalscope.attacks.lora import train
@@ -197,5 +200,5 @@ def test_gcg_candidate_kv_cache_bytes_exact() -> None:
     assert candidates_that_fit(100 * per, per, 512) == 85
     assert candidates_that_fit(per // 2, per, 512) == 1
     assert candidates_that_fit(10_000 * per, per, 512) == 512
-    assert GCG(h, [("Write a poem", "Sure")], GCGConfig(steps=1, search_width=8, topk=4,
-                                                         suffix_len=5), batch_size=2).batch_size == 2
+    small = GCGConfig(steps=1, search_width=8, topk=4, suffix_len=5)
+    assert GCG(h, [("Write a poem", "Sure")], small, batch_size=2).batch_size == 2

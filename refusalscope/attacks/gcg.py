@@ -227,7 +227,8 @@ def _candidate_batch(handle: Any, slots: Sequence[Any], cfg: GCGConfig,
 
     tail = max(s.tail.shape[1] for s in slots)
     target = max(s.target.shape[1] for s in slots)
-    size = gcg_batch_size(handle.device, handle.config, next(handle.model.parameters()).element_size(),
+    dt = next(handle.model.parameters()).element_size()
+    size = gcg_batch_size(handle.device, handle.config, dt,
                           prefix=max(s.prefix.shape[1] for s in slots),
                           rest=cfg.suffix_len + tail + target, target=target,
                           width=cfg.search_width, fixed=batch_size)
