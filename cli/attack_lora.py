@@ -29,6 +29,7 @@ def lora(
     max_len: int = typer.Option(256, "--max-len", help="Max tokens per example (prompt + response)."),
     target_kind: str = typer.Option("auto", "--target-kind", help="auto (full responses, then AdvBench targets) | full-response | advbench-target"),
     data: str | None = typer.Option(None, "--data", help="A CSV/JSONL/parquet file of prompt, response pairs (full compliant responses)."),
+    pairs: str | None = typer.Option(None, "--pairs", help="Pairs made by `refusalscope data pairs`: its --name, content id, folder or generations.jsonl (kept pairs only)."),
     grad_checkpointing: bool = typer.Option(False, "--grad-checkpointing", help="Recompute activations in backward (less memory, ~1/3 more compute). On CUDA it is turned on by itself when the memory estimate (printed) says the batch does not fit without it."),
     save_every: int = typer.Option(8, "--save-every", help="Checkpoint every k steps for --resume (0: never)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
@@ -52,6 +53,12 @@ def lora(
         return
     if model is None:
         raise UserError("--model is required (a name from `refusalscope models list` or a folder)")
+    if pairs is not None:
+        if data is not None:
+            raise UserError("give --pairs or --data, not both")
+        from refusalscope.data.pairgen import resolve_pairs
+
+        data = str(resolve_pairs(pairs).resolve())
     grid = {"n_data": parse_values(n_data, int, "--n-data"),
             "steps": parse_values(steps, int, "--steps"),
             "lr": parse_values(lr, float, "--lr"), "rank": parse_values(rank, int, "--rank"),

@@ -150,3 +150,12 @@ def import_(
     with_target = sum(1 for p in prompts if p.target)
     typer.echo(f"imported {len(rows)} {label} prompts ({with_target} with targets) as "
                f"{name!r}: {out}")
+
+
+def _register_pairs() -> None:
+    from refusalscope.cli import data_pairs
+
+    data_pairs.register(app)
+
+
+_register_pairs()

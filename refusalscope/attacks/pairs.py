@@ -6,7 +6,13 @@ Two offline pools, neither touching `eval`:
 * Full compliant responses: PyRIT's objective scorer evals (`pyrit==1.1.0`) hold responses to
   harmful objectives that human raters marked as achieving the objective (score 1); 191 rows,
   files pinned by sha256, objectives equal to an `eval` prompt (normalised text) dropped.
-Users can bring their own full responses in a file of `prompt`, `response` columns.
+Users can bring their own full responses in a file of `prompt`, `response` columns, or make
+any number with `refusalscope data pairs` (`data.pairgen`): a made-pairs file passed as
+`data_file` trains on its kept (`complied`) rows, in generation order.
+
+Every pool, whatever its source, goes through `data.holdout.HeldOut`: a pair whose prompt is an
+exact or near duplicate (the data build's word-set Jaccard rule and threshold) of an `eval` or
+`direction` prompt is never trained on.
 
 `encode_pair` applies the model's chat template and returns token ids with the length of the
 prompt part; `collate` right-pads a batch and sets labels to -100 on prompt and padding, so the
@@ -81,15 +87,42 @@ def load_pairs(n: int, *, seed: int = 0, target_kind: str = "auto",
     else:
         pools = [pyrit_full_responses(), _split_pairs()]
         where = "the full responses (PyRIT) and AdvBench targets of attack-train together"
+    from refusalscope.data.holdout import HeldOut
+
+    held = HeldOut.from_built()
+    pools = [held.filter(pool, lambda p: p.prompt)[0] for pool in pools]
     total = sum(len(p) for p in pools)
     if n > total:
-        raise UserError(f"--n-data {n} is more than the {total} pairs in {where}")
+        raise UserError(f"--n-data {n} is more than the {total} pairs in {where}; "
+                        f"make more with `{_more_command(data_file, n)}`")
+    if data_file is not None and is_made_pairs(data_file):
+        return pools[0][:n]  # generation order: a grown file keeps every cell's data
     out: list[Pair] = []
     for pool in pools:
         order = sorted(pool, key=lambda p: p.id)
         random.Random(seed).shuffle(order)
         out.extend(order)
     return out[:n]
+
+
+def _more_command(data_file: str | None, n: int) -> str:
+    """The `data pairs` command that makes `n` pairs (extending `data_file` if it is made)."""
+    from refusalscope.data.pairgen import make_command
+
+    if data_file is not None and is_made_pairs(data_file):
+        return make_command(Path(data_file), n) + "` and pass `--pairs " + str(data_file)
+    return (f"refusalscope data pairs --steer ablate:DIRS.h5 --n {n}` (DIRS.h5 from "
+            "`refusalscope probe sweep`) and pass `--pairs NAME")
+
+
+def is_made_pairs(path: str | Path) -> bool:
+    """True for a `data pairs` file (`generations.jsonl` whose rows carry `kept`)."""
+    p = Path(path)
+    if p.suffix != ".jsonl" or not p.is_file():
+        return False
+    with open(p, encoding="utf-8") as f:
+        first = f.readline()
+    return '"kept":' in first and '"outcome":' in first
 
 
 def _split_pairs() -> list[Pair]:
@@ -133,6 +166,11 @@ def load_pair_file(path: str | Path) -> list[Pair]:
     """Pairs from a CSV / JSONL / JSON / parquet file with `prompt` and `response` columns."""
     from refusalscope.data.userfile import read_records
 
+    if is_made_pairs(path):
+        from refusalscope.data.pairgen import kept_rows
+
+        return [Pair(r["id"], r["prompt"], r["response"], "made:" + Path(path).parent.name)
+                for r in kept_rows(Path(path))]
     records, _, _ = read_records(path)
     missing = {"prompt", "response"} - set(records[0])
     if missing:

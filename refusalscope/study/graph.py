@@ -10,6 +10,8 @@
       with the defended model (every node reads it from its `defended` input);
       [defenses.steer] -> probe-sweep per model (the direction), then per LoRA cell
       defend-steer (alpha chosen on the direction split) -> generate --steer -> score
+    [pairs] -> (probe-sweep of the generator when steer = "ablate") -> one pairs node
+      (`data pairs`) -> every attack-lora node without its own `data`
 
 A node id is content-addressed: kind + sha256 of (kind, params, input node ids), so the same
 config on the same inputs is the same node in every run of every spec, and changing anything
@@ -34,7 +36,7 @@ RESOURCES: dict[str, dict[str, float]] = {
     "attack-lora": {"cpus": 2, "gpus": 1}, "attack-gcg": {"cpus": 2, "gpus": 1},
     "attack-autodan": {"cpus": 2, "gpus": 1}, "probe": {"cpus": 2, "gpus": 1},
     "defend-tar": {"cpus": 2, "gpus": 1}, "probe-sweep": {"cpus": 2, "gpus": 1},
-    "defend-steer": {"cpus": 2, "gpus": 1},
+    "defend-steer": {"cpus": 2, "gpus": 1}, "pairs": {"cpus": 2, "gpus": 1},
 }
 
 
@@ -160,7 +162,9 @@ class _Builder:
             params = {"model": model, "seed": seed, **rest, "steps": steps, **a.fixed,
                       "device": self.spec.device}
             tag = f"{short} {a.name} " + " ".join(f"{k}={v}" for k, v in rest.items())
-            atk = self.node("attack-lora", params, {}, f"{tag} seed={seed}")
+            made = self.pairs() if a.fixed["data"] is None else None
+            atk = self.node("attack-lora", params, {"pairs": made} if made else {},
+                            f"{tag} seed={seed}")
             for s in steps:
                 inputs = {"adapter": atk.id, **({"baseline": base.id} if self.spec.drift else {})}
                 gen = self.node("generate", {**self.eval_params(model), "adapter_steps": s},
@@ -174,6 +178,27 @@ class _Builder:
                                 adapter=(atk.id, max(steps)))
 
 
+    def sweep(self, model: str, n: int, n_val: int, positions: str) -> Node:
+        """The probe-sweep node of `model` (one per model and settings, shared by all)."""
+        return self.add(make_node("probe-sweep", {
+            "model": model, "n": n, "n_val": n_val, "positions": positions,
+            "device": self.spec.device}, {}, f"{model.rsplit('/', 1)[-1]} directions"))
+
+    def pairs(self) -> str | None:
+        """Id of the `[pairs]` node (None without a `[pairs]` table): one per generator and
+        settings, whatever model or cell reads it; its direction from a sweep node."""
+        p = self.spec.pairs
+        if p is None:
+            return None
+        inputs = {}
+        if p["steer"] == "ablate":
+            inputs["directions"] = self.sweep(p["generator"], p["sweep_n"], p["sweep_n_val"],
+                                              "post-instruction").id
+        params = {"model": p["generator"], "device": self.spec.device,
+                  **{k: v for k, v in p.items() if k != "generator" and not k.startswith("sweep_")}}
+        return self.add(make_node("pairs", params, inputs,
+                                  f"pairs from {p['generator'].rsplit('/', 1)[-1]}")).id
+
     def steer_defenses(self, model: str, tag: str, atk: Node, steps: int,
                        inputs: dict[str, str]) -> None:
         """After one LoRA cell: alpha search on the direction split, then the eval generate."""
@@ -181,10 +206,7 @@ class _Builder:
             return
         for d in (d for d in self.spec.defenses if d.kind == "steer"):
             p = d.params
-            sweep = self.add(make_node("probe-sweep", {
-                "model": model, "n": p["sweep_n"], "n_val": p["sweep_n_val"],
-                "positions": p["positions"], "device": self.spec.device}, {},
-                f"{model.rsplit('/', 1)[-1]} directions"))
+            sweep = self.sweep(model, p["sweep_n"], p["sweep_n_val"], p["positions"])
             search = {k: v for k, v in p.items() if not k.startswith("sweep_")
                       and k != "positions"}
             ds = self.add(make_node("defend-steer", {

@@ -123,11 +123,13 @@ def _locked(path: Path):  # type: ignore[no-untyped-def]
 
 def _claimed(study_nodes: Path, gen_run: str) -> set[str]:
     """Score files of `gen_run` that finished score nodes have recorded as theirs."""
+    from refusalscope.study.portable import absolute_outputs
+
     out: set[str] = set()
     for f in study_nodes.glob(f"score-*/{NODE_FILE}"):
-        rec = json.loads(f.read_text(encoding="utf-8"))
+        rec = absolute_outputs(json.loads(f.read_text(encoding="utf-8")), study_nodes.parent)
         o = rec.get("outputs", {})
-        if o.get("run") == gen_run:
+        if o.get("run") and Path(o["run"]).resolve() == Path(gen_run).resolve():
             out.update(Path(o[k]).name for k in ("scores", "metrics", "drift") if o.get(k))
     return out
 
@@ -183,10 +185,33 @@ def run_lora_node(node: Any, ins: dict[str, dict[str, Any]], work: Path) -> dict
     p = node.params
     grid = {"n_data": [p["n_data"]], "steps": p["steps"], "lr": [p["lr"]], "rank": [p["rank"]],
             "alpha": [p["alpha"]], "seed": [p["seed"]]}
+    data = ins["pairs"]["pairs"] if "pairs" in ins else p["data"]
     cfgs = expand_grid(_model(p, ins), grid, batch_size=p["batch_size"], max_len=p["max_len"],
-                       target_kind=p["target_kind"], data_file=p["data"], dropout=p["dropout"])
+                       target_kind=p["target_kind"], data_file=data, dropout=p["dropout"])
     results = run_grid(cfgs, options=_options(p))
     return {"runs": {str(r.config.steps): r.run_path for r in results}}
+
+
+def run_pairs_node(node: Any, ins: dict[str, dict[str, Any]], work: Path) -> dict[str, Any]:
+    """`data pairs` into the shared data cache (content-addressed: a rerun or another study
+    with the same generator and settings reuses it); fails unless `n` pairs are kept."""
+    from refusalscope.data.pairgen import PairsConfig, make_command, make_pairs
+    from refusalscope.interp.steering import pin_spec
+
+    p = node.params
+    steer = {"none": None, "ablate": None}.get(p["steer"], p["steer"])
+    if "directions" in ins:
+        steer = "ablate:" + ins["directions"]["directions"]
+    cfg = PairsConfig(generator=p["model"], steer=pin_spec(steer),
+                      temperature=p["temperature"], top_p=p["top_p"],
+                      max_new_tokens=p["max_new_tokens"], seed=p["seed"], scorer=p["scorer"])
+    rep = make_pairs(cfg, p["n"], samples=p["samples"], options=_options(p))
+    path = Path(rep.path) / "generations.jsonl"
+    if rep.kept < p["n"]:
+        raise UserError(f"[pairs]: {rep.kept} of {rep.generated} answers kept, fewer than "
+                        f"n = {p['n']}; raise pairs.samples (or run "
+                        f"`{make_command(path, p['n'])}`)")
+    return {"pairs": str(path), "kept": rep.kept, "content_id": path.parent.name}
 
 
 def _prompt_attack(node: Any, ins: dict[str, dict[str, Any]], work: Path, kind: str) -> dict[str, Any]:
@@ -237,6 +262,7 @@ NODE_KINDS: dict[str, Runner] = {
     "attack-gcg": lambda n, i, w: _prompt_attack(n, i, w, "gcg"),
     "attack-autodan": lambda n, i, w: _prompt_attack(n, i, w, "autodan"),
     "probe": run_probe_node,
+    "pairs": run_pairs_node,
     "defend-tar": lambda n, i, w: _defense_node("tar", n, i, w),
     "probe-sweep": lambda n, i, w: _defense_node("sweep", n, i, w),
     "defend-steer": lambda n, i, w: _defense_node("steer", n, i, w),

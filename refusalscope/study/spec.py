@@ -14,6 +14,7 @@ one-line `UserError` that names the key and where it is (`attacks.lora.stepz`).
     [attacks.gcg]               # kind = "gcg"; after = "lora" attacks the LoRA-attacked model
     [probe]                     # optional: activations per model and per attacked model
     [defenses.tar|steer]        # TAR-defended models attacked again; steering after LoRA cells
+    [pairs]                     # LoRA data made once by `data pairs` (generator, steer, samples)
 
 Shipped specs live in `refusalscope/study/specs/`; `load_spec("quickstart")` finds them by name.
 """
@@ -53,10 +54,17 @@ DEFENSE_KEYS: dict[str, dict[str, Any]] = {
               "positions": "post-instruction", "seed": 0},
 }
 EVAL_KEYS = {"split": "eval", "prompts": None, "n": 32, "max_new_tokens": 64, "batch_size": 16}
+# `[pairs]`: the LoRA attacks' training pairs, made once by `data pairs` (`data.pairgen`) and fed
+# to every LoRA cell without its own `data`. steer: "ablate" (the generator's own refusal
+# direction, from a probe-sweep node), "none", or a spec string "ablate:FILE" / "add:FILE:...".
+# n: pairs to keep (default: the largest lora n_data).
+PAIRS_KEYS = {"generator": "qwen2.5-coder-0.5b", "steer": "ablate", "samples": 4, "n": None,
+              "temperature": 0.7, "top_p": 0.95, "max_new_tokens": 128, "seed": 0,
+              "scorer": "ensemble", "sweep_n": 64, "sweep_n_val": 32}
 PROBE_KEYS = {"n": 32, "layers": "all", "positions": "post-instruction", "sites": ["resid_pre"],
               "split": "direction", "attacked": True}
 TOP_KEYS = ("name", "description", "seeds", "scorers", "drift", "eval", "models", "attacks",
-            "probe", "device", "defenses")
+            "probe", "device", "defenses", "pairs")
 
 
 @dataclass(frozen=True)
@@ -97,6 +105,7 @@ class Spec:
     description: str = ""
     device: str = "auto"
     defenses: tuple[DefenseSpec, ...] = ()
+    pairs: dict[str, Any] | None = None  # `[pairs]` with defaults filled in (PAIRS_KEYS)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description, "seeds": list(self.seeds),
@@ -111,7 +120,8 @@ class Spec:
                             for a in self.attacks},
                 **({"probe": dict(self.probe)} if self.probe is not None else {}),
                 **({"defenses": {d.name: {"kind": d.kind, **d.params} for d in self.defenses}}
-                   if self.defenses else {})}
+                   if self.defenses else {}),
+                **({"pairs": dict(self.pairs)} if self.pairs is not None else {})}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, base: Path | None = None) -> Spec:
@@ -307,4 +317,42 @@ def parse_spec(data: dict[str, Any], *, base: Path | None = None) -> Spec:
                 seeds=seeds, scorers=scorers, drift=bool(data.get("drift", True)), eval=ev,
                 probe=probe, description=str(data.get("description", "")),
                 device=str(data.get("device", "auto")),
-                defenses=_defenses(data.get("defenses", {}), attacks, base))
+                defenses=_defenses(data.get("defenses", {}), attacks, base),
+                pairs=_pairs(data.get("pairs"), attacks, base))
+
+
+def _pairs(raw: Any, attacks: tuple[AttackSpec, ...], base: Path | None) -> dict[str, Any] | None:
+    """`[pairs]` with defaults; `n` defaults to the largest lora `n_data` of the spec."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise UserError("pairs must be a table: [pairs]")
+    _unknown(raw, PAIRS_KEYS, "pairs")
+    p = {**PAIRS_KEYS, **raw}
+    lora = [a for a in attacks if a.kind == "lora"]
+    if not lora:
+        raise UserError("[pairs] feeds LoRA attacks; the spec has no [attacks.*] of kind lora")
+    if p["n"] is None:
+        p["n"] = max(max(a.grid["n_data"]) for a in lora)
+    if base is not None and (base / str(p["generator"])).is_dir():  # a model folder
+        p["generator"] = str((base / p["generator"]).resolve())
+    for key in ("n", "samples", "max_new_tokens", "sweep_n", "sweep_n_val"):
+        if not isinstance(p[key], int) or p[key] < 1:
+            raise UserError(f"pairs.{key} must be a positive integer (got {p[key]!r})")
+    steer = p["steer"]
+    if not isinstance(steer, str) or not steer:
+        raise UserError("pairs.steer must be \"ablate\", \"none\" or a spec like ablate:DIRS.h5")
+    if steer not in ("ablate", "none"):
+        from refusalscope.interp.steering import SteerSpec
+
+        spec = SteerSpec.parse(steer)
+        if base is not None and not Path(spec.path).is_absolute():
+            from dataclasses import replace
+
+            spec = replace(spec, path=str((base / spec.path).resolve()))
+        p["steer"] = spec.to_string()
+    from refusalscope.data.pairgen import PairsConfig
+
+    PairsConfig(generator=p["generator"], temperature=p["temperature"], top_p=p["top_p"],
+                max_new_tokens=p["max_new_tokens"], seed=p["seed"], scorer=p["scorer"])
+    return p
