@@ -85,18 +85,27 @@ def test_selection_follows_the_filter(handle, selected):
     assert len(summary_table(d)) == handle.n_layers * d.mean_harmful.shape[1]
 
 
-def test_kl_is_zero_for_a_direction_the_stream_never_carries(handle):
+def test_kl_is_zero_for_a_direction_the_stream_never_carries():
+    """Zero one residual coordinate everywhere it is written (embedding, attention-out and
+    MLP-out rows): ablating that axis changes nothing (KL 0); ablating a carried axis does."""
     from refusalscope.interp import steering
     from refusalscope.interp.select import first_token_logits
 
-    texts = [handle.format_prompt(t) for t in HARMLESS]
-    base = first_token_logits(handle, texts)
-    v = torch.zeros(handle.d_model)
-    v[0] = 1.0
-    ablated = first_token_logits(handle, texts, steering.ablate_hooks(v, handle.n_layers))
-    assert mean_kl(base, ablated) > 0  # a real direction changes the output
-    same = first_token_logits(handle, texts, [])
-    assert mean_kl(base, same) == pytest.approx(0.0, abs=1e-9)
+    h = tiny_handle("qwen2", seed=3)  # its own copy: the weights are edited
+    k = 0
+    with torch.no_grad():
+        h.model.get_input_embeddings().weight[:, k] = 0
+        for layer in h.model.model.layers:
+            layer.self_attn.o_proj.weight[k] = 0
+            layer.mlp.down_proj.weight[k] = 0
+    texts = [h.format_prompt(t) for t in HARMLESS]
+    base = first_token_logits(h, texts)
+    axis = torch.eye(h.d_model)
+    never = first_token_logits(h, texts, steering.ablate_hooks(axis[k], h.n_layers))
+    assert mean_kl(base, never) == pytest.approx(0.0, abs=1e-9)
+    torch.testing.assert_close(never, base, rtol=0, atol=1e-5)
+    carried = first_token_logits(h, texts, steering.ablate_hooks(axis[k + 1], h.n_layers))
+    assert mean_kl(base, carried) > 1e-4  # a direction the stream carries changes the output
 
 
 def test_directions_file_round_trips(tmp_path, handle, selected):
