@@ -16,8 +16,9 @@ def register(app: typer.Typer) -> None:
 
 @user_errors
 def label(
-    runs: Annotated[list[Path], typer.Argument(metavar="RUN", show_default=False,
-                                               help="Scored generate run folders (or ids).")],
+    runs: Annotated[list[Path], typer.Argument(
+        metavar="RUN|STUDY...", show_default=False,
+        help="Scored generate run folders (or ids), a study folder or a folder of runs.")],
     sample: int = typer.Option(200, help="Responses to label, stratified by model, attack and "
                                "prompt label as `score validate` samples (all if fewer)."),
     seed: int = typer.Option(0, help="Sampling seed (the same seed resumes the same sample)."),

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -47,7 +48,7 @@ def test_config_is_validated(tmp_path: Path) -> None:
         HumanLabel("p", "r", "h", "maybe", "ann", now())
 
 
-def test_session_hides_scorer_labels_and_resumes(study, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_session_hides_scorer_labels_and_resumes(study: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "labels.jsonl"
     s = prepare(_cfg(study, out, sample=8, seed=3))
     assert len(s.items) == 8 and s.first_open() == 0
@@ -66,6 +67,8 @@ def test_session_hides_scorer_labels_and_resumes(study, tmp_path) -> None:  # ty
     other = prepare(LabelConfig(runs=(str(study["small"]), str(study["big"])), out=str(out),
                                 labeller="bob", sample=8, seed=3))
     assert other.first_open() == 0  # labels are per labeller
+    whole = prepare(LabelConfig(runs=(str(study["study"]),), out=str(out), labeller="ann"))
+    assert len(whole.items) == 18  # a study folder: all its generate runs, baseline included
 
 
 def _start(study: dict[str, Path], out: Path) -> tuple[subprocess.Popen[str], str]:
@@ -81,11 +84,11 @@ def _start(study: dict[str, Path], out: Path) -> tuple[subprocess.Popen[str], st
     raise AssertionError("refusalscope label did not start")
 
 
-def _row(driver) -> int:  # type: ignore[no-untyped-def]
+def _row(driver: Any) -> int:
     return int(driver.find_element("id", "pos").get_attribute("data-row") or 0)
 
 
-def test_browser_label_by_keyboard_kill_and_resume(study, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_browser_label_by_keyboard_kill_and_resume(study: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "labels.jsonl"
     sample = prepare(_cfg(study, out, sample=8, seed=3)).items
     driver = chrome()
@@ -128,7 +131,7 @@ def _label_big(study: dict[str, Path], out: Path, labels: list[str]) -> None:
                                      lab, "ann", now(), str(study["big"])))
 
 
-def test_score_validate_gold(study, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_score_validate_gold(study: dict[str, Path], tmp_path: Path) -> None:
     from refusalscope.cli.app import app
 
     out = tmp_path / "labels.jsonl"
@@ -157,7 +160,7 @@ def test_score_validate_gold(study, tmp_path) -> None:  # type: ignore[no-untype
     assert res.exit_code == 2 and "refusalscope label" in res.output
 
 
-def test_labels_as_training_rows(study, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_labels_as_training_rows(study: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "labels.jsonl"
     _label_big(study, out, ["refused", "complied", "complied", "degenerate", "refused", "skip"])
     _label_big(study, out, ["refused", "complied", "complied", "degenerate", "complied", "skip"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -95,11 +96,12 @@ def test_static_server_serves_on_loopback(study: dict[str, Path], tmp_path: Path
         server.server_close()
 
 
-def _count(driver) -> int:  # type: ignore[no-untyped-def]
+def _count(driver: Any) -> int:
     return int(driver.find_element("id", "count").get_attribute("data-n"))
 
 
-def test_browser_filters_change_row_count(driver, study, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_browser_filters_change_row_count(driver: Any, study: dict[str, Path],
+                                          tmp_path: Path) -> None:
     from selenium.webdriver.support.ui import Select
 
     index, _ = build_site([study["study"]], tmp_path / "site")
@@ -116,7 +118,8 @@ def test_browser_filters_change_row_count(driver, study, tmp_path) -> None:  # t
     assert driver.find_element("css selector", "#rows .row").get_attribute("data-id") == "p005"
 
 
-def test_browser_heatmap_link_lands_on_its_rows(driver, study, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_browser_heatmap_link_lands_on_its_rows(driver: Any, study: dict[str, Path],
+                                                tmp_path: Path) -> None:
     index, _ = build_site([study["study"]], tmp_path / "site")
     driver.get(index.as_uri())
     screenshot(driver, "study_page")
@@ -133,7 +136,7 @@ def test_browser_heatmap_link_lands_on_its_rows(driver, study, tmp_path) -> None
     screenshot(driver, "browser_one_cell")
 
 
-def test_browser_escapes_and_collapses(driver, study, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_browser_escapes_and_collapses(driver: Any, study: dict[str, Path], tmp_path: Path) -> None:
     index, _ = build_site([study["study"]], tmp_path / "site")
     driver.get(index.as_uri() + "#browse?cell=" + CELL_BIG.replace(" ", "%20")
                .replace("=", "%3D") + "&text=pwned")
@@ -151,7 +154,7 @@ def test_browser_escapes_and_collapses(driver, study, tmp_path) -> None:  # type
     assert "sorry" in card.find_elements("css selector", ".pair > div")[1].text
 
 
-def test_browser_pages_10000_rows(driver, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_browser_pages_10000_rows(driver: Any, tmp_path: Path) -> None:
     from refusalscope.scoring.heuristic import HeuristicScorer
 
     responses = [("I'm sorry, I can't." if i % 3 else f"Sure, answer {i}: do this then that.")
@@ -170,3 +173,20 @@ def test_browser_pages_10000_rows(driver, tmp_path) -> None:  # type: ignore[no-
     wait_for(driver, lambda d: "page 2 of 200" in d.find_element("id", "count").text)
     assert driver.find_element("css selector", "#rows .row").get_attribute("data-id") == "p00050"
     assert time.perf_counter() - t0 < 2.0 and loaded < 20.0, (loaded,)
+
+
+def test_report_markdown_is_escaped_and_images_listed() -> None:
+    from refusalscope.view.markdown import to_html
+
+    md = ("# Study `x<y>`\n\n## Findings\n\n1. **Size.** RRR <script>alert(1)</script> rises\n"
+          "   over sizes.\n2. second\n\n| model | rrr |\n|---|---|\n| a<b | 0.5 |\n\n"
+          "![rrr](figures/rrr/rrr_heatmap.png)\n![x](../../etc/passwd.png)\n\n> warning &\n")
+    html, images = to_html(md, prefix="report/")
+    assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<h1>Study <code>x&lt;y&gt;</code></h1>" in html
+    assert "<li><strong>Size.</strong> RRR &lt;script&gt;alert(1)&lt;/script&gt; rises over " \
+           "sizes.</li>" in html
+    assert "<td>a&lt;b</td><td>0.5</td>" in html
+    assert images == ["figures/rrr/rrr_heatmap.png"]  # a path leaving the report is not an image
+    assert '<img alt="rrr" src="report/figures/rrr/rrr_heatmap.png"' in html
+    assert "<blockquote>warning &amp;</blockquote>" in html

@@ -162,8 +162,10 @@ def run_gold_validate(runs: Sequence[str | Path], gold: str | Path) -> tuple[Run
     gold = Path(gold)
     if not gold.is_file():
         raise UserError(f"no labels file {gold}: write one with `refusalscope label RUN...`")
+    from refusalscope.view.rows import find_targets
+
     labels = read_labels(gold)
-    pairs, scores, counts = join(runs, labels)
+    pairs, scores, counts = join(find_targets(runs)[0], labels)
     if not pairs:
         raise UserError(f"none of the {len(labels)} labels in {gold} is of these runs' "
                         f"current responses ({counts})")

@@ -98,8 +98,10 @@ def prepare(cfg: LabelConfig) -> LabelSession:
     from refusalscope.runs import Run
     from refusalscope.scoring.validate import load_responses, stratified_sample
 
+    from refusalscope.view.rows import find_targets
+
     items, paths = [], {}
-    for r in cfg.runs:
+    for r in find_targets(cfg.runs)[0]:  # a study or a folder of runs: its generate runs
         run = Run.open(r)
         paths[run.id] = str(run.path.resolve())
         items += load_responses(run.path)

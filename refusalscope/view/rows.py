@@ -23,6 +23,7 @@ from typing import Any
 
 from refusalscope.errors import UserError
 from refusalscope.fileio import read_jsonl
+from refusalscope.paths import runs_dir
 from refusalscope.runs import MANIFEST, Run
 from refusalscope.scoring.validate_gold import latest_by_scorer
 
@@ -48,6 +49,8 @@ def find_targets(targets: Sequence[str | Path]) -> tuple[list[Path], Path | None
     study = None
     for t in targets:
         p = Path(t)
+        if not p.exists() and (runs_dir() / p / MANIFEST).is_file():
+            p = runs_dir() / p  # a bare run id
         if (p / MANIFEST).is_file():
             runs.append(p)
         elif (p / "nodes").is_dir():
