@@ -190,3 +190,32 @@ def test_report_markdown_is_escaped_and_images_listed() -> None:
     assert images == ["figures/rrr/rrr_heatmap.png"]  # a path leaving the report is not an image
     assert '<img alt="rrr" src="report/figures/rrr/rrr_heatmap.png"' in html
     assert "<blockquote>warning &amp;</blockquote>" in html
+
+
+def test_browser_shows_report_findings_and_figures(driver: Any, study: dict[str, Path],
+                                                   tmp_path: Path) -> None:
+    import shutil
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    copy = tmp_path / "study"
+    shutil.copytree(study["study"], copy)
+    report = copy / "reports" / "20260101T000000Z"
+    (report / "figures").mkdir(parents=True)
+    fig, ax = plt.subplots(figsize=(2, 1.5))
+    ax.plot([0, 1], [1, 0])
+    fig.savefig(report / "figures" / "rrr.png", dpi=50)
+    plt.close(fig)
+    (report / "report.md").write_text("# Study `tiny`\n\n## Findings\n\n1. **Size.** RRR falls "
+                                      "<b>fast</b>.\n\n![rrr](figures/rrr.png)\n")
+    index, data = build_site([copy], tmp_path / "site")
+    assert data.report == report and (index.parent / "report/figures/rrr.png").is_file()
+    driver.get(index.as_uri())
+    findings = driver.find_element("css selector", "#report li")
+    assert findings.text == "Size. RRR falls <b>fast</b>."
+    img = driver.find_element("css selector", "#report img")
+    driver.execute_script("arguments[0].scrollIntoView()", img)
+    wait_for(driver, lambda d: d.execute_script("return arguments[0].naturalWidth", img) > 0)
