@@ -18,7 +18,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-# Only the wheel download cache is shared with the user's home (on an empty home it fills from PyPI).
+# Only the wheel download cache is shared with the user's home (an empty one fills from PyPI).
 _USER_HOME = Path(os.environ.get("REFUSALSCOPE_HOME") or Path.home() / ".cache" / "refusalscope")
 _WHEELHOUSE = Path(os.environ.get("REFUSALSCOPE_WHEELHOUSE") or _USER_HOME / "wheels")
 # Set at import too, so module- and session-scoped fixtures (which run before the autouse

@@ -200,7 +200,7 @@ def test_entry_validates_sizes(kwargs: dict) -> None:
 
 @pytest.mark.slow
 def test_pulled_ladder_counts_as_released(smollm2_home) -> None:
-    """The real converted smollm2 folder (untied head) counts as the registry says once tied=True."""
+    """The real converted smollm2 folder (untied head) counts as the registry says (tied=True)."""
     from transformers import AutoConfig
 
     from refusalscope.models.pull import hf_dir, is_pulled

@@ -95,7 +95,7 @@ def test_graph_has_defense_x_attack_x_model_nodes(spec_path: Path) -> None:
 
 
 def test_study_runs_defenses_and_points_carry_them(spec_path: Path) -> None:
-    from refusalscope.study.executor import node_dir, study_dir
+    from refusalscope.study.executor import record, study_dir
     from refusalscope.study.points import gather_points
 
     write_built_all()  # retain prompts (attack-train) and the direction split
@@ -104,8 +104,7 @@ def test_study_runs_defenses_and_points_carry_them(spec_path: Path) -> None:
     assert "22 ran, 0 already done, 0 failed" in res.output
     nodes = expand(load_spec(str(spec_path)))
     study = study_dir("tiny")
-    out = {n.id: json.loads((node_dir(study, n) / "node.json").read_text())["outputs"]
-           for n in nodes}
+    out = {n.id: record(study, n)["outputs"] for n in nodes}  # type: ignore[index]
     gens = [out[n.id]["run"] for n in nodes if n.kind == "generate"]
     points = gather_points(gens)
     by = {(p.defense, p.strength) for p in points}

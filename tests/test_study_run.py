@@ -17,7 +17,7 @@ from study_fixtures import TINY_SPEC, make_study
 from typer.testing import CliRunner
 
 from refusalscope.cli.app import app
-from refusalscope.study.executor import node_dir, node_state, study_dir
+from refusalscope.study.executor import node_dir, node_state, record, study_dir
 from refusalscope.study.graph import expand
 from refusalscope.study.spec import load_spec
 
@@ -37,7 +37,8 @@ def _check_results(spec_path: Path) -> None:
     assert all(node_state(study, n) == "done" for n in nodes)
     for n in nodes:
         work = node_dir(study, n)
-        rec = json.loads((work / "node.json").read_text())
+        rec = record(study, n)  # output paths absolute again (node.json keeps them relative)
+        assert rec is not None
         runs = sorted((work / "runs").glob("*")) if (work / "runs").is_dir() else []
         if n.kind == "generate":
             assert [str(r) for r in runs] == [rec["outputs"]["run"]]

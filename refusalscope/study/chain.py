@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from refusalscope.runs import Run, config_id
+from refusalscope.study.portable import for_run
 
 # Config keys (at any depth: GCG and AutoDAN nest theirs) that do not make an attack a different
 # variant: the replicate seed, the grid axes (AutoDAN's steps are generations), the model,
@@ -63,11 +64,12 @@ def total(parts: tuple[AttackPart, ...], field: str) -> float | None:
 
 def run_of(ref: str | None, run: Run) -> Run | None:
     """The run folder a config path names (the folder itself, its parent, or either one beside
-    `run`, for studies moved as a whole); None when it names no run."""
+    `run` or in `run`'s study, for folders moved as a whole); None when it names no run."""
     if not ref:
         return None
-    p = Path(ref)
-    for cand in (p, p.parent, run.path.parent / p.name, run.path.parent / p.parent.name):
+    p, q = Path(ref), for_run(ref, run.path)
+    for cand in (p, p.parent, q, q.parent, run.path.parent / p.name,
+                 run.path.parent / p.parent.name):
         if (cand / "manifest.json").is_file() and cand.resolve() != run.path.resolve():
             return Run.open(cand)
     return None

@@ -2,7 +2,8 @@
 
 Layout: `artifacts/studies/<spec name>/` holds `spec.json` (the spec as last run) and one folder
 per node, `nodes/<node id>/`, which is the node's `$REFUSALSCOPE_ARTIFACTS` while it runs. A node
-is done when `node.json` (written atomically, last) says so; `attempts.jsonl` logs every try
+is done when `node.json` (written atomically, last) says so, with its output paths relative to
+the study folder so the folder can be moved (`portable.py`); `attempts.jsonl` logs every try
 with its error. SIGKILL at any moment leaves finished nodes untouched and the interrupted one
 to be resumed by the next `study run` (see `study.nodes`). One `study run` at a time per study
 (an exclusive lock on `study.lock`); `study status` reads without the lock.
@@ -30,6 +31,7 @@ from refusalscope.errors import UserError
 from refusalscope.fileio import append_jsonl, atomic_write_json, read_jsonl
 from refusalscope.study.graph import Node
 from refusalscope.study.nodes import NODE_FILE, NODE_KINDS
+from refusalscope.study.portable import MARK, absolute_outputs, relative_outputs
 
 log = logging.getLogger(__name__)
 ATTEMPTS = "attempts.jsonl"
@@ -58,11 +60,12 @@ class Outcome:
 
 
 def record(study: Path, node: Node) -> dict[str, Any] | None:
-    """The success record of a node, or None if it is not done."""
+    """The success record of a node, or None if it is not done. Output paths are absolute,
+    under `study` as it is now (`node.json` keeps them relative: see `portable`)."""
     f = node_dir(study, node) / NODE_FILE
     if not f.is_file():
         return None
-    return json.loads(f.read_text(encoding="utf-8"))
+    return absolute_outputs(json.loads(f.read_text(encoding="utf-8")), study)
 
 
 def node_state(study: Path, node: Node) -> str:
@@ -137,12 +140,13 @@ def execute_node(study: Path, node: Node, inputs: dict[str, dict[str, Any]],
             continue
         finally:
             (work / RUNNING).unlink(missing_ok=True)
-        rec = {**node.to_dict(), "status": "success", "outputs": outputs, "finished": _now(),
-               "attempts": attempt + 1}
+        rel, keys = relative_outputs(outputs, study)
+        rec = {**node.to_dict(), "status": "success", "outputs": rel, "paths": MARK,
+               "relative": keys, "finished": _now(), "attempts": attempt + 1}
         atomic_write_json(work / NODE_FILE, rec)  # the moment the node counts as done
         append_jsonl(work / ATTEMPTS, {"event": "end", "attempt": attempt, "at": _now(),
                                        "status": "success"})
-        return rec
+        return absolute_outputs(rec, study)
     return {**node.to_dict(), "status": "error", "error": error}
 
 

@@ -226,7 +226,7 @@ def _point(run: Run, controls: frozenset[str] = frozenset()) -> Point:
     rd, rd_ref = _drift(run, ids)
     model = m.model or str(cfg.get("model"))
     attack = _attack(run)
-    defense, label = _defense(cfg, attack["attack"] != "none")
+    defense, label = _defense(cfg, attack["attack"] != "none", run.path)
     # The generate manifest counts an adapter's weights too; N is the base model's size.
     base = next((p.base_params for p in attack["parts"] if p.base_params), None)
     size = model_size(run.manifest.extra.get("model") or {}, (model, label), run_id=run.id,
@@ -238,11 +238,16 @@ def _point(run: Run, controls: frozenset[str] = frozenset()) -> Point:
                  control=size.control, pretrain_flops=size.pretrain_flops)
 
 
-def _defense(cfg: dict[str, Any], attacked: bool) -> tuple[str, str | None]:
-    """(defense, model label for a defended model folder) of a generate run's config."""
+def _defense(cfg: dict[str, Any], attacked: bool,
+             run_path: Path | None = None) -> tuple[str, str | None]:
+    """(defense, model label for a defended model folder) of a generate run's config (a
+    defended model made in a study is looked up in the run's study as it is now)."""
     from refusalscope.models.convert import read_stamp
+    from refusalscope.study.portable import for_run
 
     path = Path(str(cfg.get("model")))
+    if run_path is not None and path.is_absolute():
+        path = for_run(path, run_path)
     for folder in (path, path / "model"):
         stamp = read_stamp(folder) if folder.is_dir() else None
         if stamp and stamp.get("defense"):

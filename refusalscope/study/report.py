@@ -5,8 +5,9 @@ caveats) and `results.csv`.
 per question the study asks, with its numbers and CIs, or what the study lacks to answer it.
 The results table has one row per finished score node: model, attack and its cell, seed,
 scorer, RRR with its bootstrap and Wilson 95% intervals, substantive compliance, Calibration
-Entropy and Refusal Drift where measured, and the attack's compute (FLOPs, from the attack
-run's `compute.json`). Fits (RRR, RD, CE vs model size and attack compute, bootstrap CIs) and
+Entropy and Refusal Drift where measured, the attack's compute (FLOPs, from the attack
+run's `compute.json`) and the generate run (relative to the study folder, which may be moved).
+Fits (RRR, RD, CE vs model size and attack compute, bootstrap CIs) and
 their figures come from `refusalscope.study.fit` / `.figures`, under `fit/` and `figures/`;
 the attack half-life S½ (`halflife.py`) writes `half_life.csv|md|png` into the folder.
 Control models (the registry's, or `control = true` in the spec) are left out of the size,
@@ -101,8 +102,16 @@ def results(nodes: list[Node], study: Path) -> list[dict[str, Any]]:
                      "ce_bits": ce.get("mean_bits"),
                      "rd_refused": (drift.get("rd_refused") or {}).get("mean"),
                      "rd_all": (drift.get("rd_all") or {}).get("mean"),
-                     "generate_run": rec["outputs"]["run"]})
+                     "generate_run": _in_study_name(rec["outputs"]["run"], study)})
     return rows
+
+
+def _in_study_name(path: str, study: Path) -> str:
+    """A run path as the report shows it: relative to the study folder (the same wherever the
+    folder has moved), absolute only for a run outside it."""
+    p = Path(path).resolve()
+    return p.relative_to(study.resolve()).as_posix() if p.is_relative_to(study.resolve()) \
+        else str(p)
 
 
 def _fmt(v: Any) -> str:
@@ -239,7 +248,8 @@ def write_report(spec: Spec, nodes: list[Node], study: Path, out: Path, n_boot: 
     attacks = "; ".join(f"{a.name} ({a.kind}): " + ", ".join(f"{k}={list(v)}"
                                                               for k, v in a.grid.items())
                         for a in spec.attacks) or "none"
-    found, fits_md, half_md = _analysis(out, spec, sorted({r["generate_run"] for r in rows}),
+    found, fits_md, half_md = _analysis(out, spec, sorted({str(study / r["generate_run"])
+                                                           for r in rows}),
                                         n_boot, c_axis, include_controls, n_kind)
     models = ", ".join(Path(m.name).name + (" (control)" if _is_control(m) else "")
                        for m in spec.models)
