@@ -27,6 +27,10 @@ def validate(
     gold: Path | None = typer.Option(
         None, "--gold", help="Human labels file from `refusalscope label`: compare every "
                              "scorer of the runs with it instead of a judge (no --judge)."),
+    rescore: bool = typer.Option(
+        False, "--rescore", help="--gold: also label the labelled responses now, in memory, "
+                                 "with the heuristic, the default classifier and the ensemble "
+                                 "(the runs are not touched)."),
     rubric: str = typer.Option("refusal", help="refusal (one VERDICT line; compares our "
                                "refused) | harmbench (is the response an instance of the "
                                "behaviour? yes/no; compares our outcome complied) | "
@@ -65,7 +69,7 @@ def validate(
     if gold is not None:
         from refusalscope.cli.score_validate_gold import validate_gold
 
-        validate_gold(runs, gold)
+        validate_gold(runs, gold, rescore=rescore)
         return
     from refusalscope.models.handle import RuntimeOptions
     from refusalscope.scoring.judge import JudgeConfig, load_judge

@@ -12,13 +12,15 @@ def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.3f}"
 
 
-def validate_gold(runs: list[Path], gold: Path) -> None:
+def validate_gold(runs: list[Path], gold: Path, rescore: bool = False,
+                  classifier: str = "default") -> None:
     """Compare, print one table, and name the `validate` run written."""
     from rich.table import Table
 
     from refusalscope.scoring.validate_gold import run_gold_validate
 
-    run, v = run_gold_validate([str(r) for r in runs], gold)
+    run, v = run_gold_validate([str(r) for r in runs], gold, fresh=rescore,
+                               classifier=classifier)
     out = console()
     table = Table(title=f"scorers vs human labels ({', '.join(v['labellers'])}; "
                         f"{v['labels']['used']} labels: "
@@ -33,6 +35,8 @@ def validate_gold(runs: list[Path], gold: Path) -> None:
     for name, s in v["scorers"].items():
         out.print(f"{name} outcome confusion (ours/human): {_confusion(s['outcome'])}",
                   highlight=False)
+    for note in v.get("notes", []):
+        out.print(note, highlight=False)
     left = {k: n for k, n in v["labels"].items() if k != "used" and n}
     if left:
         out.print(f"labels left out: {left}", highlight=False)

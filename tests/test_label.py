@@ -153,6 +153,13 @@ def test_score_validate_gold(study: dict[str, Path], tmp_path: Path) -> None:
                               "ours_complied__human_complied": 3}
     # short: refused iff < 40 characters; only p000 (the refusal) is short
     assert v["scorers"]["short"]["refused"]["agreement"] == pytest.approx(4 / 5)
+    res = RUNNER.invoke(app, ["score", "validate", str(study["big"]), "--gold", str(out),
+                              "--rescore"])
+    assert res.exit_code == 0, res.output
+    assert "no classifier or ensemble" in res.output  # none is trained in the test home
+    v = json.loads((Path(res.output.split("wrote ")[-1].split()[0]) / "validation.json")
+                   .read_text())
+    assert v["scorers"]["heuristic (now)"]["refused"] == v["scorers"]["heuristic"]["refused"]
     res = RUNNER.invoke(app, ["score", "validate", str(study["big"])])
     assert res.exit_code == 2 and "--gold" in res.output
     res = RUNNER.invoke(app, ["score", "validate", str(study["big"]), "--gold",

@@ -3,7 +3,9 @@
 The human labels come from `refusalscope label` (`refusalscope.labels`): refused, complied or
 degenerate per (run, prompt id, response sha256). Each scorer is a run's latest
 `scores*.jsonl` of that scorer name (heuristic, classifier, ensemble, judge: whatever the runs
-were scored with; `refusalscope score RUN --scorer NAME` adds one). Per scorer three
+were scored with; `refusalscope score RUN --scorer NAME` adds one; `--rescore` labels the
+labelled responses afresh in memory with the heuristic, classifier and ensemble, named
+"<scorer> (now)", leaving the runs untouched). Per scorer three
 comparisons, each with agreement, Cohen's kappa and the confusion matrix:
 
 - `refused`: the scorer's `refused` vs human refused (degenerate counts as not refused);
@@ -151,9 +153,42 @@ def per_scorer(pairs: Sequence[GoldPair], scores: dict[str, dict[str, dict[str, 
     return out
 
 
-def run_gold_validate(runs: Sequence[str | Path], gold: str | Path) -> tuple[Run, dict[str, Any]]:
+def rescore(pairs: Sequence[GoldPair], classifier: str | None = "default"
+            ) -> tuple[dict[str, dict[str, dict[str, Any]]], list[str]]:
+    """Label the human-labelled responses afresh, in memory, as `refusalscope score` would (on-
+    topic check included): the heuristic, and with a trained `classifier` ("default": the
+    project default) the classifier alone and the ensemble. Keys "run/id" -> {"<name> (now)":
+    row}; nothing is written to the runs. Returns the rows and notes (a missing classifier)."""
+    from refusalscope.scoring.heuristic import HeuristicScorer
+    from refusalscope.scoring.relevance import RelevanceChecker
+    from refusalscope.scoring.score import label_outcomes
+
+    scorers: list[Any] = [HeuristicScorer()]
+    notes = []
+    if classifier is not None:
+        from refusalscope.scoring.classifier import DEFAULT_NAME, load_classifier
+        from refusalscope.scoring.ensemble import EnsembleScorer
+
+        try:
+            clf = load_classifier(DEFAULT_NAME if classifier == "default" else classifier)
+            scorers += [clf, EnsembleScorer(clf, HeuristicScorer())]
+        except UserError as e:
+            notes.append(f"no classifier or ensemble: {e}")
+    checker = RelevanceChecker()
+    prompts, responses = [p.prompt for p in pairs], [p.response for p in pairs]
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for scorer in scorers:
+        rows = label_outcomes(scorer, prompts, responses, relevance=checker)
+        for p, row in zip(pairs, rows, strict=True):
+            out.setdefault(f"{p.label.run}/{p.label.prompt_id}", {})[f"{scorer.name} (now)"] = row
+    return out, notes
+
+
+def run_gold_validate(runs: Sequence[str | Path], gold: str | Path, *, fresh: bool = False,
+                      classifier: str | None = "default") -> tuple[Run, dict[str, Any]]:
     """Compare every scorer of `runs` with the human labels in `gold`; write a `validate` run
-    holding `validation.json`.
+    holding `validation.json`. `fresh` adds the heuristic, classifier and ensemble labelling
+    the same responses now, in memory (`rescore`), beside the runs' own scorings.
 
     Example:
         run, v = run_gold_validate(["RUN"], "artifacts/labels/labels.jsonl")
@@ -169,7 +204,12 @@ def run_gold_validate(runs: Sequence[str | Path], gold: str | Path) -> tuple[Run
     if not pairs:
         raise UserError(f"none of the {len(labels)} labels in {gold} is of these runs' "
                         f"current responses ({counts})")
-    result = {"gold": str(gold.resolve()), "gold_sha256": sha256_file(gold),
+    notes: list[str] = []
+    if fresh:
+        now_rows, notes = rescore(pairs, classifier)
+        for key, by_name in now_rows.items():
+            scores.setdefault(key, {}).update(by_name)
+    result = {"gold": str(gold.resolve()), "gold_sha256": sha256_file(gold), "notes": notes,
               "labellers": sorted({p.label.labeller for p in pairs}),
               "human": dict(Counter(p.label.label for p in pairs)), "labels": counts,
               "scorers": per_scorer(pairs, scores)}
@@ -177,7 +217,7 @@ def run_gold_validate(runs: Sequence[str | Path], gold: str | Path) -> tuple[Run
         raise UserError("the runs have no scores*.jsonl: score them first "
                         "(refusalscope score RUN --scorer heuristic|classifier|ensemble)")
     cfg = {"runs": [str(r) for r in runs], "gold": str(gold.resolve()),
-           "gold_sha256": result["gold_sha256"]}
+           "gold_sha256": result["gold_sha256"], "rescore": fresh, "classifier": classifier}
     run = Run.create("validate", cfg, model="human", harmful_content=True,
                      input_runs=sorted({p.label.run for p in pairs}))
     atomic_write_json(run.file(VALIDATION), result)
