@@ -126,7 +126,7 @@ def test_decision_rule() -> None:
 
 def test_seven_b_shape_fits_80_gb_only_with_checkpointing_at_16x1024() -> None:
     """Llama-2-7B shapes, bf16, built on the meta device (no memory): 8x512 fits an 80 GB card
-    without checkpointing, 16x1024 needs it, and fits with it."""
+    without checkpointing, 16x1024 needs it, and fits with it; 13B at 16x1024 too."""
     from transformers import AutoModelForCausalLM, LlamaConfig
 
     cfg = LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
@@ -141,6 +141,13 @@ def test_seven_b_shape_fits_80_gb_only_with_checkpointing_at_16x1024() -> None:
     assert 12.5 * GiB < small.weights < 13 * GiB
     assert not small.grad_checkpointing
     assert big.grad_checkpointing and big.total_checkpointed < 0.85 * budget
+    cfg13 = LlamaConfig(hidden_size=5120, intermediate_size=13824, num_hidden_layers=40,
+                        num_attention_heads=40, num_key_value_heads=40, vocab_size=32000)
+    with torch.device("meta"):
+        m13 = AutoModelForCausalLM.from_config(cfg13, dtype=torch.bfloat16)
+    big13 = lora_memory(m13, targets=ATTN, rank=8, batch=16, seq=1024, response_rows=8192,
+                        budget=budget)
+    assert big13.grad_checkpointing and big13.total_checkpointed < 0.85 * budget
 
 
 def test_gcg_batch_is_fixed_off_cuda() -> None:
