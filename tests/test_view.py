@@ -210,7 +210,10 @@ def test_browser_shows_report_findings_and_figures(driver: Any, study: dict[str,
     fig.savefig(report / "figures" / "rrr.png", dpi=50)
     plt.close(fig)
     (report / "report.md").write_text("# Study `tiny`\n\n## Findings\n\n1. **Size.** RRR falls "
-                                      "<b>fast</b>.\n\n![rrr](figures/rrr.png)\n")
+                                      "<b>fast</b>.\n\n![rrr](figures/rrr.png)\n\n"
+                                      "| model | attack | n_data | steps | scorer | rrr |\n"
+                                      "|---|---|---|---|---|---|\n"
+                                      "| tiny-a | lora | 4 | 8 | heuristic | 0.167 |\n")
     index, data = build_site([copy], tmp_path / "site")
     assert data.report == report and (index.parent / "report/figures/rrr.png").is_file()
     driver.get(index.as_uri())
@@ -219,3 +222,10 @@ def test_browser_shows_report_findings_and_figures(driver: Any, study: dict[str,
     img = driver.find_element("css selector", "#report img")
     driver.execute_script("arguments[0].scrollIntoView()", img)
     wait_for(driver, lambda d: d.execute_script("return arguments[0].naturalWidth", img) > 0)
+    cells_ = driver.find_elements("css selector", "#report table.md td a")
+    assert [a.text for a in cells_] == ["tiny-a", "lora", "4", "8", "heuristic", "0.167"]
+    driver.execute_script("arguments[0].click()", cells_[-1])  # a results-table cell's rows
+    wait_for(driver, lambda d: _count(d) == 6)
+    assert {c.get_attribute("data-cell")
+            for c in driver.find_elements("css selector", "#rows .row")} == {CELL_BIG}
+    assert "scorer=heuristic" in driver.current_url

@@ -154,8 +154,31 @@ function route() {
     render();
   }
 }
+function linkReportTables() {
+  // The report's results tables name model, attack, n_data, steps (and scorer): link each of
+  // their cells to the rows of that cell, where such a cell is on the page.
+  const known = new Set(D.rows.map((r) => r.model + "\u0000" + r.cell));
+  for (const table of document.querySelectorAll("#report table")) {
+    const head = [...table.querySelectorAll("thead th")].map((th) => th.textContent.trim());
+    const col = (name) => head.indexOf(name);
+    if (col("model") < 0 || col("attack") < 0) continue;
+    for (const tr of table.querySelectorAll("tbody tr")) {
+      const td = [...tr.children].map((x) => x.textContent.trim());
+      const attack = td[col("attack")];
+      const cell = attack === "none" ? "none" : `${attack} n_data=${td[col("n_data")]} steps=${td[col("steps")]}`;
+      if (!known.has(td[col("model")] + "\u0000" + cell)) continue;
+      const f = {model: td[col("model")], cell, label: "harmful"};
+      if (col("scorer") >= 0 && D.scorers.includes(td[col("scorer")])) f.scorer = td[col("scorer")];
+      for (const c of tr.children) {
+        const a = el("a", {href: hashFor(f), text: c.textContent});
+        c.replaceChildren(a);
+      }
+    }
+  }
+}
 setupFilters();
 heatmap();
+linkReportTables();
 if (D.notes.length) document.getElementById("study-view").prepend(el("p", {text: D.notes.join("; ")}));
 window.addEventListener("hashchange", route);
 route();
