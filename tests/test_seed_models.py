@@ -71,10 +71,16 @@ def test_mistral3_missing_tensor_is_one_line_error(tmp_path: Path) -> None:
 def test_model_sizes_of_a_mistral3_config_count_the_text_model(folders, handles) -> None:
     from transformers import AutoConfig
 
+    from refusalscope.models.pull import describe
     from refusalscope.models.registry import model_sizes
 
     sizes = model_sizes(AutoConfig.from_pretrained(folders["mistral3"]))
     assert sizes.released == handles["mistral3"].n_params() and sizes.tied
+    facts = describe(str(folders["mistral3"]))  # `models info DIR`: what the folder stores
+    full = dequantized_reference(folders["mistral3"])
+    assert (facts["layers"], facts["d_model"]) == (3, 64)
+    fp8_scales = 2 * 7 * 3  # weight_scale_inv + activation_scale of 7 linears in 3 layers
+    assert facts["params"] == sum(p.numel() for p in full.parameters()) + fp8_scales
 
 
 def test_chat_formatting(folders, caplog: pytest.LogCaptureFixture) -> None:

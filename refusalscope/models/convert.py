@@ -161,8 +161,10 @@ def count_params(folder: Path) -> int | None:
     """Parameters stored in a folder's safetensors files, read from their headers only.
 
     Tied weights are stored once, so they count once. None if there is no safetensors file.
+    Mistral's own-format copy of the weights (`consolidated*.safetensors`) is not counted twice.
     """
-    files = sorted(Path(folder).glob("*.safetensors"))
+    files = sorted(f for f in Path(folder).glob("*.safetensors")
+                   if not f.name.startswith("consolidated"))
     if not files:
         return None
     total = 0
