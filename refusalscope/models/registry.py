@@ -179,7 +179,8 @@ _ENTRIES = (
         name="mistral-3b", kind="hub", hub_id="mistralai/Ministral-3-3B-Instruct-2512",
         is_chat=True, params="3B", chat_template=True,
         description="Ministral 3 3B Instruct (official)", license="Apache-2.0",
-        notes="mistral3 architecture with a vision encoder (~4.7 GB); text-only use; sizes not "
+        notes="mistral3 image-text checkpoint (FP8, ~4.7 GB): only its ministral3 language "
+              "model is loaded (vision tower never read), dequantized to bf16/fp32; sizes not "
               "recorded (counted from its config by `model_sizes` once pulled); pretraining "
               "tokens not published",
     ),
