@@ -179,3 +179,14 @@ def test_labels_as_training_rows(study: dict[str, Path], tmp_path: Path) -> None
         (False, "complied")]
     gens = {r["id"]: r for r in read_jsonl(study["big"] / "generations.jsonl")}
     assert ex[0].response == gens["p000"]["response"]
+
+
+def test_cli_label_refuses_bad_input(study: dict[str, Path], tmp_path: Path) -> None:
+    from refusalscope.cli.app import app
+
+    res = RUNNER.invoke(app, ["label", str(tmp_path / "nothing")])
+    assert res.exit_code == 2 and "not a run" in res.output
+    res = RUNNER.invoke(app, ["label", str(study["big"]), "--port", "70000"])
+    assert res.exit_code == 2 and "--port" in res.output
+    res = RUNNER.invoke(app, ["label", str(study["big"]), "--sample", "0"])
+    assert res.exit_code == 2 and "--sample" in res.output
