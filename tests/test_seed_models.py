@@ -221,3 +221,31 @@ def test_steering_and_ablation(folders, handles, arch: str, tmp_path: Path) -> N
     saved = ModelHandle.load(str(steering.save_orthogonalized(fresh, tmp_path / "o", {})))
     with torch.no_grad():  # mistral3: saved and reloaded as its text model
         assert torch.allclose(saved.model(IDS).logits, ablated, atol=1e-4)
+
+
+@pytest.mark.parametrize("name, arch, cls", [("mistral-3b", "mistral3", "Ministral3ForCausalLM"),
+                                             ("phi-2", "phi", "PhiForCausalLM"),
+                                             ("llama-7b", "llama", "LlamaForCausalLM")])
+def test_registry_name_loads_from_the_hub_cache(name: str, arch: str, cls: str, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The registry name resolves to its hub id, which loads offline from the HF cache: the
+    path a user with the hub takes, with the tiny stand-in as the cached snapshot."""
+    from huggingface_hub import constants
+
+    from refusalscope.models.pull import describe
+    from refusalscope.models.registry import get
+
+    hub_id = get(name).hub_id
+    assert hub_id is not None
+    repo = tmp_path / "hub" / ("models--" + hub_id.replace("/", "--"))
+    rev = "0123456789abcdef0123456789abcdef01234567"
+    write_checkpoint(arch, repo / "snapshots" / rev)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(rev)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    h = ModelHandle.load(name)
+    assert type(h.base_model).__name__ == cls and h.source == f"hub:{hub_id}"
+    facts = describe(name)
+    assert facts["pulled"] and facts["layers"] == h.n_layers == 3
+    with torch.no_grad():
+        assert h.model(IDS).logits.shape == (1, IDS.shape[1], len(h.tokenizer))
