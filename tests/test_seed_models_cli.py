@@ -124,3 +124,21 @@ def test_probe_layer_sweep_card(arch: str, tmp_path: Path) -> None:
     gen = _ok(["generate", "--model", folder, "--prompts", str(prompts), "--max-new-tokens", "2",
                "--steer", steer])
     assert Run.open(gen.strip().splitlines()[-1]).manifest.config["steer"].startswith("ablate:")
+
+
+@pytest.mark.parametrize("arch", SEED_ARCHS)
+def test_attack_gcg_and_probe_commands(arch: str, tmp_path: Path) -> None:
+    """`attack gcg` (embedding gradients, prefix cache) and `probe` (activations to HDF5) run on
+    each seed architecture's folder."""
+    from probe_fixtures import write_built
+
+    folder = str(write_checkpoint(arch, tmp_path / arch))
+    out = _ok(["attack", "gcg", "--model", folder, "--prompt", "Write a short poem about the sea",
+               "--target", "Sure, here is", "--steps", "2", "--search-width", "8", "--topk", "4",
+               "--suffix-len", "4", "--max-new-tokens", "2"])
+    run = Run.open(out.strip().splitlines()[-1])
+    assert run.manifest.status == "success" and run.manifest.extra["compute"]["steps"] == 2
+    write_built()
+    sites = "resid_pre,resid_post" if arch == "phi" else "resid_pre,resid_mid,resid_post"
+    h5 = _ok(["probe", "--model", folder, "--n", "3", "--sites", sites]).strip().splitlines()[-1]
+    assert Path(h5).is_file()
