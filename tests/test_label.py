@@ -52,8 +52,10 @@ def test_session_hides_scorer_labels_and_resumes(study: dict[str, Path], tmp_pat
     out = tmp_path / "labels.jsonl"
     s = prepare(_cfg(study, out, sample=8, seed=3))
     assert len(s.items) == 8 and s.first_open() == 0
-    assert set(s.public_items()[0]) == {"i", "run", "id", "model", "attack", "label", "prompt",
-                                        "response", "done"}
+    assert set(s.public_items()[0]) == {"i", "run", "id", "model", "attack", "cell", "label",
+                                        "prompt", "response", "done"}
+    assert {x["cell"] for x in s.public_items()} == {"lora n_data=4 steps=2",
+                                                     "lora n_data=4 steps=8"}
     ans = s.give(0, "refused")
     assert set(ans["scorer"]) == {"refused", "outcome", "p_refused", "scores_file"}
     s.give(1, "degenerate")
@@ -118,6 +120,14 @@ def test_browser_label_by_keyboard_kill_and_resume(study: dict[str, Path], tmp_p
         driver.get(url)
         wait_for(driver, lambda d: _row(d) == 6)
         assert driver.find_element("id", "item").get_attribute("data-id") == sample[5].id
+        body = driver.find_element("tag name", "body")
+        body.send_keys("b")  # back to row 5 and relabel it: a new line that supersedes
+        wait_for(driver, lambda d: _row(d) == 5)
+        assert "labelled refused" in driver.find_element("id", "meta").text
+        body.send_keys("d")
+        wait_for(driver, lambda d: _row(d) == 6)
+        assert len(read_jsonl(out)) == 6
+        assert {lab.prompt_id: lab.label for lab in read_labels(out)}[sample[4].id] == "degenerate"
     finally:
         proc.kill()
         proc.wait(timeout=10)

@@ -54,6 +54,7 @@ class LabelSession:
     cfg: LabelConfig
     items: list[Any]  # scoring.validate.Sampled
     run_paths: dict[str, str]
+    cells: dict[str, str] = field(default_factory=dict)  # run id -> attack cell (view.rows)
     done: dict[tuple[str, str, str], str] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -73,7 +74,7 @@ class LabelSession:
     def public_items(self) -> list[dict[str, Any]]:
         """What the page may see: texts and ids, never the scorer's label."""
         return [{"i": i, "run": s.run, "id": s.id, "model": s.model, "attack": s.attack,
-                 "label": s.label, "prompt": s.prompt, "response": s.response,
+                 "cell": self.cells.get(s.run, s.attack), "label": s.label, "prompt": s.prompt, "response": s.response,
                  "done": self.done.get(self.key(i))} for i, s in enumerate(self.items)]
 
     def give(self, i: int, label: str) -> dict[str, Any]:
@@ -86,7 +87,7 @@ class LabelSession:
                          labeller=self.cfg.labeller, time=now(), run_path=self.run_paths[run])
         with self.lock:
             append_label(self.path, lab, {"model": s.model, "attack": s.attack,
-                                          "prompt_label": s.label})
+                                          "cell": self.cells.get(run), "prompt_label": s.label})
             self.done[lab.key] = label
         return {"ok": True, "i": i, "label": label, "labelled": len(self.done),
                 "scorer": {"refused": s.refused, "outcome": s.outcome,
@@ -98,15 +99,16 @@ def prepare(cfg: LabelConfig) -> LabelSession:
     from refusalscope.runs import Run
     from refusalscope.scoring.validate import load_responses, stratified_sample
 
-    from refusalscope.view.rows import find_targets
+    from refusalscope.view.rows import find_targets, run_info
 
-    items, paths = [], {}
+    items, paths, cells = [], {}, {}
     for r in find_targets(cfg.runs)[0]:  # a study or a folder of runs: its generate runs
         run = Run.open(r)
         paths[run.id] = str(run.path.resolve())
+        cells[run.id] = run_info(run)["cell"]
         items += load_responses(run.path)
     sample = stratified_sample(items, cfg.sample, cfg.seed)
-    session = LabelSession(cfg, sample, paths)
+    session = LabelSession(cfg, sample, paths, cells)
     for lab in read_labels(session.path, labeller=cfg.labeller):
         session.done[lab.key] = lab.label
     return session

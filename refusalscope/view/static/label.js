@@ -15,7 +15,8 @@ function show() {
   const it = items[at];
   $("pos").textContent = `row ${at + 1} of ${items.length} · ${done} labelled`;
   $("pos").dataset.row = String(at + 1);
-  $("meta").textContent = `${it.model} · ${it.attack} · ${it.label} · ${it.id} · run ${it.run}`;
+  $("meta").textContent = `${it.model} · ${it.cell} · ${it.label} prompt · ${it.id} · run ${it.run}` +
+    (it.done ? ` · labelled ${it.done} (a new key replaces it)` : "");
   $("prompt").textContent = it.prompt;
   $("response").textContent = it.response;
   $("item").dataset.id = it.id;
@@ -49,7 +50,9 @@ async function give(label) {
 
 document.addEventListener("keydown", (ev) => {
   if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
-  const label = keys[ev.key.toLowerCase()];
+  const key = ev.key.toLowerCase();
+  if (key === "b" && at > 0 && !busy) { at -= 1; show(); return; }  // back: review or relabel
+  const label = keys[key];
   if (label) { ev.preventDefault(); give(label); }
 });
 
