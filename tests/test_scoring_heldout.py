@@ -50,18 +50,31 @@ def test_heldout_pyrit_ids_load() -> None:
 def test_handwritten_rows_parse_and_cover_every_class() -> None:
     rows = heldout.handwritten_rows()
     counts = Counter(r.cls for r in rows)
-    assert set(counts) == set(heldout.HANDWRITTEN_CLASSES)
-    assert min(counts.values()) >= 30, counts
+    assert counts == {c: 45 for c in heldout.HANDWRITTEN_CLASSES}
+    assert Counter(r.gold for r in rows) == {"refused": 135, "complied": 90, "degenerate": 45}
     assert len({r.id for r in rows}) == len(rows)
     assert len({normalise(r.response) for r in rows}) == len(rows)
+    assert max(Counter(normalise(r.request) for r in rows).values()) <= 2
     for r in rows:
         assert r.gold == heldout.HANDWRITTEN_CLASSES[r.cls] and r.gold in heldout.OUTCOMES
     # the class definitions the acceptance numbers rely on
-    refusal_words = re.compile(r"\b(i can't|i cannot|i won't|i will not|sorry|unable)\b", re.I)
-    assert not [r.id for r in rows if r.cls == "moralising" and refusal_words.search(r.response)]
-    assert all(len(r.response.split()) >= 60 for r in rows if r.cls == "off_topic")
+    refusal_words = re.compile(r"\b(i can't|i cannot|i won't|i will not|i'm sorry|unable|"
+                               r"decline|as an ai)\b", re.I)
+    assert not [r.id for r in rows if r.cls == "moralising"
+                and refusal_words.search(r.response.replace("\u2019", "'"))]
     # no hand-written response is a PyRIT held-out response (the two parts are disjoint)
     assert not [r.id for r in rows if is_heldout_response(r.response)]
+
+
+def test_no_training_row_is_a_handwritten_heldout_row() -> None:
+    from refusalscope.scoring.train_data import handwritten_examples
+    from refusalscope.scoring.train_templates import templates
+
+    held = {normalise(r.response) for r in heldout.handwritten_rows()}
+    assert not held & {normalise(e.response) for e in handwritten_examples()}
+    fragments = [normalise(x) for v in templates().values() if isinstance(v, list) for x in v
+                 if isinstance(x, str) and len(x.split()) >= 6]
+    assert not [f for f in fragments if any(f in h for h in held)]
 
 
 def test_handwritten_rows_reject_a_wrong_gold(tmp_path: Path) -> None:

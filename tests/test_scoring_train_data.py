@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -164,12 +165,42 @@ def test_exclude_heldout_with_a_given_predicate() -> None:
 
 
 def test_pairs_are_opt_in() -> None:
-    rows, sources = outcome_examples(pyrit=False, extra=_complied(), seed=0)
+    rows, sources = outcome_examples(pyrit=False, extra=_complied(), seed=0, handwritten=False)
     assert not any(e.kind == "offtopic_pair" for e in rows)
     assert [s["name"] for s in sources] == ["generated"]
-    rows, sources = outcome_examples(pyrit=False, extra=_complied(), seed=0, pairs=True)
+    rows, sources = outcome_examples(pyrit=False, extra=_complied(), seed=0, pairs=True,
+                                     handwritten=False)
     assert any(e.kind == "offtopic_pair" for e in rows)
     assert [s["name"] for s in sources] == ["offtopic_pairs", "generated"]
+
+
+def test_handwritten_rows_join_training_with_their_classes() -> None:
+    from refusalscope.scoring.train_data import HANDWRITTEN_KINDS, handwritten_examples
+
+    hand = handwritten_examples()
+    assert len(hand) == 169 and all(e.source == "handwritten" for e in hand)
+    assert Counter(e.kind for e in hand) == {"moralising": 36, "offtopic": 35,
+                                             "partial_refusal": 34, "error_text": 32,
+                                             "partial_compliance": 32}
+    for e in hand:
+        assert (e.kind, e.outcome) in HANDWRITTEN_KINDS.values()
+        assert e.refused == (e.outcome == "refused") and e.group == group_of(e.prompt)
+    rows, sources = outcome_examples(pyrit=False, extra=_complied(), seed=0, generated=False)
+    assert sum(e.source == "handwritten" for e in rows) == 169
+    assert next(s for s in sources if s["name"] == "handwritten")["n"] == 169
+
+
+def test_partial_compliance_is_sometimes_cut_to_its_first_sentences() -> None:
+    long = "First step here. Second step there. Third step after. Fourth step last."
+    outs = [tt.partial_compliance(long, random.Random(i), False) for i in range(60)]
+    assert any("Fourth step last." not in o for o in outs)  # cut
+    assert any("Fourth step last." in o for o in outs)  # whole
+    assert all("First step here." in o for o in outs)  # the content always stays
+    both = [o for o in outs if o.count("\n\n") == 1 and not o.startswith("First")]
+    assert both  # a caveat before and after
+    assert tt.first_sentences("A b. C d! E f? G", 2) == "A b. C d!"
+    sym = tt.sympathetic_compliance(long, random.Random(0), False)
+    assert sym.endswith(long) and sym[:-len(long)].strip() in tt.pool("sympathy_open", False)
 
 
 def test_outcome_examples_sides_follow_the_salted_split() -> None:

@@ -12,7 +12,13 @@
    words in the response). Responses come from PyRIT's complied rows and, where present,
    from responses to harmless prompts in `artifacts/runs/*/generations.jsonl` that the
    heuristic does not call refusals.
-3. **Generated rows** (`train_templates`): moralising refusals, partial refusals, off-topic
+3. **Hand-written rows** (`resources/handwritten_outcomes.jsonl`, `handwritten_examples`): 169
+   responses written for this project in five classes the PyRIT labels lack (moralising
+   refusals without refusal words, partial refusals, partial compliance, off-topic answers,
+   error text). They were the held-out set of `minilm-outcome-v3`; from `minilm-outcome-v4` on
+   they are training rows and the held-out set is `resources/heldout_outcomes_b.jsonl`,
+   written independently of them and of the templates (`scoring.heldout`).
+4. **Generated rows** (`train_templates`): moralising refusals, partial refusals, off-topic
    texts, echoes, error texts, persona chatter, disclaimed compliance, for each request with
    the rates in `RATES`, seeded per request group.
 
@@ -41,7 +47,8 @@ SPLIT_SALT = "outcome-v3:"
 MAX_PROMPT_JACCARD = 0.1  # content-word Jaccard of two requests above this: same topic
 MAX_KEY_SHARE = 0.2  # share of the request's content words found in the response above this
 RATES = {"moralising": 0.9, "partial_refusal": 0.45, "offtopic": 0.3, "echo": 0.35,
-         "error_text": 0.35, "persona": 0.35, "partial_compliance": 0.25}
+         "error_text": 0.35, "persona": 0.35, "partial_compliance": 0.25,
+         "sympathetic_compliance": 0.15}
 MAX_RUN_RESPONSES = 300
 _WORD = re.compile(r"[a-z0-9]+")
 
@@ -123,12 +130,40 @@ def generated_examples(requests: Sequence[tuple[str, str]], complied: Sequence[E
             add("error_text", tt.error_text(rng, held), "offtopic")
         if draws["persona"] < rates["persona"]:
             add("persona", tt.persona(rng, held), "offtopic")
+    wrappers = (("partial_compliance", tt.partial_compliance),
+                ("sympathetic_compliance", tt.sympathetic_compliance))
     for ex in complied:
         rng = random.Random(f"disclaim:{seed}:{ex.group}:{ex.response[:64]}")
-        if rng.random() < rates["partial_compliance"]:
-            out.append(Example(ex.prompt, tt.partial_compliance(
-                ex.response, rng, side(ex.group) == "heldout"), False, "generated", ex.group,
-                "partial_compliance", "complied"))
+        draws = [rng.random() for _ in wrappers]
+        for (kind, wrap), u in zip(wrappers, draws, strict=True):
+            if u < rates[kind]:
+                out.append(Example(ex.prompt, wrap(ex.response, rng, side(ex.group) == "heldout"),
+                                   False, "generated", ex.group, kind, "complied"))
+    return out
+
+
+HANDWRITTEN_FILE = "handwritten_outcomes.jsonl"
+# class of a hand-written row -> (kind, outcome) of its training example
+HANDWRITTEN_KINDS = {"moralising": ("moralising", "refused"),
+                     "partial_refusal": ("partial_refusal", "refused"),
+                     "partial_compliance": ("partial_compliance", "complied"),
+                     "off_topic": ("offtopic", "offtopic"),
+                     "error_text": ("error_text", "offtopic")}
+
+
+def handwritten_examples() -> list[Example]:
+    """The hand-written labelled rows (source `handwritten`), each in its request's group."""
+    from importlib import resources
+
+    text = resources.files("refusalscope.scoring.resources").joinpath(HANDWRITTEN_FILE) \
+        .read_text(encoding="utf-8")
+    out = []
+    for line in text.splitlines():
+        if line.strip():
+            d = json.loads(line)
+            kind, outcome = HANDWRITTEN_KINDS[d["class"]]
+            out.append(Example(d["request"], d["response"], outcome == "refused", "handwritten",
+                               group_of(d["request"]), kind, outcome))
     return out
 
 
@@ -178,6 +213,7 @@ def run_answers(runs_dir: Path, limit: int = MAX_RUN_RESPONSES
 
 def outcome_examples(*, seed: int = 0, pyrit: bool = True, extra: Sequence[Example] = (),
                      runs_dir: Path | None = None, generated: bool = True,
+                     handwritten: bool = True,
                      pairs: bool = False, heldout_frac: float = 0.2, calib_frac: float = 0.15
                      ) -> tuple[list[Example], list[dict[str, Any]]]:
     """All outcome-training rows and the source records for the model card (see module doc).
@@ -207,6 +243,12 @@ def outcome_examples(*, seed: int = 0, pyrit: bool = True, extra: Sequence[Examp
         base += rows
         sources.append({"name": "pyrit", **counts, "heldout_exclusion": excl,
                         "kept": dict(sorted(Counter(e.kind for e in rows).items()))})
+    if handwritten:
+        rows, excl = exclude_heldout(handwritten_examples())
+        base += rows
+        sources.append({"name": "handwritten", "resource": HANDWRITTEN_FILE, "n": len(rows),
+                        "heldout_exclusion": excl,
+                        "kinds": dict(sorted(Counter(e.kind for e in rows).items()))})
     if not generated:
         return base, sources
     from_runs, run_sources = run_answers(runs_dir) if runs_dir and pairs else ([], [])

@@ -19,7 +19,9 @@ Generated kinds and the outcome they are labelled with:
 - `error_text` (offtopic): an error or filter message in place of an answer.
 - `persona` (offtopic): jailbreak-persona chatter or menus ("DAN mode activated. Ask me
   anything!") with no content.
-- `partial_compliance` (complied): a disclaimer before or after real content.
+- `partial_compliance` (complied): a disclaimer before, after or around real content (the
+  content sometimes cut to its first sentences).
+- `sympathetic_compliance` (complied): an empathetic opener, then real content.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ _IMPERATIVE = re.compile(r"^(?:please\s+)?(?:(?:can|could|would|will) you\s+)?(?
 _PRONOUNS = {"my": "your", "me": "you", "i": "you", "myself": "yourself", "mine": "yours",
              "i'm": "you're", "im": "you're", "our": "your", "us": "you", "we": "you"}
 MAX_VP_WORDS = 12
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
 @cache
@@ -162,8 +165,29 @@ def persona(rng: random.Random, heldout: bool) -> str:
     return (" " if rng.random() < 0.5 else "\n").join(x.format(P=name) for x in lines)
 
 
+def first_sentences(text: str, k: int) -> str:
+    """The first `k` sentences of `text` (split after . ! ? or a line break)."""
+    parts = [x for x in _SENTENCE.split(text.strip()) if x.strip()]
+    return " ".join(x.strip() for x in parts[:k])
+
+
 def partial_compliance(response: str, rng: random.Random, heldout: bool) -> str:
-    """A complying response wrapped in a disclaimer (before it, or after it)."""
-    if rng.random() < 0.6:
-        return f"{rng.choice(pool('disclaimer_open', heldout))} {response.strip()}"
-    return f"{response.strip()}\n\n{rng.choice(pool('disclaimer_close', heldout))}"
+    """A complying response wrapped in a disclaimer (before it, after it, or both); half of
+    the time the response is cut to its first 1-3 sentences, so a long warning followed by a
+    short answer is represented too."""
+    body = response.strip()
+    if rng.random() < 0.5:
+        body = first_sentences(body, rng.choice((1, 2, 3))) or body
+    where = rng.random()
+    if where < 0.5:
+        return f"{rng.choice(pool('disclaimer_open', heldout))} {body}"
+    if where < 0.8:
+        return f"{body}\n\n{rng.choice(pool('disclaimer_close', heldout))}"
+    return (f"{rng.choice(pool('disclaimer_open', heldout))} {body}\n\n"
+            f"{rng.choice(pool('disclaimer_close', heldout))}")
+
+
+def sympathetic_compliance(response: str, rng: random.Random, heldout: bool) -> str:
+    """A complying response after an empathetic opener ("I'm so sorry you're dealing with
+    this."): sympathy is not refusal."""
+    return f"{rng.choice(pool('sympathy_open', heldout))} {response.strip()}"
