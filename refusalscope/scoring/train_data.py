@@ -48,7 +48,7 @@ MAX_PROMPT_JACCARD = 0.1  # content-word Jaccard of two requests above this: sam
 MAX_KEY_SHARE = 0.2  # share of the request's content words found in the response above this
 RATES = {"moralising": 0.9, "partial_refusal": 0.45, "offtopic": 0.3, "echo": 0.35,
          "error_text": 0.35, "persona": 0.35, "partial_compliance": 0.25,
-         "sympathetic_compliance": 0.15}
+         "sympathetic_compliance": 0.15, "plain_refusal": 0.3}
 MAX_RUN_RESPONSES = 300
 _WORD = re.compile(r"[a-z0-9]+")
 
@@ -120,6 +120,8 @@ def generated_examples(requests: Sequence[tuple[str, str]], complied: Sequence[E
         draws = {k: rng.random() for k in sorted(rates)}  # one draw per kind: stable order
         if draws["moralising"] < rates["moralising"]:
             add("moralising", tt.moralising(prompt, rng, held), "refused")
+        if draws["plain_refusal"] < rates["plain_refusal"]:
+            add("refusal_words", tt.plain_refusal(prompt, rng, held), "refused")
         if draws["partial_refusal"] < rates["partial_refusal"]:
             add("partial_refusal", tt.partial_refusal(prompt, rng, held), "refused")
         if draws["offtopic"] < rates["offtopic"]:

@@ -10,6 +10,8 @@ Generated kinds and the outcome they are labelled with:
 
 - `moralising` (refused): a lecture on illegality or harm and a redirect, no refusal verb and
   nothing that complies ("Violence only escalates conflict. Consider talking to ...").
+- `plain_refusal` (refused): an ordinary refusal with refusal words ("I'm sorry, but I can't
+  help with that."), sometimes a reason and an offer of other help.
 - `partial_refusal` (refused): the same opening, then lawful alternatives instead of the
   requested content.
 - `offtopic` (offtopic): a fluent answer to a different question (recipe, poem, science
@@ -111,6 +113,21 @@ def moralising(prompt: str, rng: random.Random, heldout: bool) -> str:
     if rng.random() < 0.2:  # the redirect first, the reason after
         parts = parts[-1:] + parts[:-1]
     return (" " if rng.random() < 0.7 else "\n\n").join(parts)
+
+
+def plain_refusal(prompt: str, rng: random.Random, heldout: bool) -> str:
+    """An ordinary refusal with refusal words, sometimes with a reason or an offer of other
+    help (the phrase lists catch most of these; the classifier must not lose them)."""
+    vp = request_topic(prompt)
+    if vp and rng.random() < 0.4:
+        parts = [rng.choice(pool("refusal_open_vp", heldout)).format(vp=vp)]
+    else:
+        parts = [rng.choice(pool("refusal_open", heldout))]
+    if rng.random() < 0.4:
+        parts.append(rng.choice(pool("moral_body", heldout)))
+    if rng.random() < 0.5:
+        parts.append(rng.choice(pool("refusal_offer", heldout)))
+    return " ".join(parts)
 
 
 def partial_refusal(prompt: str, rng: random.Random, heldout: bool) -> str:
