@@ -95,34 +95,58 @@ def status(spec: str = _SPEC) -> None:
 
 @study_app.command("plan")
 @user_errors
-def plan(spec: str = _SPEC) -> None:
+def plan(spec: str = _SPEC,
+         rates: str | None = typer.Option(None, "--rates", help="A measured-rates JSON from "
+                                          "`bash benchmarks/gpu_check.sh` (GPU); default: the "
+                                          "shipped CPU rates (refusalscope/study/rates_cpu.json).")
+         ) -> None:
     """What would run (nodes not done yet) and an estimate of its cost."""
     from rich.table import Table
 
     from refusalscope.study import plan as cost
     from refusalscope.study.executor import node_state
 
+    measured = cost.load_rates(rates)  # a bad file fails before the spec is expanded
+    cpu = cost.load_rates()
     _, nodes, sdir = _load(spec)
     todo = [n for n in nodes if node_state(sdir, n) != "done"]
-    costs = cost.estimate(todo)
+    costs = cost.estimate(todo, rates=measured)
+    dev_col = f"{measured.unit} min"
     table = Table(title=f"{len(todo)} of {len(nodes)} nodes to run ({sdir})")
-    for col in ("node", "kind", "what", "GFLOPs", "CPU min", "GPU min"):
-        table.add_column(col, justify="right" if col[0] in "GCU" else "left",
+    cols = ("node", "kind", "what", "GFLOPs", "CPU min") + ((dev_col,) if rates else ())
+    for col in cols:
+        table.add_column(col, justify="left" if col in ("node", "kind", "what") else "right",
                          no_wrap=col == "node")
     for c in costs:
-        table.add_row(c.node.id, c.node.kind, c.node.label,
-                      f"{c.flops / 1e9:,.0f}" if c.flops is not None else "?",
-                      f"{c.cpu_min:.1f}" if c.cpu_min is not None else "?",
-                      f"{c.gpu_min:.2f}" if c.gpu_min is not None else "?")
+        row = [c.node.id, c.node.kind, c.node.label,
+               f"{c.flops / 1e9:,.0f}" if c.flops is not None else "?",
+               f"{c.cpu_min:.1f}" if c.cpu_min is not None else "?"]
+        if rates:
+            row.append(f"{c.device_min:.2f}" if c.device_min is not None else "?")
+        table.add_row(*row)
     t = cost.totals(costs)
-    table.caption = (f"total {t['flops'] / 1e12:,.1f} TFLOPs: ~{t['cpu_min']:.0f} CPU minutes "
-                     f"(2 cores) or ~{t['gpu_min']:.0f} GPU minutes"
+    table.caption = (f"total {t['flops'] / 1e12:,.1f} TFLOPs: ~{t['cpu_min']:.0f} CPU minutes"
+                     + (f", ~{t['device_min'] / 60:,.1f} {measured.unit}-hours on "
+                        f"{measured.device}" if rates else "")
                      + (f"; {t['unknown']} nodes of unknown size" if t["unknown"] else "")
-                     + ". Estimated: dense-matmul FLOPs from tokens x parameters (upper bound: "
-                       "every response at max_new_tokens) over rates measured on 2 CPU cores "
-                       "(52 GFLOP/s generating, 89 training, 140 forward-only) and 100 TFLOP/s "
-                       "assumed on a GPU, plus model loading; see refusalscope/study/plan.py.")
+                     + ". FLOPs: the compute ledger's formulas (upper bound: every reply at "
+                       "max_new_tokens). Rates measured by benchmarks/gpu_check.py, in ledger "
+                       f"GFLOP/s: {_rate_line(cpu)} from {cpu.source}"
+                     + (f"; {_rate_line(measured)} from {measured.source}" if rates else
+                        "; for GPU-hours pass --rates FILE from `bash benchmarks/gpu_check.sh`")
+                     + ". Plus model loading; see refusalscope/study/plan.py.")
     console().print(table)
+
+
+def _rate_line(r) -> str:  # type: ignore[no-untyped-def]
+    """'generate 52, train 89, ...' GFLOP/s at the largest measured shape."""
+    big = max(r.shapes, key=lambda s: s["params_body"])
+    parts = []
+    for work in ("generate", "train", "gcg", "prefill"):
+        rate = r.rate(work, big["params_body"], 1024)
+        if rate is not None:
+            parts.append(f"{work} {rate / 1e9:,.0f}")
+    return f"{', '.join(parts)} ({r.device}, {big['shape']} shape)"
 
 
 @study_app.command("report")

@@ -1,87 +1,180 @@
-"""Cost estimate of a study before it runs: tokens -> FLOPs -> rough minutes on CPU and GPU.
+"""Cost estimate of a study before it runs: the compute ledger's FLOPs over measured rates.
 
-How it is estimated (dense matmuls only, as in `attacks.compute`; N = model parameters):
-- generate: per prompt, 2 N FLOPs x (PROMPT_TOKENS + max_new_tokens): an upper bound, since
-  refusals stop early;
-- attack-lora: the longest cell's steps x batch x max_len tokens x 4 N (frozen weights cost a
-  forward and an activation gradient; the adapter is negligible);
-- attack-gcg: per step, one gradient pass over the suffix+target (6 N per token) and
-  search_width candidate forwards (2 N per token), x prompts optimised;
-- attack-autodan: generations x population x prompts x AUTODAN_TOKENS x 2 N;
-- probe: 2 classes x n prompts x PROMPT_TOKENS x 2 N; score: the MiniLM classifier/embedder;
-- defend-tar: outer steps x (inner steps + 2 batches) x batch x max_len tokens x 4 N;
-- probe-sweep: 2 classes x (n + n_val) prompts x PROMPT_TOKENS x 2 N x SWEEP_PASSES (the
-  selection re-runs the validation prompts per candidate layer: a rough factor);
-- defend-steer: generation of 2 x n prompts per alpha, as generate.
-Minutes = FLOPs / an effective rate per kind plus a fixed LOAD_S per node. CPU rates were
-measured on this project's 2-core machine: generation 52 GFLOP/s (`benchmarks/RESULTS.md`: 0.5B,
-32 prompts, 1,427 prompt + 1,360 new tokens in 52.7 s), LoRA training 89 GFLOP/s (0.5B, 16 pairs,
-16 steps, 7,680 tokens in 170 s, with other jobs on the machine), prefill-only work (probe,
-prompt-attack candidates) 140 GFLOP/s (a 0.5B prefill of 2,336 padded tokens in ~10 s, rounded
-down). GPU_FLOPS assumes ~10% of an H100's bf16 peak, typical for small batches. Treat all of
-them as order-of-magnitude figures.
+FLOPs: each node's work in the formulas of `refusalscope.compute` (the ledger every run's
+`compute.json` is written with), on the model's parameter classes (`params_for`) and the token
+counts below. Minutes: FLOPs / a measured rate for the node's kind of work and model size, plus
+`LOAD_S` per node.
+
+Rates (ledger FLOPs per second) come from a measured-rates JSON written by
+`benchmarks/gpu_check.py` (`bash benchmarks/gpu_check.sh` on a GPU; `study plan --rates FILE`).
+The default, `rates_cpu.json` beside this module, was measured on this project's shared 2-core
+CPU by the same script (`--device cpu --profile cpu`); the file says when, on what, at which
+commit. Four kinds of work are measured: `generate` (the tool's generation loop: generate,
+defend-steer), `train` (a LoRA step: attack-lora, defend-tar), `gcg` (one GCG step) and
+`prefill` (forward passes: probe, probe-sweep, attack-autodan's fitness). Between measured
+model sizes a rate is interpolated in log N_body, outside them the nearest is used; `train`
+takes the measured batch x length nearest the node's. Scoring runs MiniLM on the CPU, so score
+nodes always use the default CPU file's prefill rate.
+
+Token counts (upper bounds where the real count depends on the model's replies):
+- generate: per prompt PROMPT_TOKENS, then every reply at max_new_tokens;
+- pairs (`data pairs`): every attack-train prompt answered `samples` times, as generate (the
+  run stops once n pairs are kept; the scoring of each answer is left out);
+- attack-lora / defend-tar: batch x max_len tokens per step, the loss on half of them;
+- attack-gcg: per step and prompt (all prompts active: universal GCG adds them over time), the
+  gradient over suffix + TAIL_TOKENS + TARGET_TOKENS - 1 positions and search_width candidate
+  forwards over the same, the prefix (PROMPT_TOKENS) once per prompt;
+- attack-autodan: generations x population x prompts forwards of AUTODAN_TOKENS + target;
+- probe / probe-sweep: 2 classes x prompts x PROMPT_TOKENS (sweep x SWEEP_PASSES: the
+  selection re-runs the validation prompts per candidate layer, a rough factor);
+- score: the MiniLM classifier over SCORE_ROWS responses of 96 tokens.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from refusalscope.compute import (ParamCounts, forward_flops, generation_flops,
+                                  train_flops)
+from refusalscope.errors import UserError
 from refusalscope.study.graph import Node
 
 PROMPT_TOKENS = 48  # a chat-formatted eval prompt (template + median 11-word request)
 AUTODAN_TOKENS = 400  # an AutoDAN prompt: template body + request
 TARGET_TOKENS = 10
-CPU_FLOPS = {"generate": 52e9, "attack-lora": 89e9, "attack-gcg": 140e9,
-             "attack-autodan": 140e9, "probe": 140e9, "score": 140e9, "defend-tar": 89e9,
-             "probe-sweep": 140e9, "defend-steer": 52e9}
+TAIL_TOKENS = 5  # chat template after a GCG suffix, up to the assistant's first token
 SWEEP_PASSES = 8
-GPU_FLOPS = 100e12
-LOAD_S = {"cpu": 3.0, "gpu": 10.0}
+ATTACK_TRAIN_PROMPTS = 758  # the attack-train split a `pairs` node answers
+LOAD_S = {"CPU": 3.0, "GPU": 10.0}
 MINILM_PARAMS = 22.7e6
 SCORE_ROWS = 64  # responses per scored run (the plan does not read the generate node's n)
+DEFAULT_RATES = Path(__file__).with_name("rates_cpu.json")
+WORK = {"generate": "generate", "defend-steer": "generate", "pairs": "generate",
+        "attack-lora": "train",
+        "defend-tar": "train", "attack-gcg": "gcg", "attack-autodan": "prefill",
+        "probe": "prefill", "probe-sweep": "prefill", "score": "prefill"}
 _UNITS = {"K": 1e3, "M": 1e6, "B": 1e9}
 
 
-def model_params(model: str) -> float | None:
-    """Nominal parameter count: the registry's, or a local folder's safetensors size / 4 bytes."""
+@dataclass(frozen=True)
+class Rates:
+    """A measured-rates file: ledger FLOP/s per kind of work at each measured model shape."""
+
+    device: str
+    unit: str  # "GPU" or "CPU": what the hours are hours of
+    source: str  # the file, and the run that measured it
+    shapes: tuple[dict[str, Any], ...]
+
+    def rate(self, work: str, n_body: float, tokens: int | None = None) -> float | None:
+        """FLOP/s for `work` on a model of `n_body` body parameters (None: not measured)."""
+        pts = []
+        for s in self.shapes:
+            r = s["rates"].get(work)
+            if isinstance(r, list):  # train: the batch x length nearest `tokens`
+                r = min(r, key=lambda e: abs(math.log(e["batch"] * e["seq"] / (tokens or 1024))))
+            if r:
+                pts.append((math.log(s["params_body"]), r["flops_per_s"]))
+        if not pts:
+            return None
+        pts.sort()
+        x = math.log(max(n_body, 1.0))
+        if x <= pts[0][0]:
+            return pts[0][1]
+        for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+            if x <= x1:
+                return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+        return pts[-1][1]
+
+
+def load_rates(path: str | Path | None = None) -> Rates:
+    """Read a measured-rates JSON (default: the shipped CPU file)."""
+    p = Path(path) if path is not None else DEFAULT_RATES
+    try:
+        d = json.loads(p.read_text(encoding="utf-8"))
+        shapes = tuple(d["shapes"])
+        if not all("params_body" in s and "rates" in s for s in shapes):
+            raise KeyError("shapes")
+        return Rates(device=str(d["device"]), unit=str(d.get("unit", "GPU")),
+                     source=f"{p} ({d.get('measured_by', '?')}, {d.get('measured_at', '?')})",
+                     shapes=shapes)
+    except FileNotFoundError:
+        raise UserError(f"--rates {p}: no such file (benchmarks/gpu_check.sh writes one)") from None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"--rates {p}: not a measured-rates file from benchmarks/gpu_check.py "
+                        f"({type(e).__name__}: {e})") from None
+
+
+def params_for(model: str) -> ParamCounts | None:
+    """Parameter classes of `model`: counted on a local folder's config (meta device, no
+    weights read), else from the registry's released and non-embedding counts (input
+    embedding and head of equal size; a registry entry with a nominal size only, such as
+    "3B", is all body). The LoRA adapter (< 0.3% of the body at rank 8) is left out."""
     from refusalscope.models.registry import REGISTRY
 
-    if model in REGISTRY:
-        m = re.fullmatch(r"([\d.]+)([KMB])", REGISTRY[model].params or "")
-        return float(m.group(1)) * _UNITS[m.group(2)] if m else None
-    files = list(Path(model).glob("*.safetensors"))
-    return sum(f.stat().st_size for f in files) / 4 if files else None
-
-
-def node_flops(node: Node) -> float | None:
-    p = node.params
-    if node.kind == "score":  # phrase matching is free; the classifier reads 96 tokens
-        return 0.0 if p["scorer"] == "heuristic" else 2 * MINILM_PARAMS * 96 * SCORE_ROWS
-    n_params = model_params(p["model"])
-    if n_params is None:
+    if (Path(model) / "config.json").is_file():
+        return _counted(Path(model))
+    entry = REGISTRY.get(model)
+    if entry is None:
         return None
-    if node.kind == "generate":
-        return 2 * n_params * p["n"] * (PROMPT_TOKENS + p["max_new_tokens"])
-    if node.kind == "attack-lora":
-        return 4 * n_params * max(p["steps"]) * p["batch_size"] * p["max_len"]
-    if node.kind == "attack-gcg":
-        toks = PROMPT_TOKENS + p["suffix_len"] + TARGET_TOKENS
-        return p["steps"] * p["n"] * n_params * toks * (6 + 2 * p["search_width"])
-    if node.kind == "attack-autodan":
-        return 2 * n_params * p["generations"] * p["population"] * p["n"] * AUTODAN_TOKENS
-    if node.kind == "probe":
-        return 2 * n_params * 2 * p["n"] * PROMPT_TOKENS
-    if node.kind == "defend-tar":
-        return (4 * n_params * p["outer_steps"] * (p["inner_steps"] + 2) * p["batch_size"]
-                * p["max_len"])
-    if node.kind == "probe-sweep":
-        return 2 * n_params * 2 * (p["n"] + p["n_val"]) * PROMPT_TOKENS * SWEEP_PASSES
-    if node.kind == "defend-steer":
-        return 2 * n_params * len(p["alphas"]) * 2 * p["n"] * (PROMPT_TOKENS
-                                                               + p["max_new_tokens"])
+    if entry.params_released is not None and entry.params_non_embedding is not None:
+        emb = entry.params_released - entry.params_non_embedding
+        emb = emb if entry.tied_embeddings else emb // 2
+        return ParamCounts(total=entry.params_released, trainable=0,
+                           body=entry.params_non_embedding, head=emb, embedding=emb,
+                           tied=bool(entry.tied_embeddings))
+    m = re.fullmatch(r"([\d.]+)([KMB])", entry.params or "")
+    if not m:
+        return None
+    n = int(float(m.group(1)) * _UNITS[m.group(2)])
+    return ParamCounts(total=n, trainable=0, body=n, head=0)
+
+
+def _counted(folder: Path) -> ParamCounts:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from refusalscope.compute import count_params
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder))
+    return count_params(model, trained=False)
+
+
+def node_flops(node: Node, p: ParamCounts) -> float | None:
+    """The node's ledger FLOPs on a model with parameter classes `p` (see the module doc);
+    None for a kind without a formula (counted as unknown)."""
+    q = node.params
+    k = node.kind
+    if k == "generate":
+        return q["n"] * generation_flops(p, PROMPT_TOKENS, q["max_new_tokens"])
+    if k == "defend-steer":
+        return (len(q["alphas"]) * 2 * q["n"]
+                * generation_flops(p, PROMPT_TOKENS, q["max_new_tokens"]))
+    if k in ("attack-lora", "defend-tar"):
+        tokens = q["batch_size"] * q["max_len"]
+        steps = (max(q["steps"]) if k == "attack-lora"
+                 else q["outer_steps"] * (q["inner_steps"] + 2))
+        return steps * train_flops(p, tokens, tokens // 2)
+    if k == "attack-gcg":
+        rest = q["suffix_len"] + TAIL_TOKENS + TARGET_TOKENS - 1
+        grad = 2 * forward_flops(p, rest, TARGET_TOKENS, q["suffix_len"])
+        cands = q["search_width"] * forward_flops(p, rest, TARGET_TOKENS)
+        return q["n"] * (q["steps"] * (grad + cands) + forward_flops(p, PROMPT_TOKENS, 1))
+    if k == "attack-autodan":
+        return (q["generations"] * q["population"] * q["n"]
+                * forward_flops(p, AUTODAN_TOKENS + TARGET_TOKENS, TARGET_TOKENS))
+    if k == "probe":
+        return 2 * q["n"] * forward_flops(p, PROMPT_TOKENS, 1)
+    if k == "probe-sweep":
+        return 2 * (q["n"] + q["n_val"]) * forward_flops(p, PROMPT_TOKENS, 1) * SWEEP_PASSES
+    if k == "pairs":
+        return (q.get("samples", 1) * ATTACK_TRAIN_PROMPTS
+                * generation_flops(p, PROMPT_TOKENS, q["max_new_tokens"]))
     return None
 
 
@@ -89,17 +182,41 @@ def node_flops(node: Node) -> float | None:
 class NodeCost:
     node: Node
     flops: float | None
-    cpu_min: float | None
-    gpu_min: float | None
+    cpu_min: float | None  # on the default CPU rates
+    device_min: float | None  # on `--rates` (the CPU file again when none is given)
+
+    @property
+    def gpu_min(self) -> float | None:
+        """Kept for older callers: `device_min` (minutes on whatever `--rates` measured)."""
+        return self.device_min
 
 
-def estimate(nodes: list[Node]) -> list[NodeCost]:
+def _minutes(node: Node, flops: float | None, p: ParamCounts | None, rates: Rates,
+             cpu: Rates) -> float | None:
+    if flops is None:
+        return None
+    tokens = node.params.get("batch_size", 1) * node.params.get("max_len", 1024)
+    r = (cpu.rate("prefill", MINILM_PARAMS) if node.kind == "score"
+         else rates.rate(WORK[node.kind], p.body if p else 0, tokens))
+    if r is None:
+        return None
+    unit = "CPU" if node.kind == "score" else rates.unit
+    return (flops / r + LOAD_S.get(unit, 10.0)) / 60
+
+
+def estimate(nodes: list[Node], rates: Rates | None = None) -> list[NodeCost]:
+    """Cost of each node: ledger FLOPs, minutes on the default CPU rates and on `rates`."""
+    cpu = load_rates()
+    rates = rates or cpu
     out = []
     for n in nodes:
-        f = node_flops(n)
-        cpu = (f / CPU_FLOPS[n.kind] + LOAD_S["cpu"]) / 60 if f is not None else None
-        gpu = (f / GPU_FLOPS + LOAD_S["gpu"]) / 60 if f is not None else None
-        out.append(NodeCost(n, f, cpu, gpu))
+        if n.kind == "score":
+            p, f = None, (0.0 if n.params["scorer"] == "heuristic"
+                          else 2 * MINILM_PARAMS * 96 * SCORE_ROWS)
+        else:
+            p = params_for(n.params["model"])
+            f = node_flops(n, p) if p is not None else None
+        out.append(NodeCost(n, f, _minutes(n, f, p, cpu, cpu), _minutes(n, f, p, rates, cpu)))
     return out
 
 
@@ -108,4 +225,5 @@ def totals(costs: list[NodeCost]) -> dict[str, Any]:
     return {"nodes": len(costs), "unknown": len(costs) - len(known),
             "flops": sum(c.flops or 0 for c in known),
             "cpu_min": sum(c.cpu_min or 0 for c in known),
-            "gpu_min": sum(c.gpu_min or 0 for c in known)}
+            "device_min": sum(c.device_min or 0 for c in known),
+            "gpu_min": sum(c.device_min or 0 for c in known)}
