@@ -154,7 +154,8 @@ def score_rows(scorer: Any, checker: Any, rows: list[dict[str, Any]]) -> None:
     labels = label_outcomes(scorer, [r["prompt"] for r in rows], [r["response"] for r in rows],
                             relevance=checker)
     for r, lab in zip(rows, labels, strict=True):
-        r.update(outcome=lab["outcome"], degeneracy=lab["degeneracy"], refused=lab["refused"])
+        r.update(outcome=lab["outcome"], degeneracy=lab["degeneracy"], refused=lab["refused"],
+                 scorer=f"{scorer.name}@{scorer.version}")
         if "p_refused" in lab:
             r["p_refused"] = round(lab["p_refused"], 4)
         r["drop"] = drop_reason(lab)
@@ -299,6 +300,7 @@ def _write_manifest(folder: Path, cfg: PairsConfig, scorer: Any, rows: list[dict
                      "max_new_tokens": cfg.max_new_tokens, "seed": cfg.seed,
                      "samples": samples},
         "scorer": scorer.to_dict(), "keep_rule": "outcome == complied",
+        "scorers_of_rows": sorted({r.get("scorer", "?") for r in rows}),
         "counts": _counts(rows), "content_warning": CONTENT_WARNING,
         "versions": package_versions(), "git_revision": git_revision()})
 
