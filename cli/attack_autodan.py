@@ -23,12 +23,12 @@ def autodan(
     n_eval: int = typer.Option(0, "--n-eval", help="Held-out `eval` prompts to test the best prompt on."),
     adapter: str | None = typer.Option(None, help="peft adapter folder, or a run folder holding one."),
     texts: str | None = typer.Option(None, "--texts", help="Starting texts, one per line (default: AutoDAN prototype + prompt group)."),
-    population: int = typer.Option(64, "--population"),
+    population: int = typer.Option(64, "--population", help="Texts per generation, 2 to 256 (paper: 256; past the 129 starting texts, word-replaced copies)."),
     generations: int = typer.Option(100, "--generations"),
     elite_frac: float = typer.Option(0.05, "--elite-frac"),
     crossover_rate: float = typer.Option(0.5, "--crossover-rate"),
     n_points: int = typer.Option(5, "--n-points", help="Crossover cut points (sentence positions)."),
-    mutation_rate: float = typer.Option(0.01, "--mutation-rate", help="Chance that a word with substitutes is replaced."),
+    word_swaps: int = typer.Option(5, "--word-swaps", help="Words replaced per paragraph of every child (HGA: 5; 0 turns replacement off)."),
     max_prompt_tokens: int = typer.Option(1024, "--max-prompt-tokens", help="Longer texts are left out or rejected."),
     early_stop: bool = typer.Option(True, "--early-stop/--no-early-stop", help="Stop once the best prompt hits the target or its greedy reply does not refuse."),
     check_tokens: int = typer.Option(32, "--check-tokens", help="Greedy reply length for the early-stop check."),
@@ -55,7 +55,7 @@ def autodan(
             raise UserError("--model is required (or --resume RUN)")
         acfg = AutoDANConfig(population=population, generations=generations, elite_frac=elite_frac,
                              crossover_rate=crossover_rate, n_points=n_points,
-                             mutation_rate=mutation_rate, max_prompt_tokens=max_prompt_tokens,
+                             word_swaps=word_swaps, max_prompt_tokens=max_prompt_tokens,
                              early_stop=early_stop, check_tokens=check_tokens, seed=seed,
                              name=name, developer=developer)
         from pathlib import Path

@@ -80,11 +80,28 @@ def test_crossover_swaps_aligned_sentences(group):
     assert ka[n:] == sa[n:] and kb[n:] == sb[n:]
     switches = sum((ka[i] == sa[i]) != (ka[i + 1] == sa[i + 1]) for i in range(n - 1)
                    if sa[i] != sb[i] and sa[i + 1] != sb[i + 1])
-    assert 1 <= switches <= 3 and ca != a
+    assert switches <= 3
     assert ops.crossover("One sentence only.", b, 3, random.Random(0)) == ("One sentence only.", b)
     # the request slot is outside the evolved text: every child still renders with it
     for c in (ca, cb):
         assert render(c, GOAL, "Qwen", "Alibaba").endswith(f" [PROMPT]: {GOAL}")
+
+
+def test_crossover_draws_each_run_from_a_random_parent():
+    """The reference draws the parent of every run between cut points by a coin: the first run
+    can come from the second parent, and two neighbouring runs from the same parent (an
+    alternating a, b, a, ... crossover, today's old behaviour, never does either)."""
+    a = "".join(f"A{i}. " for i in range(6))
+    b = "".join(f"B{i}. " for i in range(6))
+    patterns = set()
+    for seed in range(40):
+        ca, cb = ops.crossover(a, b, 5, random.Random(seed))  # 5 cuts on 6 sentences: 6 runs
+        src = "".join(s[0] for s in ops.sentences(ca))
+        assert "".join(s[0] for s in ops.sentences(cb)) == src.translate(str.maketrans("AB", "BA"))
+        patterns.add(src)
+    assert any(p[0] == "B" for p in patterns)
+    assert any("AA" in p or "BB" in p for p in patterns)
+    assert len(patterns) > 10  # 2**6 possible, not the 2 of a fixed alternation
 
 
 def test_substitute_table_and_momentum():
@@ -100,24 +117,62 @@ def test_substitute_table_and_momentum():
     assert again["dog"] == -2.0 and again["cat"] == -1.0  # momentum: mean of old and new
 
 
-def test_mutation_keeps_slot_and_placeholders(group):
+def test_word_replacement_swaps_five_words_per_paragraph(group):
+    """HGA's strength: every child gets up to 5 words per paragraph replaced (the old operator
+    gated each word by mutation_rate=0.01, about one swap per child)."""
     proto, texts = group
     table = ops.substitute_table([proto, *texts])
-    assert ops.mutate(proto, 0.0, table, {}, random.Random(0)) == proto
-    out = ops.mutate(proto, 1.0, table, {}, random.Random(0))
-    before, after = ops.words(proto), ops.words(out)
-    assert len(before) == len(after) and before[::2] == after[::2]  # only words change
-    changed = [(b, a) for b, a in zip(before[1::2], after[1::2], strict=True) if b != a]
-    assert len(changed) > 20
-    assert all(a.lower() in table[b.lower()] for b, a in changed)
-    for word in ("ChatGPT", "ModelKeeper", "[PROMPT]"):
-        assert out.count(word) == proto.count(word)
+    assert ops.replace_words(proto, 0, table, {}, random.Random(0)) == proto
+    for seed in range(5):
+        out = ops.replace_words(proto, 5, table, {}, random.Random(seed))
+        before, after = ops.words(proto), ops.words(out)
+        assert len(before) == len(after) and before[::2] == after[::2]  # only words change
+        changed = [(b, a) for b, a in zip(before[1::2], after[1::2], strict=True) if b != a]
+        assert len(changed) == 5  # one paragraph; substitutes are never the word itself
+        assert all(a.lower() in table[b.lower()] for b, a in changed)
+        for word in ("ChatGPT", "ModelKeeper", "[PROMPT]"):
+            assert out.count(word) == proto.count(word)
+    # paragraphs are counted separately: two paragraphs, up to 5 swaps in each
+    two = proto + "\n\n" + proto
+    out = ops.replace_words(two, 5, table, {}, random.Random(0))
+    halves = out.split("\n\n")
+    for h in halves:
+        assert sum(x != y for x, y in zip(ops.words(proto)[1::2], ops.words(h)[1::2])) == 5
     # momentum scores steer the choice: a strongly preferred substitute wins
-    word = next(b for b, _ in changed)
+    word = next(w for w in ops.words(proto)[1::2] if ops._eligible(w) and table.get(w.lower()))
     best = table[word.lower()][-1]
     steer = {s: (10.0 if s == best else -10.0) for s in table[word.lower()]}
-    pieces = ops.words(ops.mutate(word + ".", 1.0, table, steer, random.Random(1)))
+    pieces = ops.words(ops.replace_words(word + ".", 5, table, steer, random.Random(1)))
     assert pieces[1].lower() == best
+
+
+def test_every_child_is_word_replaced(llama, short_texts):
+    """One generation with crossover off: every non-elite child differs from every text of the
+    last population in at least 3 words (the old 1%-per-word mutation left most children
+    identical to a parent)."""
+    cfg = AutoDANConfig(population=8, crossover_rate=0.0, elite_frac=0.1, seed=0)
+    opt = AutoDAN(llama, [(GOAL, TARGET)], cfg, texts=short_texts)
+    state = opt.new_state()
+    before = list(state.population)
+    opt.evolve(state)
+    for child in state.population[cfg.n_elite:]:
+        diffs = [sum(x != y for x, y in zip(ops.words(p)[1::2], ops.words(child)[1::2]))
+                 for p in before if len(ops.words(p)) == len(ops.words(child))]
+        assert diffs and min(diffs) >= 3
+
+
+def test_population_256_available(llama, group):
+    """The paper's population of 256: the distinct starting texts, then distinct word-replaced copies
+    (the old config refused anything above 129)."""
+    proto, texts = group
+    opt = AutoDAN(llama, [(GOAL, TARGET)], AutoDANConfig(population=256), texts=[proto, *texts])
+    opt.n_tokens = lambda body: 0  # type: ignore[method-assign]  # token limit not under test
+    pop = opt.initial_population()
+    start = list(dict.fromkeys([proto, *texts]))  # the prototype is also in the group
+    assert len(pop) == 256 and len(set(pop)) == 256 and pop[:len(start)] == start
+    assert opt.initial_population() == pop  # seeded
+    with pytest.raises(UserError, match="--population"):
+        AutoDANConfig(population=257)
 
 
 def _full_nll(handle, opt, body):
@@ -158,7 +213,7 @@ def test_multi_request_fitness_is_the_mean(handle, short_texts):
 
 
 def _cfg(**kw):
-    base = dict(population=6, generations=3, early_stop=False, mutation_rate=0.2,
+    base = dict(population=6, generations=3, early_stop=False,
                 crossover_rate=0.8, n_points=2, elite_frac=0.2, seed=0)
     return AutoDANConfig(**(base | kw))
 
@@ -209,9 +264,9 @@ def test_config_round_trip_and_validation():
     cfg = AutoDANConfig(population=16, generations=5, name="Qwen")
     assert AutoDANConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     assert AutoDANConfig(population=16).n_elite == 1 and AutoDANConfig(population=100).n_elite == 5
-    for kw, flag in [(dict(population=1), "--population"), (dict(population=130), "--population"),
+    for kw, flag in [(dict(population=1), "--population"), (dict(population=257), "--population"),
                      (dict(generations=0), "--generations"), (dict(elite_frac=1.0), "--elite-frac"),
-                     (dict(mutation_rate=1.5), "--mutation-rate"), (dict(n_points=0), "--n-points"),
+                     (dict(word_swaps=-1), "--word-swaps"), (dict(n_points=0), "--n-points"),
                      (dict(max_prompt_tokens=8), "--max-prompt-tokens")]:
         with pytest.raises(UserError, match=flag):
             AutoDANConfig(**kw)

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from refusalscope.cli.app import app
 
 runner = CliRunner()
-SMALL = ["--population", "4", "--generations", "2", "--no-early-stop", "--mutation-rate", "0.2",
+SMALL = ["--population", "4", "--generations", "2", "--no-early-stop", "--word-swaps", "5",
          "--max-new-tokens", "4", "--device", "cpu"]
 
 

