@@ -384,6 +384,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--shapes", default=None, help=f"comma list of {', '.join(SHAPES)}")
     ap.add_argument("--sections", default="generate,lora,gcg,prefill,plan")
     ap.add_argument("--rates-out", default=None, help="write the measured rates (JSON) here")
+    ap.add_argument("--update", action="store_true",
+                    help="keep what --rates-out already holds for the kinds not measured now")
     ap.add_argument("--budget-s", type=float, default=None,
                     help="skip what would start after this many seconds [GPU 450, CPU 300]")
     return ap.parse_args(argv)
@@ -405,7 +407,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"gpu_check on {name}: torch {torch.__version__}, peak "
           + (f"{peak / 1e12:.0f} TFLOP/s dense bf16, {bw / 1e12:.2f} TB/s" if peak and bw
              else "unknown") + f"; shapes {', '.join(shapes)}")
-    measured = []
+    measured: list[dict[str, Any]] = []
+    old = ({s["shape"]: s for s in json.loads(Path(a.rates_out).read_text())["shapes"]}
+           if a.update and a.rates_out and Path(a.rates_out).is_file() else {})
     for shape in shapes:
         handle = build(shape, a.device)
         from refusalscope.compute import count_params
@@ -414,7 +418,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"{shape}: {pc.total / 1e6:,.1f}M parameters ({pc.body / 1e6:,.1f}M body), "
               f"{next(handle.model.parameters()).dtype}")
         rec: dict[str, Any] = {"shape": shape, "params_total": pc.total, "params_body": pc.body,
-                               "rates": {}}
+                               "rates": dict(old.get(shape, {}).get("rates", {}))}
         # generate last: its --compile warm-up is the slowest part and the first to be cut
         checks = (("train", lambda: check_lora(handle, prof, a.device, peak)),
                   ("gcg", lambda: check_gcg(handle, prof, a.device)),

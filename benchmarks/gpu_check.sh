@@ -5,7 +5,8 @@
 # rates (for `refusalscope study plan SPEC --rates FILE`) under $OUT (default artifacts/gpu_check).
 #
 #   bash benchmarks/gpu_check.sh                 # on the GPU
-#   bash benchmarks/gpu_check.sh --device cpu    # the same path on tiny shapes (seconds)
+#   bash benchmarks/gpu_check.sh --device cpu    # the same path on tiny shapes (seconds when idle;
+#                                                # GPU_CHECK_TIMEOUT=S lifts the 470 s limit)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
@@ -15,7 +16,7 @@ mkdir -p "$OUT_DIR"
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 rates="$OUT_DIR/rates-$stamp.json"
 set +e
-timeout 470 "$PY" benchmarks/gpu_check.py --rates-out "$rates" "$@" 2>&1 \
+timeout "${GPU_CHECK_TIMEOUT:-470}" "$PY" benchmarks/gpu_check.py --rates-out "$rates" "$@" 2>&1 \
     | grep --line-buffered -v -e "Warning" -e "warnings.warn" | tee "$OUT_DIR/gpu_check-$stamp.txt"
 status=${PIPESTATUS[0]}
 set -e
