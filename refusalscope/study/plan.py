@@ -8,8 +8,9 @@ counts below. Minutes: FLOPs / a measured rate for the node's kind of work and m
 Rates (ledger FLOPs per second) come from a measured-rates JSON written by
 `benchmarks/gpu_check.py` (`bash benchmarks/gpu_check.sh` on a GPU; `study plan --rates FILE`).
 The default, `rates_cpu.json` beside this module, was measured on this project's shared 2-core
-CPU by the same script (`--device cpu --profile cpu`); the file says when, on what, at which
-commit. Four kinds of work are measured: `generate` (the tool's generation loop: generate,
+CPU by the same script (`--device cpu --profile cpu`, a random-init 0.5B shape in fp32); the
+file says when, on what, at which commit. It was measured under heavy load (load average ~20,
+one thread), so its CPU minutes are pessimistic; `benchmarks/RESULTS.md` has the run. Four kinds of work are measured: `generate` (the tool's generation loop: generate,
 defend-steer), `train` (a LoRA step: attack-lora, defend-tar), `gcg` (one GCG step) and
 `prefill` (forward passes: probe, probe-sweep, attack-autodan's fitness). Between measured
 model sizes a rate is interpolated in log N_body, outside them the nearest is used; `train`
@@ -134,15 +135,21 @@ def params_for(model: str) -> ParamCounts | None:
     return ParamCounts(total=n, trainable=0, body=n, head=0)
 
 
-def _counted(folder: Path) -> ParamCounts:
+def _counted(folder: Path) -> ParamCounts | None:
+    """Counted on the config (meta device); a config transformers cannot build as a causal LM
+    falls back to the safetensors bytes / 4, all body (the old nominal estimate)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from refusalscope.compute import count_params
 
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder))
-    return count_params(model, trained=False)
+    try:
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder))
+        return count_params(model, trained=False)
+    except (ValueError, KeyError, OSError, TypeError):
+        size = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
+        return ParamCounts(total=size // 4, trainable=0, body=size // 4, head=0) if size else None
 
 
 def node_flops(node: Node, p: ParamCounts) -> float | None:
