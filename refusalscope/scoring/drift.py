@@ -39,6 +39,7 @@ from refusalscope.fileio import atomic_write_bytes, atomic_write_json, read_json
 from refusalscope.paths import home
 from refusalscope.runs import Run
 from refusalscope.scoring.inputs import Item
+from refusalscope.scoring.meanpool import mean_pool_encoder
 from refusalscope.scoring.metrics import BootstrapSpec
 from refusalscope.scoring.stats import bootstrap_ci
 
@@ -72,6 +73,8 @@ _DEFAULT_ALIASES = (DEFAULT_EMBEDDER, "all-MiniLM-L6-v2", "sentence-transformers
 @dataclass
 class Embedder:
     """A sentence-transformers model on CPU. `name` names its cache files; `version` pins them.
+    `fast`: the bare forward of `scoring.meanpool` when the model is plain mean pooling (the
+    pinned MiniLM is; same rows, ~4x less CPU), else None and `model.encode` is used.
 
     Example:
         emb = load_embedder()
@@ -83,13 +86,16 @@ class Embedder:
     source: str
     model: Any = field(repr=False)
     calls: int = 0  # encode() calls that reached the model (cache hits do not count)
+    fast: Any = field(default=None, repr=False)
 
-    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+    def encode(self, texts: list[str], batch_size: int = 16) -> np.ndarray:
         """Float32 `[len(texts), d]`, each row L2-normalised (norm 1)."""
         self.calls += 1
         if not texts:
             dim = self.model.get_sentence_embedding_dimension()
             return np.zeros((0, dim or 0), dtype=np.float32)
+        if self.fast is not None:
+            return self.fast.encode(list(texts), batch_size=batch_size)
         out = self.model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True,
                                 normalize_embeddings=True, show_progress_bar=False)
         return np.asarray(out, dtype=np.float32)
@@ -136,7 +142,8 @@ def _load(where: Path | str, name: str, version: str, source: str) -> Embedder:
     finally:
         if bar:
             hf_logging.enable_progress_bar()
-    return Embedder(name=name, version=version, source=source, model=model)
+    return Embedder(name=name, version=version, source=source, model=model,
+                    fast=mean_pool_encoder(model))
 
 
 def minilm_folder() -> Path:
