@@ -190,6 +190,8 @@ def make_pairs(cfg: PairsConfig, n: int, *, samples: int = 4, batch_size: int = 
         raise UserError(f"--n and --samples must be at least 1 (got {n}, {samples})")
     prompts, n_held = training_prompts()
     folder, rows = _open(cfg)
+    if name:
+        register_name(name, folder.name)  # addressable while it is still being made
     scorer = _scorer(cfg.scorer)
     _write_manifest(folder, cfg, scorer, rows, samples, name)
     done = {r["id"] for r in rows}
@@ -202,8 +204,6 @@ def make_pairs(cfg: PairsConfig, n: int, *, samples: int = 4, batch_size: int = 
                                 on_progress)
         rows = _read(folder)
     _write_manifest(folder, cfg, scorer, rows, samples, name)
-    if name:
-        register_name(name, folder.name)
     return _report(folder, rows, n, prompts, n_held, samples, time.perf_counter() - t0, fresh)
 
 
