@@ -8,8 +8,9 @@ from refusalscope.errors import UserError
 from refusalscope.interp.directions import (class_means, compute_directions, iter_activations,
                                             load_directions, save_directions)
 from refusalscope.interp.positions import post_instruction_count
-from refusalscope.interp.select import (SelectConfig, mean_kl, refusal_scores, refusal_token_ids,
-                                        select_direction, summary_table)
+from refusalscope.interp.select import (SelectConfig, layer_cut, mean_kl, refusal_scores,
+                                        refusal_token_ids, select_direction, summary_table)
+from refusalscope.interp.sweep import filter_by_refusal
 from refusalscope.models.handle import ModelHandle
 from refusalscope.models.tiny import tiny_handle
 
@@ -73,7 +74,7 @@ def test_selection_follows_the_filter(handle, selected):
     d = selected
     m = d.metrics
     cut = d.attrs["layer_cut"]
-    assert cut == int(np.ceil(0.8 * handle.n_layers))
+    assert cut == int(0.8 * handle.n_layers)
     scored = ~np.isnan(m["bypass"])
     assert np.all(m["layer"][scored] < cut) and np.all(np.isnan(m["kl"][m["layer"] >= cut]))
     passed = m["passed"].astype(bool)
@@ -188,3 +189,67 @@ def test_base_model_directions_apply_to_an_adapter_over_it(tmp_path, handle, sel
                            "tiny-lora", adapter=str(tmp_path / "run/adapter"))
     with pytest.raises(UserError, match="another model"):
         load_directions(p, on_other)
+
+
+def test_layer_cut_is_the_references():
+    """The reference discards `layer >= int(0.8 n)`: 24 layers keep 0..18 (ceil kept 0..19),
+    28 keep 0..21, and a 4-layer model keeps 0..2."""
+    assert [layer_cut(n, 0.8) for n in (24, 28, 32, 4, 5)] == [19, 22, 25, 3, 4]
+    assert layer_cut(10, 1.0) == 10 and layer_cut(3, 0.5) == 1
+
+
+def test_selection_skips_the_layer_ceil_kept(handle, selected):
+    """The tiny model has 3 layers: int(2.4) = 2, so layer 2 is never scored (ceil kept it)."""
+    m = selected.metrics
+    assert handle.n_layers == 3 and selected.attrs["layer_cut"] == 2 and selected.selected[0] < 2
+    assert np.isnan(m["bypass"][m["layer"] == 2]).all()
+    assert not np.isnan(m["bypass"][m["layer"] == 1]).any()
+
+
+def test_filter_by_refusal_hand_computed():
+    """Harmful kept when its baseline refusal score is > 0, harmless when < 0 (0 is dropped
+    from both, as the reference's strict comparisons do)."""
+    h, hl = ["h0", "h1", "h2", "h3"], ["l0", "l1", "l2"]
+    kh, kl, counts = filter_by_refusal(h, hl, [1.2, -0.3, 0.0, 2.0], [-1.0, 0.5, -0.1], 2)
+    assert kh == ["h0", "h3"] and kl == ["l0", "l2"]
+    assert counts == {"harmful": {"kept": 2, "dropped": 2, "unfiltered": False},
+                      "harmless": {"kept": 2, "dropped": 1, "unfiltered": False}}
+    # a class that would fall below the minimum stays whole and says so
+    kh, kl, counts = filter_by_refusal(h, hl, [-1.0, -2.0, 3.0, 0.0], [0.0, 0.1, -4.0], 2)
+    assert kh == h and counts["harmful"] == {"kept": 4, "dropped": 0, "unfiltered": True}
+    assert kl == hl and counts["harmless"]["unfiltered"]
+
+
+def test_sweep_filters_prompts_and_records_counts(tiny_folder):
+    """run_sweep scores every prompt once, drops by the rule and writes the counts; checked
+    against scores computed here prompt by prompt (no padding)."""
+    from probe_fixtures import write_built
+    from refusalscope.interp.sweep import run_sweep
+    from refusalscope.interp.select import REFUSAL_WORDS
+
+    write_built()
+    run = run_sweep(model=str(tiny_folder), n=3, n_val=2, positions="last", kl_threshold=0.5,
+                    device="cpu")
+    got = run.manifest.extra["prompt_filter"]
+    h = ModelHandle.load(str(tiny_folder))
+    ids = refusal_token_ids(h.tokenizer, REFUSAL_WORDS)
+    from probe_fixtures import HARMFUL as PH, HARMLESS as PL
+
+    def scores(texts):
+        out = []
+        for t in texts:
+            enc = h.tokenizer([h.format_prompt(t)], return_tensors="pt", add_special_tokens=False)
+            with torch.no_grad():
+                out.append(h.model(**enc).logits[0, -1])
+        return refusal_scores(torch.stack(out), ids)
+
+    for part, sl, minimum in (("train", slice(0, 3), 2), ("val", slice(3, 5), 1)):
+        for cls, texts, keep in (("harmful", PH, lambda x: x > 0), ("harmless", PL, lambda x: x < 0)):
+            n_keep = int(sum(keep(x) for x in scores(texts[sl])))
+            size = sl.stop - sl.start
+            want = ({"kept": size, "dropped": 0, "unfiltered": True} if n_keep < minimum else
+                    {"kept": n_keep, "dropped": size - n_keep, "unfiltered": False})
+            assert got[part][cls] == want, (part, cls)
+    d = load_directions(run.file("directions.h5"), h)
+    assert d.n_harmful == got["train"]["harmful"]["kept"]
+    assert d.n_harmless == got["train"]["harmless"]["kept"]

@@ -7,7 +7,8 @@ For every candidate (layer, position) difference-in-means direction r, on valida
 * induce score: mean refusal score of harmless prompts with the raw difference added at r's layer
 * KL: mean KL(baseline || ablated) of harmless prompts' first-token distributions
 
-A candidate passes when induce > 0, KL < `kl_threshold` and layer < `max_layer_frac * n_layers`;
+A candidate passes when induce > 0, KL < `kl_threshold` and layer < `layer_cut(n_layers)` =
+int(`max_layer_frac` * n_layers) (the reference drops `layer >= int(0.8 n)`: 24 layers -> 0-18);
 the passing candidate with the lowest bypass score is selected. When none passes, the candidate
 with the lowest bypass score among those under the layer cut is taken and `filter_passed` is
 False (small models often show this trade-off; the table says which filter failed).
@@ -62,6 +63,16 @@ class SelectConfig:
             if d.get(k) is not None:
                 d[k] = tuple(d[k])
         return cls(**d)
+
+
+def layer_cut(n_layers: int, max_layer_frac: float) -> int:
+    """First layer not considered: `int(max_layer_frac * n_layers)`, the reference's rule
+    (its `filter_fn` discards `layer >= int(n_layers * (1 - 0.2))`).
+
+    Example:
+        layer_cut(24, 0.8) == 19  # candidates 0..18
+    """
+    return int(max_layer_frac * n_layers)
 
 
 def refusal_token_ids(tokenizer: Any, words: Sequence[str] = REFUSAL_WORDS) -> list[int]:
@@ -160,7 +171,7 @@ def select_direction(handle: Any, d: Directions, val_harmful: Sequence[Any],
     al, base_l = _val_pass(handle, tl, d, batch_size)
     per = layer_metrics(d, ah, al)
     n_pos = d.mean_harmful.shape[1]
-    cut = int(np.ceil(cfg.max_layer_frac * d.n_layers))  # layers 0..cut-1 are candidates
+    cut = layer_cut(d.n_layers, cfg.max_layer_frac)  # layers 0..cut-1 are candidates
     rows: dict[str, list[Any]] = {k: [] for k in (
         "layer", "pos", "norm", "probe_acc", "cos_prev", "bypass", "induce", "kl", "passed")}
     wanted = range(cut) if cfg.layers is None else [x for x in cfg.layers if x < cut]

@@ -2,6 +2,11 @@
 
 Prompts come from the `direction` split only: the first `n` harmful and harmless prompts give
 the class means, the next `n_val` of each the validation set for selection and probe accuracy.
+As in the reference pipeline (Arditi et al., `filter_data`), both sets are first filtered by
+the model's baseline refusal score: harmful prompts are kept when it is > 0 (the model refuses
+them), harmless ones when it is < 0, so the mean difference is not diluted by prompts the model
+treats the other way. Where a class would keep fewer than the minimum (2 for the means, 1 for
+validation; weak refusers), that class is left unfiltered and the manifest says so.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ class SweepConfig:
     max_layer_frac: float = 0.8
     split: str = "direction"
     layers: tuple[int, ...] | None = None  # candidate layers for selection (None: all)
+    filter_prompts: bool = True  # keep harmful with baseline refusal score > 0, harmless < 0
     seed: int = 0  # nothing is sampled; kept for the run-id convention
 
     def __post_init__(self) -> None:
@@ -73,6 +79,48 @@ def split_prompts(cfg: SweepConfig) -> tuple[list[Any], list[Any], list[Any], li
     return h[:cfg.n], hl[:cfg.n], h[cfg.n:], hl[cfg.n:]
 
 
+def filter_by_refusal(harmful: list[Any], harmless: list[Any], score_h: Any, score_l: Any,
+                      min_keep: int) -> tuple[list[Any], list[Any], dict[str, dict[str, Any]]]:
+    """Harmful prompts with refusal score > 0 and harmless ones with score < 0 (log-odds, see
+    `select.refusal_scores`), and per class `{kept, dropped, unfiltered}`.
+
+    A class that would keep fewer than `min_keep` prompts is returned whole (`unfiltered`
+    True, `kept` its full size, `dropped` 0), so a weak refuser still gets a direction.
+
+    Example:
+        filter_by_refusal(["a", "b"], ["c"], [1.0, -2.0], [-0.5], 1)[:2] == (["a"], ["c"])
+    """
+    out, counts = [], {}
+    for name, prompts, scores, keep in (("harmful", harmful, score_h, lambda x: x > 0),
+                                        ("harmless", harmless, score_l, lambda x: x < 0)):
+        kept = [p for p, x in zip(prompts, scores, strict=True) if keep(float(x))]
+        unfiltered = len(kept) < min_keep
+        if unfiltered:
+            kept = list(prompts)
+        out.append(kept)
+        counts[name] = {"kept": len(kept), "dropped": len(prompts) - len(kept),
+                        "unfiltered": unfiltered}
+    return out[0], out[1], counts
+
+
+def filter_prompts(handle: Any, tr_h: list[Any], tr_l: list[Any], va_h: list[Any],
+                   va_l: list[Any], refusal_words: tuple[str, ...], batch_size: int,
+                   ) -> tuple[list[list[Any]], dict[str, Any]]:
+    """The four prompt sets filtered by the model's baseline refusal score (one forward pass
+    per prompt), and the counts per set for the manifest."""
+    from refusalscope.interp.directions import _texts
+    from refusalscope.interp.select import first_token_logits, refusal_scores, refusal_token_ids
+
+    ids = refusal_token_ids(handle.tokenizer, refusal_words)
+
+    def score(ps: list[Any]) -> Any:
+        return refusal_scores(first_token_logits(handle, _texts(handle, ps), (), batch_size), ids)
+
+    th, tl, train = filter_by_refusal(tr_h, tr_l, score(tr_h), score(tr_l), 2)
+    vh, vl, val = filter_by_refusal(va_h, va_l, score(va_h), score(va_l), 1)
+    return [th, tl, vh, vl], {"train": train, "val": val}
+
+
 def run_sweep(*, device: str = "auto", dtype: str = "auto", batch_size: int = 16,
               on_candidate: Any = None, **config: Any) -> Any:
     """Compute, select and write everything; returns the finished Run."""
@@ -89,6 +137,10 @@ def run_sweep(*, device: str = "auto", dtype: str = "auto", batch_size: int = 16
                               options=RuntimeOptions(device=device, dtype=dtype))
     run = Run.create("probe-sweep", cfg.to_dict(), model=cfg.model, seed=cfg.seed)
     try:
+        if cfg.filter_prompts:
+            (tr_h, tr_l, va_h, va_l), kept = filter_prompts(
+                handle, tr_h, tr_l, va_h, va_l, scfg.refusal_words, batch_size)
+            run.manifest.extra["prompt_filter"] = kept
         d = compute_directions(handle, tr_h, tr_l, kind=cfg.positions, site=cfg.site,
                                batch_size=batch_size)
         select_direction(handle, d, va_h, va_l, scfg, batch_size=batch_size,
