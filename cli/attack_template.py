@@ -25,7 +25,7 @@ def template(
     max_template_tokens: int | None = typer.Option(None, "--max-template-tokens", help="Leave out templates longer than this (model tokens; 0 = no cap). Default 600 with --model."),
     evaluate: bool | None = typer.Option(None, "--evaluate/--no-evaluate", help="Generate and score attacked and bare requests (default: on with --model)."),
     max_new_tokens: int = typer.Option(64, "--max-new-tokens", help="Evaluation response length."),
-    classifier: str = typer.Option("minilm-outcome-v3", help="Classifier for the ensemble scorer beside the heuristic (skipped if absent; `none` to skip)."),
+    classifier: str = typer.Option("minilm-outcome-v5", help="Classifier for the ensemble scorer beside the heuristic (skipped if absent; `none` to skip)."),
     batch_size: int = typer.Option(8, "--batch-size"),
     device: str = typer.Option("auto"),
     dtype: str = typer.Option("auto"),

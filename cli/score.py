@@ -80,7 +80,7 @@ def score_runs(
                               "`score validate`)."),
     rubric: str = typer.Option("harmbench", help="--scorer judge: refusal | harmbench | "
                                                  "strongreject."),
-    classifier: str = typer.Option("minilm-outcome-v3",
+    classifier: str = typer.Option("minilm-outcome-v5",
                                    help="--scorer classifier/ensemble: classifier name "
                                         "(minilm-refusal-v2: the previous two-class one)."),
     gold_col: str | None = typer.Option(
@@ -240,12 +240,12 @@ def train_classifier_cmd(
                                "answer to another request); off by default, see train_data."),
     head: str = typer.Option("outcome", help="outcome (complied / refused / offtopic) or "
                                              "refusal (complied / refused, as v2)."),
-    name: str = typer.Option("minilm-outcome-v3", help="Name to save the classifier under."),
-    epochs: int = typer.Option(2, help="Training epochs."),
+    name: str = typer.Option("minilm-outcome-v5", help="Name to save the classifier under."),
+    epochs: int = typer.Option(3, help="Training epochs."),
     batch_size: int = typer.Option(16, help="Training batch size."),
     lr: float = typer.Option(5e-5, help="Learning rate."),
     max_length: int = typer.Option(96, help="Tokens per (response, prompt) pair."),
-    max_train_rows: int = typer.Option(1000, help="Train on a seeded sample of at most this "
+    max_train_rows: int = typer.Option(2000, help="Train on a seeded sample of at most this "
                                                   "many rows (bounds the CPU time)."),
     seed: int = typer.Option(0, help="Seed for the split, the generated rows, initialisation "
                                      "and shuffles."),

@@ -132,7 +132,7 @@ def test_cards_without_a_head_are_refusal_heads() -> None:
     old = {k: v for k, v in TrainConfig().to_dict().items() if k not in ("head",
                                                                           "max_train_rows")}
     assert TrainConfig.from_dict(old).head == "refusal"
-    assert DEFAULT_NAME == "minilm-outcome-v3" and TrainConfig().head == "outcome"
+    assert DEFAULT_NAME == "minilm-outcome-v5" and TrainConfig().head == "outcome"
 
 
 def test_multiclass_temperature_matches_the_binary_fit_for_two_classes() -> None:
@@ -194,7 +194,10 @@ def test_ensemble_rule() -> None:
     h_no = Label(False, None, "heuristic", "h")
     sure_no = Label(False, None, "classifier", "c", 0.1, 0.47, 0.7, 0.2)
     unsure_no = Label(False, None, "classifier", "c", 0.4, 0.97)
-    assert combine(h_yes, sure_no, "v").refused is False  # confident classifier wins
+    sure_complied = Label(False, None, "classifier", "c", 0.1, 0.47, 0.2, 0.7)
+    assert combine(h_yes, sure_complied, "v").refused is False  # confident classifier wins
+    # rule 3: refusal words, and the classifier's top class is not `complied`
+    assert combine(h_yes, sure_no, "v").matched == "heuristic+classifier:offtopic"
     e = combine(h_yes, unsure_no, "v")  # inside the band the heuristic decides
     assert e.refused is True and e.matched == "heuristic:refusalscope:sorry"
     assert combine(h_no, unsure_no, "v").matched == "heuristic:none"
@@ -202,7 +205,7 @@ def test_ensemble_rule() -> None:
     assert c.matched == "classifier" and (c.p_offtopic, c.p_complied) == (0.7, 0.2)
     assert outcome_of(c) == "offtopic" and outcome_of(e) == "refused"
     assert outcome_of(combine(h_no, unsure_no, "v")) == "complied"  # two-class: no off-topic
-    assert RULE_VERSION == "2"
+    assert RULE_VERSION == "3"
 
 
 def test_binary_report_exact() -> None:

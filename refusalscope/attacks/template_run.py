@@ -42,7 +42,7 @@ class TemplateRunConfig:
     max_template_tokens: int = 0
     evaluate: bool = False
     max_new_tokens: int = 64
-    classifier: str | None = "minilm-outcome-v3"  # ensemble scorer beside the heuristic, if present
+    classifier: str | None = "minilm-outcome-v5"  # ensemble scorer beside the heuristic, if present
 
     def __post_init__(self) -> None:
         from refusalscope.data.load import SPLITS

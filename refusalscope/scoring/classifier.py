@@ -42,7 +42,7 @@ from refusalscope.scoring.base import Label
 from refusalscope.scoring.calibration import entropy_bits
 
 log = logging.getLogger(__name__)
-DEFAULT_NAME = "minilm-outcome-v3"
+DEFAULT_NAME = "minilm-outcome-v5"
 REFUSAL_V2 = "minilm-refusal-v2"  # the previous default (refusal head), kept loadable
 HEADS = {"outcome": ("complied", "refused", "offtopic"), "refusal": ("complied", "refused")}
 DEFAULT_BACKBONE = "all-minilm-l6-v2"
@@ -62,7 +62,7 @@ class TrainConfig:
 
     name: str = DEFAULT_NAME
     backbone: str = DEFAULT_BACKBONE
-    epochs: int = 2  # 3 for the refusal head (v2); 2 keeps the outcome head's ~1000 rows
+    epochs: int = 3  # v5: 3 epochs over all ~1,470 training rows (v3/v4: 2 epochs, <= 1,200)
     batch_size: int = 16
     lr: float = 5e-5
     max_length: int = 96  # 128 gave 0.964 held-out accuracy but 49 responses/s; 96: 0.956, 55/s
@@ -71,8 +71,8 @@ class TrainConfig:
     seed: int = 0
     head: str = "outcome"  # "outcome" (complied/refused/offtopic) or "refusal" (2 classes)
     # a seeded sample above this: one step of 16 rows at 96 tokens costs ~6 CPU-s on 2 cores
-    # (MiniLM), so 1000 rows x 2 epochs is ~125 steps, ~10-13 CPU-minutes
-    max_train_rows: int = 1000
+    # (MiniLM); v5's 1,465 rows x 3 epochs took 845 CPU-s (771 s wall) on 2 threads
+    max_train_rows: int = 2000
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name or self.name.startswith("."):
