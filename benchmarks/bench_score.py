@@ -47,16 +47,17 @@ def timed(fn, *args) -> float:  # type: ignore[no-untyped-def]
     return time.perf_counter() - t0
 
 
-def outcome_fn(ens, emb, relevance: bool):  # type: ignore[no-untyped-def]
+def outcome_fn(ens, emb, relevance: bool, batch: int = 16):  # type: ignore[no-untyped-def]
     """Ensemble labels + outcomes, as `score` computes them (relevance on or off)."""
     from refusalscope.scoring.degeneracy import classify, p_offtopic_of
     from refusalscope.scoring.relevance import RelevanceChecker
 
     def run(prompts: list[str], resps: list[str]) -> list[str]:
         labels = ens.score(prompts, resps)
-        checker = RelevanceChecker(embedder=emb) if relevance else None
+        checker = RelevanceChecker(embedder=emb, batch_size=batch) if relevance else None
         out = classify(prompts, resps, [lab.refused for lab in labels], relevance=checker,
                        p_offtopic=[p_offtopic_of(lab) for lab in labels])
+        run.last = out  # type: ignore[attr-defined]
         return [o for o, _ in out]
     return run
 
@@ -69,6 +70,12 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--no-bs1", action="store_true", help="skip the batch-1 classifier")
     ap.add_argument("--runs", default=None, help="glob of generations.jsonl files to add")
+    ap.add_argument("--st-embedder", action="store_true",
+                    help="relevance via sentence-transformers' encode at batch 64 (the embedder "
+                         "before scoring.meanpool's bare forward), to measure the old ratio")
+    ap.add_argument("--dump", default=None,
+                    help="write each response's outcome, reasons and P(off-topic) (relevance on)"
+                         " to this JSON file, to compare embedders' verdicts")
     args = ap.parse_args()
 
     import torch
@@ -85,13 +92,18 @@ def main() -> None:
     ens = EnsembleScorer(clf, heur)
     t0 = time.perf_counter()
     emb = shared_embedder()
+    if args.st_embedder:
+        emb.fast = None
     load_s = time.perf_counter() - t0
     lens = [len(x) for x in encode(clf.tokenizer, prompts, resps,
                                    int(clf.card["config"]["max_length"]))]
     print(f"n={len(resps)} classifier={clf.version} threads={torch.get_num_threads()} "
           f"tokens/pair mean={sum(lens) / len(lens):.0f} max={max(lens)} "
           f"embedder load {load_s:.1f} s (once per process)")
-    before, after = outcome_fn(ens, emb, False), outcome_fn(ens, emb, True)
+    print("embedder:", "sentence-transformers encode, batch 64" if emb.fast is None
+          else "bare mean-pooling forward (scoring.meanpool), batch 16")
+    before = outcome_fn(ens, emb, False)
+    after = outcome_fn(ens, emb, True, 64 if args.st_embedder else 16)
     for warm in (heur.score, clf.score, before, after):
         warm(prompts[:16], resps[:16])
 
@@ -108,6 +120,11 @@ def main() -> None:
         t_before.append(timed(before, prompts, resps))
         t_after.append(timed(after, prompts, resps))
     outs = after(prompts, resps)
+    if args.dump:
+        import json
+
+        with open(args.dump, "w", encoding="utf-8") as f:
+            json.dump([[o, list(sig.reasons), sig.p_off_topic] for o, sig in after.last], f)
     checked = sum(o != "refused" for o in before(prompts, resps))
     rows += [("ensemble + outcome, relevance off (before)", statistics.median(t_before)),
              ("ensemble + outcome, relevance on (after)", statistics.median(t_after))]

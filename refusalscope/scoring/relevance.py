@@ -193,7 +193,7 @@ class RelevanceChecker:
 
     embedder: Any = None
     model: RelevanceModel = field(default_factory=calibrated_model)
-    batch_size: int = 64
+    batch_size: int = 16  # the bare MiniLM forward is fastest at 16 (scoring.meanpool)
     _memo: dict[tuple[str, str], Relevance] = field(default_factory=dict, repr=False)
     _requests: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
