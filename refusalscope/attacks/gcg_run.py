@@ -111,7 +111,10 @@ def evaluate_pairs(handle: Any, pairs: list[tuple[Any, str]], max_new_tokens: in
     out = []
     for variant in ("baseline", "attacked"):
         batch = [p if variant == "baseline" else replace(p, prompt=text) for p, text in pairs]
-        gens = list(generate_rows(handle, batch, gen_cfg, batch_size=8))
+        # generate_rows yields longest prompts first: put the rows back in `pairs` order, so
+        # each response is judged against its own request and target
+        by_id = {r["id"]: r for r in generate_rows(handle, batch, gen_cfg, batch_size=8)}
+        gens = [by_id[p.id] for p in batch]
         labels = label_outcomes(scorer, [p.prompt for p, _ in pairs],
                                 [r["response"] for r in gens],
                                 [p.target or DEFAULT_TARGET for p, _ in pairs], relevance=checker)
