@@ -36,8 +36,12 @@ Cost: one MiniLM forward per distinct request (first `REQUEST_WORDS` words) and 
 response's first chunk (the probe, <= `FIRST_CHUNK_WORDS` words, ~28 tokens); the other chunks
 only for responses the probe leaves off-topic (`RelevanceChecker.check`, same verdicts as
 embedding them all). Callers run it only on responses that are neither refused nor already
-degenerate. It is still about as costly as the classifier itself on CPU (sentence-transformers'
-encode spends ~3x the classifier's CPU per token); see `benchmarks/RESULTS.md`.
+degenerate. The pinned MiniLM runs through `scoring.meanpool`'s bare forward (batches of 16,
+the same embeddings as sentence-transformers' encode, about a quarter of its CPU); the
+ensemble's throughput with and without the check is in `benchmarks/RESULTS.md`. The embedding
+cannot be skipped when the key-term overlap looks decisive: with `w_cos` = -23.9, cos in
+[-1, 1] moves the log-odds by up to 47.7, and `p_off` itself (not only the verdict) feeds the
+combination with the classifier's P(off-topic) in `scoring.degeneracy.off_topic_p`.
 """
 
 from __future__ import annotations
