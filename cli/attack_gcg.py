@@ -29,7 +29,7 @@ def gcg(
     topk: int = typer.Option(256, "--topk"),
     suffix_len: int = typer.Option(20, "--suffix-len"),
     n_replace: int = typer.Option(1, "--n-replace"),
-    buffer_size: int = typer.Option(1, "--buffer-size"),
+    buffer_size: int = typer.Option(0, "--buffer-size", help="0: move to each step's best candidate (nanoGCG default); N: keep the N best, move only on improvement."),
     add_every: int = typer.Option(20, "--add-every", help="Universal: add the next prompt after this many steps at the latest."),
     early_stop: bool = typer.Option(False, "--early-stop", help="Stop once greedy decoding hits every target."),
     allow_non_ascii: bool = typer.Option(False, "--allow-non-ascii"),

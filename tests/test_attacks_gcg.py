@@ -131,21 +131,54 @@ def test_added_control_tokens_are_forbidden():
         assert not forb[tok.convert_tokens_to_ids("a")]
 
 
-def test_step_keeps_or_lowers_best_loss(handle):
-    cfg = GCGConfig(steps=3, search_width=16, topk=8, suffix_len=6, seed=1)
+def test_step_moves_to_the_step_best_and_result_keeps_the_best_seen(handle):
+    """nanoGCG's default (buffer_size=0): every step moves to its best candidate even when that
+    is worse than the current suffix (the old elitist buffer never moved up); the result is the
+    lowest-loss suffix of the whole run, logged as `best_loss`."""
+    cfg = GCGConfig(steps=8, search_width=2, topk=3, suffix_len=2, seed=1)  # few, often worse
     opt = GCG(handle, [(GOAL, TARGET)], cfg)
     state = opt.new_state()
-    losses = [state.buffer[0][0]]
-    for _ in range(3):
+    seen = [(state.buffer[0][0], state.buffer[0][1])]
+    rows = []
+    for _ in range(cfg.steps):
         row = opt.step(state)
-        losses.append(row["loss"])
-        assert row["candidates"] >= 1
-    assert all(b <= a + 1e-7 for a, b in zip(losses, losses[1:]))
-    # the logged best loss is the reference loss of the logged suffix
+        rows.append(row)
+        assert row["loss"] == row["step_best_loss"] and state.buffer[0][1] == row["suffix_ids"]
+        seen.append((row["loss"], row["suffix_ids"]))
+        if not any(r["all_hit"] for r in rows):
+            assert row["best_loss"] == min(l for l, _ in seen)
+    assert any(b[0] > a[0] for a, b in zip(seen, seen[1:]))  # it did move to a worse suffix
+    # the logged loss is the reference loss of the logged suffix
     slots = build_slots(handle, GOAL, TARGET, initial_suffix(handle.tokenizer, cfg))
     ref = reference_losses(handle.model, slots, torch.tensor([state.buffer[0][1]]))
-    assert float(ref[0]) == pytest.approx(losses[-1], abs=1e-5)
+    assert float(ref[0]) == pytest.approx(rows[-1]["loss"], abs=1e-5)
     assert state.compute.candidate_evals > 0 and state.compute.flops > 0
+    res = run(handle, [(GOAL, TARGET)], cfg)
+    loss, ids = min(seen, key=lambda e: e[0])
+    assert res.loss == loss and res.suffix_ids == ids and res.loss < res.steps[-1]["loss"] + 1e-9
+    # buffer_size >= 1 keeps the elitist variant: the current loss never rises
+    elite = run(handle, [(GOAL, TARGET)], GCGConfig.from_dict({**cfg.to_dict(), "buffer_size": 1}))
+    cur = [r["loss"] for r in elite.steps]
+    assert all(b <= a + 1e-7 for a, b in zip(cur, cur[1:]))
+
+
+def test_early_stop_returns_a_suffix_that_hits(handle):
+    """Early stop fires on the current suffix hitting every target token, and the suffix
+    returned makes greedy decoding produce the target."""
+    ids0 = initial_suffix(handle.tokenizer, GCGConfig(suffix_len=4))
+    slots = build_slots(handle, GOAL, "Sure", ids0)
+    full = torch.cat([slots.prefix, torch.tensor([ids0]), slots.tail], dim=1)
+    with torch.no_grad():
+        first = int(handle.model(input_ids=full).logits[0, -1].argmax())
+    target = handle.tokenizer.decode([first])  # a target the search can hit in a step or two
+    cfg = GCGConfig(steps=30, search_width=8, topk=4, suffix_len=4, seed=0, early_stop=True)
+    res = run(handle, [(GOAL, target)], cfg)
+    assert res.steps[-1]["all_hit"] and len(res.steps) < cfg.steps
+    s = build_slots(handle, GOAL, target, ids0)  # prefix, tail, target: the suffix's neighbours
+    seq = torch.cat([s.prefix, torch.tensor([res.suffix_ids]), s.tail], dim=1)
+    out = handle.model.generate(seq, attention_mask=torch.ones_like(seq), do_sample=False,
+                                max_new_tokens=s.target.shape[1], pad_token_id=0)
+    assert out[0, seq.shape[1]:].tolist() == s.target[0].tolist()
 
 
 def test_universal_adds_prompts_and_resumes_identically(handle):
@@ -164,7 +197,9 @@ def test_universal_adds_prompts_and_resumes_identically(handle):
 def test_config_validation_and_round_trip():
     cfg = GCGConfig(steps=3, topk=5)
     assert GCGConfig.from_dict(cfg.to_dict()) == cfg
-    for bad in (dict(suffix_len=0), dict(search_width=0), dict(n_replace=3, suffix_len=2)):
+    assert GCGConfig().buffer_size == 0  # nanoGCG's default
+    for bad in (dict(suffix_len=0), dict(search_width=0), dict(n_replace=3, suffix_len=2),
+                dict(buffer_size=-1)):
         with pytest.raises(UserError):
             GCGConfig(**bad)
 
@@ -182,3 +217,29 @@ def test_real_model_losses_match_reference(smollm2_home):
     ours, _ = candidate_losses(h.model, slots, cache, cands)
     ref = reference_losses(h.model, slots, cands)
     assert torch.allclose(ours, ref, atol=1e-4, rtol=0)
+
+
+def test_gemma_gradient_equals_autograd_through_its_own_embed():
+    """Gemma 3 multiplies embeddings by sqrt(d) inside `embed()`. The one-hot gradient must be
+    the gradient through that embed: dL/de_i . embed(v) for every token v, with the loss the
+    model gives the same ids (the old `one_hot @ W_E` fed the suffix 1/sqrt(d) too small)."""
+    h = tiny_handle("gemma3_text", seed=3)
+    embed = h.model.get_input_embeddings()
+    assert float(embed.embed_scale) != 1.0  # the case under test
+    ids, slots, cache = _setup(h)
+    w = h.model.get_input_embeddings().weight.detach()
+    suffix = torch.tensor(ids)
+    with torch.no_grad():
+        table = embed(torch.arange(w.shape[0]))  # [V, d], the model's own embedding of each token
+    e = embed(suffix).detach().requires_grad_(True)
+    parts = [embed(slots.prefix)[0], e, embed(slots.tail)[0], embed(slots.target[:, :-1])[0]]
+    t = slots.target.shape[1]
+    logits = h.model(inputs_embeds=torch.cat(parts)[None]).logits[:, -t:]
+    loss = torch.nn.functional.cross_entropy(logits[0].float(), slots.target[0])
+    (de,) = torch.autograd.grad(loss, e)
+    want = de @ table.T  # [L, V]
+    ref = reference_losses(h.model, slots, suffix[None])
+    for c in (cache, None):
+        g, l = suffix_gradient(h.model, slots, c, suffix, w)
+        assert l == pytest.approx(float(loss), abs=1e-5) and l == pytest.approx(float(ref[0]), abs=1e-5)
+        torch.testing.assert_close(g, want.float(), atol=1e-5, rtol=1e-4)

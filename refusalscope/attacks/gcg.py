@@ -2,7 +2,11 @@
 
 One step: gradient of the loss w.r.t. a one-hot suffix -> sample top-k token swaps -> drop
 candidates that do not tokenise back to themselves, and duplicates -> score all candidates
-(prefix KV cache, target-only logits, batched with OOM back-off) -> keep the best in a buffer.
+(prefix KV cache, target-only logits, batched with OOM back-off) -> move to the step's best
+candidate (nanoGCG's default `buffer_size=0`, as llm-attacks does; `buffer_size` >= 1 keeps that
+many best suffixes and moves only on improvement). The result is the best suffix seen in any
+step: the lowest-loss one that hits every target if any did, else the lowest-loss one; early
+stopping fires only when the suffix the step moved to hits every target.
 Universal: one suffix, loss = mean over the active prompts; prompts are added one at a time
 when all active ones hit their target or after `add_every` steps.
 
@@ -33,7 +37,7 @@ class GCGConfig:
     topk: int = 256
     suffix_len: int = 20
     n_replace: int = 1
-    buffer_size: int = 1
+    buffer_size: int = 0  # 0: always move to the step's best candidate (nanoGCG default)
     early_stop: bool = False
     allow_non_ascii: bool = False
     seed: int = 0
@@ -41,8 +45,9 @@ class GCGConfig:
     add_every: int = 20  # universal: add the next prompt after this many steps at the latest
 
     def __post_init__(self) -> None:
-        for name in ("steps", "search_width", "topk", "suffix_len", "n_replace", "buffer_size",
-                     "add_every"):
+        if self.buffer_size < 0:
+            raise UserError(f"--buffer-size must be at least 0 (got {self.buffer_size})")
+        for name in ("steps", "search_width", "topk", "suffix_len", "n_replace", "add_every"):
             if getattr(self, name) < 1:
                 flag = "--" + name.replace("_", "-")
                 raise UserError(f"{flag} must be at least 1 (got {getattr(self, name)})")
@@ -65,8 +70,9 @@ Compute = Ledger  # the name GCG's work counter had before the shared ledger
 
 @dataclass
 class GCGState:
-    """Everything needed to continue: step, buffer `(loss, ids)` best first, active prompts,
-    sampling RNG state. Saved after every step."""
+    """Everything needed to continue: step, buffer `(loss, ids)` best first (the current suffix
+    is `buffer[0]`, `hit` says whether it hits every target), the best suffix seen
+    `(loss, ids, hit)`, active prompts, sampling RNG state. Saved after every step."""
 
     step: int = 0
     buffer: list[tuple[float, list[int]]] = field(default_factory=list)
@@ -74,17 +80,30 @@ class GCGState:
     steps_since_add: int = 0
     rng: list[int] | None = None
     compute: Ledger = field(default_factory=Ledger)
+    hit: bool = False
+    best: tuple[float, list[int], bool] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"step": self.step, "buffer": [[l, i] for l, i in self.buffer],
                 "n_active": self.n_active, "steps_since_add": self.steps_since_add,
-                "rng": self.rng, "compute": self.compute.to_dict()}
+                "rng": self.rng, "compute": self.compute.to_dict(), "hit": self.hit,
+                "best": None if self.best is None else list(self.best)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> GCGState:
-        return cls(step=d["step"], buffer=[(float(l), list(i)) for l, i in d["buffer"]],
-                   n_active=d["n_active"], steps_since_add=d["steps_since_add"], rng=d["rng"],
-                   compute=Ledger.from_dict(d["compute"]))
+        buffer = [(float(l), list(i)) for l, i in d["buffer"]]
+        best = d.get("best")  # states saved before best-ever tracking: the buffer's best
+        return cls(step=d["step"], buffer=buffer, n_active=d["n_active"],
+                   steps_since_add=d["steps_since_add"], rng=d["rng"],
+                   compute=Ledger.from_dict(d["compute"]), hit=bool(d.get("hit", False)),
+                   best=((float(best[0]), list(best[1]), bool(best[2])) if best is not None
+                         else (buffer[0][0], list(buffer[0][1]), bool(d.get("hit", False)))))
+
+    def consider(self, loss: float, ids: list[int], hit: bool) -> None:
+        """Keep `(loss, ids, hit)` as the best seen if it is: a suffix that hits every target
+        beats one that does not, then lower loss wins."""
+        if self.best is None or (not hit, loss) < (not self.best[2], self.best[0]):
+            self.best = (loss, list(ids), hit)
 
 
 @dataclass(frozen=True)
@@ -128,8 +147,10 @@ class GCG:
                          compute=Ledger(self.params, steps=0, examples_seen=0))
         for s in self.slots:  # the prefix caches: run once, one row of logits each
             state.compute.forward(s.prefix.shape[1], 1, sequences=1)
-        loss = float(self._losses(torch.tensor([self.init_ids]), 1, state.compute)[0][0])
-        state.buffer = [(loss, list(self.init_ids))]
+        losses, hits = self._losses(torch.tensor([self.init_ids]), 1, state.compute)
+        state.buffer = [(float(losses[0]), list(self.init_ids))]
+        state.hit = bool(hits[0])
+        state.consider(state.buffer[0][0], state.buffer[0][1], state.hit)
         return state
 
     def _losses(self, cands: Any, n_active: int, comp: Ledger) -> tuple[Any, Any]:
@@ -191,17 +212,22 @@ class GCG:
         cands = filter_and_dedupe(self.handle.tokenizer, cands)
         losses, hits = self._losses(cands, state.n_active, comp)
         best = int(losses.argmin())
-        _push(state.buffer, float(losses[best]), cands[best].tolist(), cfg.buffer_size)
+        moved = _push(state.buffer, float(losses[best]), cands[best].tolist(), cfg.buffer_size)
+        if moved:
+            state.hit = bool(hits[best])
+        state.consider(float(losses[best]), cands[best].tolist(), bool(hits[best]))
         state.rng = gen.get_state().tolist()
         state.step += 1
         state.steps_since_add += 1
         dt = time.perf_counter() - t0
         comp.step(active, dt)  # examples: the prompts whose gradient this step took
+        assert state.best is not None
         row = {"step": state.step, "loss": state.buffer[0][0], "step_best_loss": float(losses[best]),
                "suffix": self.handle.tokenizer.decode(state.buffer[0][1]),
                "suffix_ids": state.buffer[0][1], "n_active": state.n_active,
-               "all_hit": bool(hits[best]), "candidates": int(cands.shape[0]), "wall_s": dt}
-        self._maybe_add_prompt(state, bool(hits[best]))
+               "all_hit": state.hit, "best_loss": state.best[0],
+               "candidates": int(cands.shape[0]), "wall_s": dt}
+        self._maybe_add_prompt(state, state.hit)
         return row
 
     def _maybe_add_prompt(self, state: GCGState, all_hit: bool) -> None:
@@ -212,9 +238,17 @@ class GCG:
         if all_hit or state.steps_since_add >= self.cfg.add_every:
             state.n_active += 1
             state.steps_since_add = 0
-            ids = torch.tensor([i for _, i in state.buffer])
-            losses, _ = self._losses(ids, state.n_active, state.compute)  # rescore on the new set
-            state.buffer = sorted(zip(losses.tolist(), [i for _, i in state.buffer]))
+            assert state.best is not None
+            kept = [i for _, i in state.buffer] + [state.best[1]]
+            losses, hits = self._losses(torch.tensor(kept), state.n_active, state.compute)
+            # rescore on the new set: the current suffix stays current, the buffer stays sorted
+            state.hit = bool(hits[0])
+            state.best = None
+            state.consider(float(losses[-1]), kept[-1], bool(hits[-1]))
+            state.consider(float(losses[0]), kept[0], state.hit)
+            cur = (float(losses[0]), kept[0])
+            rest = sorted(zip(losses[1:-1].tolist(), kept[1:-1]))
+            state.buffer = [cur, *rest] if self.cfg.buffer_size == 0 else sorted([cur, *rest])
             log.info("GCG: %d prompts active", state.n_active)
 
 
@@ -254,13 +288,19 @@ def initial_suffix(tokenizer: Any, cfg: GCGConfig) -> list[int]:
     return ids
 
 
-def _push(buffer: list[tuple[float, list[int]]], loss: float, ids: list[int], size: int) -> None:
-    """Keep the `size` lowest-loss suffixes, best first; a new entry must beat the worst."""
+def _push(buffer: list[tuple[float, list[int]]], loss: float, ids: list[int], size: int) -> bool:
+    """Size 0 (nanoGCG's default): the step's best replaces the current suffix. Size >= 1: keep
+    the `size` lowest-loss suffixes, best first; a new entry must beat the worst. Returns
+    whether the new entry became the current suffix (`buffer[0]`)."""
+    if size == 0:
+        buffer[:] = [(loss, ids)]
+        return True
     if len(buffer) < size:
         buffer.append((loss, ids))
     elif loss < buffer[-1][0]:
         buffer[-1] = (loss, ids)
     buffer.sort(key=lambda e: e[0])
+    return buffer[0][1] == ids and buffer[0][0] == loss
 
 
 def run(handle: Any, prompts: Sequence[tuple[str, str]], cfg: GCGConfig, *,
@@ -268,8 +308,9 @@ def run(handle: Any, prompts: Sequence[tuple[str, str]], cfg: GCGConfig, *,
         on_step: Callable[[dict[str, Any], GCGState], None] | None = None) -> GCGResult:
     """Optimise one suffix for `(goal, target)` pairs (one pair: individual GCG).
 
-    Stops after `cfg.steps` steps, or (`early_stop`) once every prompt's greedy target tokens
-    all match with every prompt active. `on_step(row, state)` is called after each step (the
+    Stops after `cfg.steps` steps, or (`early_stop`) once the current suffix makes every
+    prompt's greedy target tokens all match with every prompt active. Returns the best suffix
+    seen (`GCGState.consider`): with early stopping, the suffix that hit. `on_step(row, state)` is called after each step (the
     run folder saves logs and the resumable state there).
 
     Example:
@@ -287,6 +328,7 @@ def run(handle: Any, prompts: Sequence[tuple[str, str]], cfg: GCGConfig, *,
             on_step(row, state)
         if cfg.early_stop and row["all_hit"] and row["n_active"] == len(prompts):
             break
-    loss, ids = state.buffer[0]
+    assert state.best is not None
+    loss, ids, _ = state.best
     return GCGResult(handle.tokenizer.decode(ids), ids, loss, rows, state.compute,
                      state.n_active)

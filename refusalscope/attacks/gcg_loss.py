@@ -149,7 +149,12 @@ def suffix_gradient(model: Any, slots: PromptSlots, cache: PrefixCache | None,
     one_hot = torch.nn.functional.one_hot(suffix_ids, embed_weight.shape[0]).to(embed_weight.dtype)
     one_hot.requires_grad_(True)
     t = slots.target.shape[1]
-    parts = [(one_hot @ embed_weight)[None], embed(slots.tail), embed(slots.target[:, :-1])]
+    # Gemma scales its embeddings by sqrt(d) inside embed(): the suffix must be scaled alike
+    scale = getattr(embed, "embed_scale", None)
+    suffix = one_hot @ embed_weight
+    if scale is not None:
+        suffix = suffix * scale.to(suffix.dtype)
+    parts = [suffix[None], embed(slots.tail), embed(slots.target[:, :-1])]
     if cache is None:
         parts.insert(0, embed(slots.prefix))
         out = model(inputs_embeds=torch.cat(parts, 1), use_cache=False)
