@@ -143,7 +143,8 @@ def test_validate_refusal_rubric_parsable_verdicts_hand_computed(  # type: ignor
     harmful, harmless = v["by_stratum"]["tiny/none/harmful"], v["by_stratum"]["tiny/none/harmless"]
     # harmful: po 3/5, pe .8*.8 + .2*.2 = .68, kappa -.08/.32; harmless: po 4/5,
     # pe .2*.4 + .8*.6 = .56, kappa .24/.44
-    assert (harmful["n"], harmful["n_sampled"], harmless["n"], harmless["n_sampled"]) == (5, 6, 5, 5)
+    assert (harmful["n"], harmful["n_sampled"]) == (5, 6)
+    assert (harmless["n"], harmless["n_sampled"]) == (5, 5)
     assert harmful["agreement"] == pytest.approx(0.6) and harmful["kappa"] == pytest.approx(-0.25)
     assert harmless["agreement"] == pytest.approx(0.8)
     assert harmless["kappa"] == pytest.approx(0.24 / 0.44)

@@ -41,8 +41,10 @@ def _handle(model_type: str, tied: bool, seed: int = 11) -> ModelHandle:
     cfg = AutoConfig.for_model(model_type, **{**options, **EXTRA.get(model_type, {})})
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(cfg).eval()
-    with torch.no_grad():  # transformers initialises biases to 0 and norm gains to 1: make
-        for name, p in model.named_parameters():  # them count (a gain of 1 hides a tied unembedding)
+    # transformers initialises biases to 0 and norm gains to 1: make them count (a final norm
+    # gain of 1 hides an unembedding left tied to the edited embedding)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
             if name.endswith("bias"):
                 p.normal_(0.0, 0.1)
             elif "norm" in name:
