@@ -65,6 +65,8 @@ def test_render_and_names():
     assert model_names("qwen2.5-coder-0.5b", "qwen2") == ("Qwen", "Alibaba Cloud")
     assert model_names("smollm2-135m", "llama") == ("SmolLM", "Hugging Face")
     assert model_names("/some/folder", "mistral") == ("Mistral", "Mistral AI")
+    assert model_names("/models/Ministral-3-3B-Instruct-2512", "mistral3")[0] == "Ministral"
+    assert model_names("/some/folder", "ministral3") == ("Ministral", "Mistral AI")
     assert model_names("x", "unknown")[0] == "the assistant"
 
 

