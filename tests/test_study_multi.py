@@ -85,7 +85,7 @@ def _save_tiny(folder: Path, layers: int) -> None:
 @pytest.fixture(scope="module")
 def study(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Run the study once for this module: generate runs, and the attack nodes' outputs."""
-    from refusalscope.study.executor import node_dir, study_dir
+    from refusalscope.study.executor import record, study_dir
     from refusalscope.study.graph import expand
     from refusalscope.study.spec import load_spec
 
@@ -103,8 +103,8 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         assert res.exit_code == 0, res.output
         nodes = expand(load_spec(str(spec_path)))
         folder = study_dir("multi")
-        out = {n.id: json.loads((node_dir(folder, n) / "node.json").read_text())["outputs"]
-               for n in nodes}
+        # node.json keeps paths relative to the study; record() gives them back absolute
+        out = {n.id: record(folder, n)["outputs"] for n in nodes}
     return {"gens": [out[n.id]["run"] for n in nodes if n.kind == "generate"],
             "lora": [out[n.id]["runs"] for n in nodes if n.kind == "attack-lora"],
             "gcg": [out[n.id]["run"] for n in nodes if n.kind == "attack-gcg"],
