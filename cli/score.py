@@ -232,6 +232,9 @@ def train_classifier_cmd(
                        "or a labels file from `refusalscope label`; repeatable.")] = None,
     gold_col: str = typer.Option("refused", help="--data: ground-truth refusal column."),
     no_pyrit: bool = typer.Option(False, help="Do not use the PyRIT human-labelled responses."),
+    no_handwritten: bool = typer.Option(
+        False, help="Do not use the 169 hand-written labelled responses "
+                    "(scoring/resources/handwritten_outcomes.jsonl)."),
     no_generated: bool = typer.Option(
         False, help="Do not add the generated moralising / partial-refusal / off-topic / "
                     "error / persona / echo rows."),
@@ -273,10 +276,11 @@ def train_classifier_cmd(
         sources.append({"name": f"file:{f.name}", "path": str(f.resolve()),
                         "sha256": sha256_file(f), "n": len(rows),
                         "refused": sum(e.refused for e in rows)})
-    if no_pyrit and not files:
-        raise UserError("no training data: drop --no-pyrit or give --data FILE")
+    if no_pyrit and no_handwritten and not files:
+        raise UserError("no training data: drop --no-pyrit / --no-handwritten or give --data FILE")
     examples, more = outcome_examples(seed=seed, pyrit=not no_pyrit, extra=files,
                                       runs_dir=runs_dir(), generated=not no_generated,
+                                      handwritten=not no_handwritten,
                                       pairs=pairs,
                                       heldout_frac=cfg.heldout_frac, calib_frac=cfg.calib_frac)
     if not examples:

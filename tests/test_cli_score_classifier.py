@@ -52,9 +52,10 @@ def test_train_then_score_with_gold(app: typer.Typer, trained: str, tmp_path: Pa
     assert card["head"] == "outcome" and card["config"]["head"] == "outcome"
     # the file's requests got generated rows and off-topic pairs, recorded with their hash
     names = [s["name"] for s in card["sources"]]
-    assert names == ["file:train.jsonl", "offtopic_pairs", "generated"]
-    assert card["sources"][1]["n"] == 0  # "how to do N" has no content word: never paired
-    gen = card["sources"][2]
+    assert names == ["file:train.jsonl", "handwritten", "offtopic_pairs", "generated"]
+    src = {s["name"]: s for s in card["sources"]}
+    assert src["handwritten"]["n"] == 169
+    gen = src["generated"]
     assert len(gen["sha256"]) == 64 and gen["n"]["moralising"] > 0
     assert card["splits"]["train"]["outcomes"]["offtopic"] > 0
     eval_file = _labelled(tmp_path / "eval.jsonl", 3, gold="truth")
@@ -97,7 +98,7 @@ def test_empty_input_and_empty_training_data(app: typer.Typer, tmp_path: Path) -
     f.write_text("")
     res = RUNNER.invoke(app, ["score", "--input", str(f), "--gold-col", "x"])
     assert res.exit_code == 2 and "no rows" in res.output
-    res = RUNNER.invoke(app, ["score", "train-classifier", "--no-pyrit"])
+    res = RUNNER.invoke(app, ["score", "train-classifier", "--no-pyrit", "--no-handwritten"])
     assert res.exit_code == 2 and "no training data" in res.output
     assert not classifiers_dir().exists() or not list(classifiers_dir().iterdir())
 
@@ -106,7 +107,8 @@ def test_refusal_head_without_generated_rows(app: typer.Typer, tmp_path: Path) -
     backbone = tiny_encoder(tmp_path / "bb", seed=1)
     data = _labelled(tmp_path / "train.jsonl", 30)
     res = RUNNER.invoke(app, ["score", "train-classifier", "--backbone", str(backbone),
-                              "--data", str(data), "--no-pyrit", "--no-generated", "--head",
+                              "--data", str(data), "--no-pyrit", "--no-handwritten",
+                              "--no-generated", "--head",
                               "refusal", "--name", "tiny-r", "--epochs", "1",
                               "--max-length", "16", "--max-train-rows", "20"])
     assert res.exit_code == 0, res.output

@@ -65,6 +65,9 @@ class SelectConfig:
         return cls(**d)
 
 
+ZERO_NORM = 1e-8  # a candidate whose mean difference is shorter than this is no direction
+
+
 def layer_cut(n_layers: int, max_layer_frac: float) -> int:
     """First layer not considered: `int(max_layer_frac * n_layers)`, the reference's rule
     (its `filter_fn` discards `layer >= int(n_layers * (1 - 0.2))`).
@@ -178,9 +181,15 @@ def select_direction(handle: Any, d: Directions, val_harmful: Sequence[Any],
     for x in cfg.layers or ():
         if not 0 <= x < d.n_layers:
             raise UserError(f"candidate layer {x} out of range (model has {d.n_layers} layers)")
-    cands = [(lay, p) for lay in wanted for p in range(n_pos)]
-    if not cands:
+    below = [(lay, p) for lay in wanted for p in range(n_pos)]
+    if not below:
         raise UserError(f"no candidate layers below the cut (layer < {cut})")
+    # a zero mean difference (e.g. layer 0's input at a template token every prompt shares)
+    # is no direction: ablating it does nothing, so it cannot be selected
+    cands = [(lay, p) for lay, p in below if per["norm"][lay, p] > ZERO_NORM]
+    if not cands:
+        raise UserError(f"every candidate direction below the cut (layer < {cut}) is zero: "
+                        "harmful and harmless activations are identical there")
     for i, (lay, p) in enumerate(cands):
         unit = torch.from_numpy(d.unit(lay, p))
         raw = torch.from_numpy(d.diff[lay, p])
@@ -198,8 +207,9 @@ def select_direction(handle: Any, d: Directions, val_harmful: Sequence[Any],
             rows[k].append(v)
         if on_candidate is not None:
             on_candidate(i + 1, len(cands))
-    for lay in (x for x in range(d.n_layers) if x not in wanted):  # metrics only, not scored
-        for p in range(n_pos):
+    scored = set(cands)
+    for lay in range(d.n_layers):  # metrics only, not scored
+        for p in (q for q in range(n_pos) if (lay, q) not in scored):
             for k, v in (("layer", lay), ("pos", p), ("norm", per["norm"][lay, p]),
                          ("probe_acc", per["probe_acc"][lay, p]),
                          ("cos_prev", per["cos_prev"][lay, p]), ("bypass", np.nan),
