@@ -50,3 +50,13 @@ def console():  # type: ignore[no-untyped-def]
     # Piped output (logs, CI) defaults to 80 columns, which folds run ids; use a wider page.
     width = None if sys.stdout.isatty() else max(160, shutil.get_terminal_size().columns)
     return Console(highlight=False, width=width)
+
+
+def serve_until_interrupted(server: Any) -> None:
+    """Run a `socketserver` server until Ctrl-C, then close its socket (no traceback)."""
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

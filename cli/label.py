@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from refusalscope.cli._common import console, user_errors
+from refusalscope.cli._common import console, serve_until_interrupted, user_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -50,9 +50,4 @@ def label(
     out_console.print(summary(session), highlight=False)
     out_console.print(f"labelling on http://{h}:{p}/ (Ctrl-C stops; labels are saved as given)",
                       highlight=False)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    serve_until_interrupted(server)

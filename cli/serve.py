@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from refusalscope.cli._common import user_errors
+from refusalscope.cli._common import serve_until_interrupted, user_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -40,9 +40,4 @@ def serve(
     h, p = server.server_address[:2]
     typer.echo(f"serving {handle.name} at http://{h}:{p}/v1 (judge spec: "
                f"openai:http://{h}:{p}/v1#{handle.name}); Ctrl-C to stop", err=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    serve_until_interrupted(server)

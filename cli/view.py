@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from refusalscope.cli._common import console, user_errors
+from refusalscope.cli._common import console, serve_until_interrupted, user_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -57,9 +57,4 @@ def _serve(folder: Path, host: str, port: int) -> None:
     server = static_server(folder, host, port)
     h, p = server.server_address[:2]
     console().print(f"serving http://{h}:{p}/ (Ctrl-C stops)", highlight=False)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    serve_until_interrupted(server)
