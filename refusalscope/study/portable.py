@@ -13,6 +13,7 @@ Layout: `<study>/nodes/<node id>/runs/<run>/`; node ids are `<kind>-<12 hex>` (`
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -55,27 +56,28 @@ def for_run(ref: str | Path, run_path: Path) -> Path:
     return in_study(ref, study) if study is not None else Path(ref)
 
 
+def _map_leaves(d: dict[str, Any], leaf: Callable[[str, Any], Any], prefix: str = ""
+                ) -> dict[str, Any]:
+    """`d` with every non-dict value replaced by `leaf(key, value)`; keys of nested dicts are
+    joined with "/" ("runs/4")."""
+    return {k: _map_leaves(v, leaf, f"{prefix}{k}/") if isinstance(v, dict)
+            else leaf(f"{prefix}{k}", v) for k, v in d.items()}
+
+
 def relative_outputs(outputs: dict[str, Any], study: Path) -> tuple[dict[str, Any], list[str]]:
     """`outputs` with every path under `study` made relative to it (POSIX), and the keys
     ("run", "runs/4", ...) it changed."""
     root = study.resolve()
     changed: list[str] = []
 
-    def walk(d: dict[str, Any], prefix: str) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            key = f"{prefix}{k}"
-            if isinstance(v, dict):
-                out[k] = walk(v, key + "/")
-            elif isinstance(v, str) and v and Path(v).is_absolute() \
-                    and Path(v).resolve().is_relative_to(root):
-                out[k] = Path(v).resolve().relative_to(root).as_posix()
-                changed.append(key)
-            else:
-                out[k] = v
-        return out
+    def leaf(key: str, v: Any) -> Any:
+        if isinstance(v, str) and v and Path(v).is_absolute() \
+                and Path(v).resolve().is_relative_to(root):
+            changed.append(key)
+            return Path(v).resolve().relative_to(root).as_posix()
+        return v
 
-    return walk(outputs, ""), changed
+    return _map_leaves(outputs, leaf), changed
 
 
 def absolute_outputs(rec: dict[str, Any], study: Path) -> dict[str, Any]:
@@ -83,17 +85,9 @@ def absolute_outputs(rec: dict[str, Any], study: Path) -> dict[str, Any]:
     the keys listed as relative; old ones: every absolute path that moved with the study)."""
     keys = set(rec.get("relative", [])) if rec.get("paths") == MARK else None
 
-    def walk(d: dict[str, Any], prefix: str) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            key = f"{prefix}{k}"
-            if isinstance(v, dict):
-                out[k] = walk(v, key + "/")
-            elif isinstance(v, str) and (key in keys if keys is not None
-                                         else Path(v).is_absolute()):
-                out[k] = str(in_study(v, study))
-            else:
-                out[k] = v
-        return out
+    def leaf(key: str, v: Any) -> Any:
+        if isinstance(v, str) and (key in keys if keys is not None else Path(v).is_absolute()):
+            return str(in_study(v, study))
+        return v
 
-    return {**rec, "outputs": walk(rec.get("outputs", {}), "")}
+    return {**rec, "outputs": _map_leaves(rec.get("outputs", {}), leaf)}
