@@ -13,6 +13,8 @@ import json
 import platform
 import re
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -135,7 +137,7 @@ class Run:
         path.mkdir(parents=True, exist_ok=False)
         manifest = Manifest(
             command=command, config=config, model=model, seed=seed,
-            input_runs=list(input_runs or []), created=_now(),
+            input_runs=list(input_runs or []), created=utc_now(),
             harmful_content=harmful_content,
             content_warning=CONTENT_WARNING if harmful_content else None,
             packages=package_versions(), git_revision=git_revision(),
@@ -169,8 +171,24 @@ class Run:
     def finish(self, status: str = "success", error: str | None = None) -> None:
         self.manifest.status = status
         self.manifest.error = error
-        self.manifest.finished = _now()
+        self.manifest.finished = utc_now()
         self.save()
+
+    @contextmanager
+    def guard(self) -> Iterator[Run]:
+        """Mark the run `error` (with `Type: message`, at most 500 characters) if the block
+        raises anything, Ctrl-C included, and re-raise; a clean exit leaves the status as it is.
+
+        Example:
+            with run.guard():
+                write_outputs(run, ...)
+            run.finish("success")
+        """
+        try:
+            yield self
+        except BaseException as e:
+            self.finish("error", f"{type(e).__name__}: {e}"[:500])
+            raise
 
     def file(self, name: str) -> Path:
         return self.path / name
@@ -195,5 +213,6 @@ def open_unfinished(path: str | Path, command: str) -> Run:
     return run
 
 
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+def utc_now() -> str:
+    """The current UTC time as ISO 8601 to the second, e.g. `2026-12-07T05:07:19+00:00`."""
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")

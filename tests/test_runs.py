@@ -78,3 +78,28 @@ def test_run_names_of_models_saved_inside_runs(tmp_path):
     assert model_slug("Qwen/Qwen2.5-0.5B-Instruct") == "Qwen-Qwen2.5-0.5B-Instruct"
     assert model_slug(str(tmp_path / "weights" / "tiny.gguf")) == "tiny"
     assert model_slug(str(tmp_path / "my-folder")) == "my-folder"
+
+
+def test_guard_records_the_error_and_reraises(tmp_path):
+    run = Run.create("generate", {"x": 1}, root=tmp_path)
+    with pytest.raises(ValueError, match="boom"), run.guard():
+        raise ValueError("boom " + "x" * 600)
+    m = Run.open(run.path).manifest
+    assert m.status == "error" and m.finished
+    assert m.error == ("ValueError: boom " + "x" * 600)[:500]
+
+
+def test_guard_records_ctrl_c_as_an_error(tmp_path):
+    run = Run.create("generate", {"x": 1}, root=tmp_path)
+    with pytest.raises(KeyboardInterrupt), run.guard():
+        raise KeyboardInterrupt
+    m = Run.open(run.path).manifest
+    assert (m.status, m.error) == ("error", "KeyboardInterrupt: ")
+
+
+def test_guard_leaves_a_clean_run_as_it_is(tmp_path):
+    run = Run.create("generate", {"x": 1}, root=tmp_path)
+    with run.guard() as same:
+        assert same is run
+    m = Run.open(run.path).manifest
+    assert (m.status, m.error, m.finished) == ("started", None, None)
