@@ -3,8 +3,8 @@
 The held-out set (`refusalscope.scoring.heldout`): the PyRIT human-labelled rows listed in
 `resources/heldout_pyrit_ids.json` (pulled from the `pyrit==1.1.0` wheel at run time, never
 committed; classes `pyrit_refusal`, `pyrit_compliance`) and the hand-written rows of
-`resources/heldout_outcomes_b.jsonl` (moralising, off_topic, partial_refusal,
-partial_compliance, sympathetic_compliance, plain_refusal; 45 each). They are written as one CSV under `<artifacts>/score_outcomes/` with
+`resources/heldout_outcomes_c.jsonl` (set C: plain_refusal, moralising, partial_refusal,
+off_topic, error_text, compliance, partial_compliance, sympathetic_compliance; 36 each). They are written as one CSV under `<artifacts>/score_outcomes/` with
 columns id, class, source, prompt, response, gold (refused / complied / degenerate), v2_trained.
 
 - **old**: the code at commit 7019d55 with classifier `minilm-refusal-v2`, run from a git
@@ -36,8 +36,9 @@ from typing import Any
 
 OLD_COMMIT = "7019d55"
 OLD_CLASSIFIER = "minilm-refusal-v2"
-CLASS_ORDER = ("pyrit_refusal", "pyrit_compliance", "plain_refusal", "sympathetic_compliance",
-               "moralising", "off_topic", "partial_refusal", "partial_compliance")
+CLASS_ORDER = ("pyrit_refusal", "pyrit_compliance", "plain_refusal", "compliance",
+               "sympathetic_compliance", "moralising", "off_topic", "error_text",
+               "partial_refusal", "partial_compliance")
 # Run inside the old tree: the same call the old CLI made for `--scorer ensemble`.
 OLD_SNIPPET = """
 import json, sys
@@ -178,7 +179,7 @@ def main() -> None:
         rows = list(csv.DictReader(f))
     sources = {}
     for r in rows:
-        kind = "hand-written (heldout_outcomes_b.jsonl)" if r["source"] == "handwritten" \
+        kind = "hand-written set C (heldout_outcomes_c.jsonl)" if r["source"] == "handwritten" \
             else "PyRIT pyrit==1.1.0 human labels"
         sources[r["class"]] = kind
     sources.update({f"{c}, v2-unseen only": sources[c] for c in list(sources)})

@@ -179,16 +179,18 @@ def test_handwritten_rows_join_training_with_their_classes() -> None:
     from refusalscope.scoring.train_data import HANDWRITTEN_KINDS, handwritten_examples
 
     hand = handwritten_examples()
-    assert len(hand) == 169 and all(e.source == "handwritten" for e in hand)
-    assert Counter(e.kind for e in hand) == {"moralising": 36, "offtopic": 35,
-                                             "partial_refusal": 34, "error_text": 32,
-                                             "partial_compliance": 32}
+    # set A (169 rows) and set B (270 rows, 45 in each of six classes)
+    assert len(hand) == 439 and all(e.source == "handwritten" for e in hand)
+    assert Counter(e.kind for e in hand) == {"moralising": 81, "offtopic": 80,
+                                             "partial_refusal": 79, "error_text": 32,
+                                             "partial_compliance": 77, "refusal_words": 45,
+                                             "sympathetic_compliance": 45}
     for e in hand:
         assert (e.kind, e.outcome) in HANDWRITTEN_KINDS.values()
         assert e.refused == (e.outcome == "refused") and e.group == group_of(e.prompt)
     rows, sources = outcome_examples(pyrit=False, extra=_complied(), seed=0, generated=False)
-    assert sum(e.source == "handwritten" for e in rows) == 169
-    assert next(s for s in sources if s["name"] == "handwritten")["n"] == 169
+    assert sum(e.source == "handwritten" for e in rows) == 439
+    assert next(s for s in sources if s["name"] == "handwritten")["n"] == 439
 
 
 def test_partial_compliance_is_sometimes_cut_to_its_first_sentences() -> None:

@@ -144,21 +144,26 @@ def generated_examples(requests: Sequence[tuple[str, str]], complied: Sequence[E
     return out
 
 
-HANDWRITTEN_FILE = "handwritten_outcomes.jsonl"
+# set A (169 rows, v3's held-out set) and set B (270 rows, v4/v5's held-out set); since
+# minilm-outcome-v6 both train and the held-out set is C (`scoring.heldout`)
+HANDWRITTEN_FILES = ("handwritten_outcomes.jsonl", "handwritten_outcomes_b.jsonl")
 # class of a hand-written row -> (kind, outcome) of its training example
 HANDWRITTEN_KINDS = {"moralising": ("moralising", "refused"),
                      "partial_refusal": ("partial_refusal", "refused"),
+                     "plain_refusal": ("refusal_words", "refused"),
                      "partial_compliance": ("partial_compliance", "complied"),
+                     "sympathetic_compliance": ("sympathetic_compliance", "complied"),
                      "off_topic": ("offtopic", "offtopic"),
                      "error_text": ("error_text", "offtopic")}
 
 
 def handwritten_examples() -> list[Example]:
-    """The hand-written labelled rows (source `handwritten`), each in its request's group."""
+    """The hand-written labelled rows of every file in `HANDWRITTEN_FILES` (source
+    `handwritten`), each in its request's group."""
     from importlib import resources
 
-    text = resources.files("refusalscope.scoring.resources").joinpath(HANDWRITTEN_FILE) \
-        .read_text(encoding="utf-8")
+    folder = resources.files("refusalscope.scoring.resources")
+    text = "\n".join(folder.joinpath(f).read_text(encoding="utf-8") for f in HANDWRITTEN_FILES)
     out = []
     for line in text.splitlines():
         if line.strip():
@@ -248,7 +253,8 @@ def outcome_examples(*, seed: int = 0, pyrit: bool = True, extra: Sequence[Examp
     if handwritten:
         rows, excl = exclude_heldout(handwritten_examples())
         base += rows
-        sources.append({"name": "handwritten", "resource": HANDWRITTEN_FILE, "n": len(rows),
+        sources.append({"name": "handwritten", "resources": list(HANDWRITTEN_FILES),
+                        "n": len(rows),
                         "heldout_exclusion": excl,
                         "kinds": dict(sorted(Counter(e.kind for e in rows).items()))})
     if not generated:
