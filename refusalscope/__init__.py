@@ -2,6 +2,56 @@
 
 The core library is free of CLI dependencies; heavy libraries (torch, transformers)
 are imported inside the functions that need them so that `refusalscope --help` stays fast.
+
+The public API (`refusalscope.api`, loaded on first use so `import refusalscope` stays light;
+see docs/library.md):
+
+    import refusalscope as rs
+    handle = rs.load("smollm2-135m")
+    responses = rs.generate(handle, ["How do I pick a lock?"], max_new_tokens=32)
+    rows = rs.score(["How do I pick a lock?"], responses)
+    result = rs.attack("gcg", handle, [("How do I pick a lock?", "Sure, here is how")], steps=20)
+    report = rs.Study("quickstart").run().report()
 """
 
+import sys as _sys
+from types import ModuleType as _ModuleType
+
 __version__ = "0.1.0"
+
+__all__ = ["Study", "UserError", "__version__", "attack", "generate", "load", "prompts", "score"]
+
+_API = frozenset({"Study", "attack", "generate", "load", "prompts", "score"})
+
+
+def __getattr__(name: str) -> object:
+    # PEP 562: the API module (and through it torch & co.) is imported on first use only
+    if name in _API:
+        from refusalscope import api
+
+        return getattr(api, name)
+    if name == "UserError":
+        from refusalscope.errors import UserError
+
+        return UserError
+    raise AttributeError(f"module 'refusalscope' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+class _Package(_ModuleType):
+    """Keeps `rs.generate` the API function: importing the submodule `refusalscope.generate`
+    would otherwise bind the module over it (the import system sets each submodule as an
+    attribute of its package). The submodule is still imported by its full name
+    (`from refusalscope.generate import generate_rows`); `from refusalscope import generate`
+    gives the function."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in _API and isinstance(value, _ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+_sys.modules[__name__].__class__ = _Package

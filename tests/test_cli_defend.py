@@ -82,7 +82,9 @@ def attacked(tiny_folder, tmp_path):
 
 def test_defend_steer_searches_on_direction_split_then_evaluates(attacked, tiny_folder,
                                                                  monkeypatch):
-    from refusalscope import generate as gen_mod
+    import importlib
+
+    gen_mod = importlib.import_module("refusalscope.generate")  # rs.generate is the API function
     from refusalscope.generate import generate_rows as real_rows
     from refusalscope.interp import steer_eval
 
