@@ -146,15 +146,12 @@ def _write(result: Any, cfg: Any, out: Path | None, figures: bool, half: Any = N
             write_half_life(half, out, figure=figures)
         return out
     run = Run.create("fit", {**cfg.to_dict(), "runs": result.runs}, input_runs=result.runs)
-    try:
+    with run.guard():
         write_fit(result, run.path)
         if figures:
             plot_all(result, run.path / "figures")
         if half is not None:
             write_half_life(half, run.path, figure=figures)
-    except BaseException as e:
-        run.finish("error", f"{type(e).__name__}: {e}"[:500])
-        raise
     run.finish("success")
     return run.path
 

@@ -141,11 +141,8 @@ def compare(
                                        "pos": pos, "seed": seed},
                      model="+".join(models), seed=seed,
                      input_runs=[label(p) for p in paths if p.name == "activations.h5"])
-    try:
+    with run.guard():
         written = write_report(run.path, file_rows, shift_rows, site=site, pos=pos)
-    except BaseException as e:
-        run.finish("error", error=f"{type(e).__name__}: {e}"[:500])
-        raise
     run.finish("success")
     typer.echo(run.file("geometry.md").read_text(encoding="utf-8"))
     for p in written:

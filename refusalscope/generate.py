@@ -287,14 +287,11 @@ def run_generate(cfg: GenerateConfig, *, options: Any = None, batch_size: int = 
     if on_start is not None:
         on_start(len(todo))
     t0 = time.perf_counter()
-    try:
+    with run.guard():
         for row in generate_rows(handle, todo, cfg, batch_size=batch_size,
                                  interventions=interventions, static_cache=static_cache,
                                  on_batch=on_batch):
             append_jsonl(run.file(GENERATIONS), row)
-    except BaseException as e:
-        run.finish("error", error=f"{type(e).__name__}: {e}"[:500])
-        raise
     # compute of every row (a resumed run's earlier ones too); wall time of this invocation
     compute = generation_ledger(handle, read_jsonl(run.file(GENERATIONS))
                                 if run.file(GENERATIONS).exists() else [],

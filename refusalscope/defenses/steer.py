@@ -203,7 +203,7 @@ def run_defend_steer(cfg: SteerDefenseConfig, *, options: Any = None, batch_size
                   directions_sha256=sha256_file(cfg.directions))
     run = Run.create(COMMAND, cfg.to_dict(), model=cfg.model, seed=cfg.seed,
                      harmful_content=True, input_runs=[cfg.adapter] if cfg.adapter else None)
-    try:
+    with run.guard():
         t0 = time.perf_counter()
         table = search(handle, cfg, prompts, hooks, run.file("search_generations.jsonl"),
                        batch_size=batch_size, on_alpha=on_alpha)
@@ -217,9 +217,6 @@ def run_defend_steer(cfg: SteerDefenseConfig, *, options: Any = None, batch_size
         del handle, hooks
         ev = evaluate(cfg, alpha, options=options, batch_size=batch_size) if cfg.eval_n else {}
         write_outputs(run, cfg, table, chosen, ev)
-    except BaseException as e:
-        run.finish("error", f"{type(e).__name__}: {e}"[:500])
-        raise
     run.manifest.extra.update({"defense": "steer", "chosen": chosen, "eval": ev,
                                "compute": compute})
     run.finish("success")

@@ -192,7 +192,7 @@ def run_tar(cfg: TarConfig, *, options: Any = None, resume: str | None = None,
     if run is None:
         run = Run.create(COMMAND, cfg.to_dict(), model=cfg.model, seed=cfg.seed)
     t0 = time.perf_counter()
-    try:
+    with run.guard():
         retain, gen = _retain(handle, cfg, run)
         data = TarData(pairs, refusal_pairs(pairs), retain)
         run.manifest.extra.update({
@@ -206,9 +206,6 @@ def run_tar(cfg: TarConfig, *, options: Any = None, resume: str | None = None,
         model_dir = save_defended(handle, run, cfg)
         compute = _totals(logs, gen, time.perf_counter() - t0)
         _finish(run, compute, model_dir)
-    except BaseException as e:
-        run.finish("error", f"{type(e).__name__}: {e}"[:500])
-        raise
     return run
 
 

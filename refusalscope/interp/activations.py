@@ -236,16 +236,13 @@ def run_probe(cfg: ProbeConfig, *, options: Any = None, batch_size: int = 16,
     run.save()
     if on_start is not None:
         on_start(len(prompts))
-    try:
+    with run.guard():
         order, _ = _order(handle, prompts)
         write_prompts_jsonl(run.file(PROMPTS_NAME), [
             {"row": i, "id": p.id, "label": p.label, "source": p.source,
              "category": p.category, "prompt": p.prompt} for i, p in enumerate(order)])
         extract(handle, prompts, run.file(H5_NAME), meta, batch_size=batch_size,
                 on_batch=on_batch)
-    except BaseException as e:
-        run.finish("error", error=f"{type(e).__name__}: {e}"[:500])
-        raise
     run.finish("success")
     return run
 

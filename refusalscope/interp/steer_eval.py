@@ -135,7 +135,7 @@ def run_steer_eval(cfg: SteerEvalConfig, *, options: Any = None, batch_size: int
     gcfg = GenerateConfig(model=cfg.model, split=cfg.split, n=cfg.n,
                           max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
     results = []
-    try:
+    with run.guard():
         for i, (name, prompts, hooks) in enumerate(conds):
             results.append(eval_condition(handle, name, prompts, hooks, gcfg, scorer,
                                           run.file("generations.jsonl"), batch_size=batch_size))
@@ -148,9 +148,6 @@ def run_steer_eval(cfg: SteerEvalConfig, *, options: Any = None, batch_size: int
             w.writeheader()
             w.writerows(results)
         plot_steer_eval(results, run.file("steer_eval.png"), cfg.model)
-    except BaseException as e:
-        run.finish("error", error=f"{type(e).__name__}: {e}"[:500])
-        raise
     run.manifest.extra["results"] = results
     run.finish("success")
     return run

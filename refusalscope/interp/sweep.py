@@ -136,7 +136,7 @@ def run_sweep(*, device: str = "auto", dtype: str = "auto", batch_size: int = 16
     handle = ModelHandle.load(cfg.model, adapter=cfg.adapter,
                               options=RuntimeOptions(device=device, dtype=dtype))
     run = Run.create("probe-sweep", cfg.to_dict(), model=cfg.model, seed=cfg.seed)
-    try:
+    with run.guard():
         if cfg.filter_prompts:
             (tr_h, tr_l, va_h, va_l), kept = filter_prompts(
                 handle, tr_h, tr_l, va_h, va_l, scfg.refusal_words, batch_size)
@@ -148,9 +148,6 @@ def run_sweep(*, device: str = "auto", dtype: str = "auto", batch_size: int = 16
         save_directions(run.file(DIRECTIONS), d)
         rows = write_table(d, run.path)
         plot_sweep(d, run.file("sweep.png"))
-    except BaseException as e:
-        run.finish("error", error=f"{type(e).__name__}: {e}"[:500])
-        raise
     best = next(r for r in rows if (r["layer"], r["pos"]) == d.selected)
     run.manifest.extra["selected"] = {**best, "filter_passed": d.attrs["filter_passed"]}
     run.manifest.extra["selection"] = d.attrs

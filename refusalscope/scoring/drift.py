@@ -17,7 +17,6 @@ second drift against the same run encodes nothing. The cache is read with `allow
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import io
 import json
@@ -37,7 +36,7 @@ import numpy as np
 from refusalscope.errors import UserError
 from refusalscope.fileio import atomic_write_bytes, atomic_write_json, read_jsonl, sha256_file
 from refusalscope.paths import home
-from refusalscope.runs import Run
+from refusalscope.runs import Run, utc_now
 from refusalscope.scoring.inputs import Item
 from refusalscope.scoring.meanpool import mean_pool_encoder
 from refusalscope.scoring.metrics import BootstrapSpec
@@ -343,7 +342,7 @@ def drift_between(baseline: str | Path | Run, other: str | Path | Run,
         "n_unmatched": unmatched, "n_refused_at_baseline": int(refused.sum()),
         "refusal_labels": labels_from,
         "rd_refused": _summary(drift[refused], spec), "rd_all": _summary(drift, spec),
-        "bootstrap": spec.to_dict(), "created": _now(),
+        "bootstrap": spec.to_dict(), "created": utc_now(),
         "per_prompt": [{"id": it.id, "drift": float(d), "refused_at_baseline": bool(r)}
                        for it, d, r in zip(base_items, drift, refused, strict=True)],
     }
@@ -400,7 +399,3 @@ def _resolve_baseline(base: str, run: Run) -> Path:
     if not p.is_dir() and not p.is_absolute() and (run.path.parent / p).is_dir():
         p = run.path.parent / p  # a bare id resolves beside the run, wherever runs live
     return p
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")

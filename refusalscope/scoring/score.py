@@ -20,7 +20,6 @@ heuristic always, and the ensemble's classifier component.
 
 from __future__ import annotations
 
-import datetime as _dt
 import itertools
 import logging
 import os
@@ -30,7 +29,7 @@ from typing import Any
 
 from refusalscope.errors import UserError
 from refusalscope.fileio import atomic_write_json, sha256_file, write_jsonl
-from refusalscope.runs import Run
+from refusalscope.runs import Run, utc_now
 from refusalscope.scoring.base import Label, Scorer
 from refusalscope.scoring.heuristic import HeuristicScorer
 from refusalscope.scoring.inputs import Item, items_from_rows, read_table
@@ -146,14 +145,11 @@ def score_file(path: str | Path, scorer: Scorer | None = None, *, prompt_col: st
               "gold_col": gold_col,
               "default_label": default_label, "scorer": scorer.to_dict()}
     run = Run.create("score", config, model=model)
-    try:
+    with run.guard():
         context = {"run": run.id, "model": model, "split": None, "partial": False,
                    "source": str(path.resolve()), "source_sha256": config["input_sha256"]}
         result = _write_outputs(run, items, labels, scorer, bootstrap or BootstrapSpec(),
                                 context, relevance)
-    except BaseException as e:
-        run.finish("error", error=f"{type(e).__name__}: {e}")
-        raise
     run.finish("success")
     return result
 
@@ -196,7 +192,7 @@ def _write_outputs(run: Run, items: list[Item], sets: dict[str, list[Label]], sc
     outcomes = outcomes_by_label(items, [lab.refused for lab in labels], spec, labels=labels,
                                  relevance=RelevanceChecker() if relevance else None)
     metrics = {"schema_version": METRICS_SCHEMA, **context,
-               "scorer": scorer.to_dict(), "created": _now(), **summarise(items, labels, spec),
+               "scorer": scorer.to_dict(), "created": utc_now(), **summarise(items, labels, spec),
                **_extra_metrics(items, sets, spec),
                "outcomes": {"by_label": outcomes["by_label"], "reasons": outcomes["reasons"],
                             "degeneracy_version": outcomes["degeneracy_version"],
@@ -260,10 +256,6 @@ def _record_event(run: Run, result: ScoreResult) -> None:
     fresh.manifest.extra.setdefault("scores", []).append(event)
     fresh.save()
     run.manifest = fresh.manifest
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 # ---------------------------------------------------------------- attack evaluations

@@ -292,7 +292,7 @@ def run_validate(cfg: ValidateConfig, judge: Judge, *,
     sample = stratified_sample(items, cfg.sample, cfg.seed)
     run = Run.create("validate", cfg.to_dict(), model=judge.name, seed=cfg.seed,
                      input_runs=sorted({s.run for s in items}), harmful_content=True)
-    try:
+    with run.guard():
         judged = judge_pairs(judge, cfg.judge, [(s.prompt, s.response) for s in sample],
                              on_step=on_step)
         write_jsonl(run.file(JUDGEMENTS), (
@@ -306,8 +306,5 @@ def run_validate(cfg: ValidateConfig, judge: Judge, *,
                       "n_available": len(items),
                       **summarise(sample, [j.verdict for j in judged], cfg.judge.rubric)}
         atomic_write_json(run.file(VALIDATION), validation)
-    except BaseException as e:
-        run.finish("error", error=f"{type(e).__name__}: {e}"[:500])
-        raise
     run.finish("success")
     return ValidateResult(run, validation)

@@ -14,7 +14,6 @@ node that does not depend on it; the nodes downstream are reported as blocked, n
 
 from __future__ import annotations
 
-import datetime as _dt
 import fcntl
 import json
 import logging
@@ -29,6 +28,7 @@ from typing import Any
 
 from refusalscope.errors import UserError
 from refusalscope.fileio import append_jsonl, atomic_write_json, read_jsonl
+from refusalscope.runs import utc_now
 from refusalscope.study.graph import Node
 from refusalscope.study.nodes import NODE_FILE, NODE_KINDS
 from refusalscope.study.portable import MARK, absolute_outputs, relative_outputs
@@ -127,14 +127,14 @@ def execute_node(study: Path, node: Node, inputs: dict[str, dict[str, Any]],
     error = ""
     for attempt in range(max_retries + 1):
         atomic_write_json(work / RUNNING, {"pid": os.getpid(), "host": socket.gethostname()})
-        append_jsonl(work / ATTEMPTS, {"event": "start", "attempt": attempt, "at": _now()})
+        append_jsonl(work / ATTEMPTS, {"event": "start", "attempt": attempt, "at": utc_now()})
         try:
             with _artifacts(work):
                 outputs = runner(node, inputs, work)
         except Exception as e:  # noqa: BLE001 - recorded and retried, never swallowed
             error = " ".join(f"{type(e).__name__}: {e}".split())[:500]
             log.warning("node %s (%s) attempt %d failed: %s", node.id, node.label, attempt, error)
-            append_jsonl(work / ATTEMPTS, {"event": "end", "attempt": attempt, "at": _now(),
+            append_jsonl(work / ATTEMPTS, {"event": "end", "attempt": attempt, "at": utc_now(),
                                            "status": "error", "error": error,
                                            "traceback": traceback.format_exc()[-4000:]})
             continue
@@ -142,9 +142,9 @@ def execute_node(study: Path, node: Node, inputs: dict[str, dict[str, Any]],
             (work / RUNNING).unlink(missing_ok=True)
         rel, keys = relative_outputs(outputs, study)
         rec = {**node.to_dict(), "status": "success", "outputs": rel, "paths": MARK,
-               "relative": keys, "finished": _now(), "attempts": attempt + 1}
+               "relative": keys, "finished": utc_now(), "attempts": attempt + 1}
         atomic_write_json(work / NODE_FILE, rec)  # the moment the node counts as done
-        append_jsonl(work / ATTEMPTS, {"event": "end", "attempt": attempt, "at": _now(),
+        append_jsonl(work / ATTEMPTS, {"event": "end", "attempt": attempt, "at": utc_now(),
                                        "status": "success"})
         return absolute_outputs(rec, study)
     return {**node.to_dict(), "status": "error", "error": error}
@@ -198,7 +198,3 @@ def tally(out: Outcome, node: Node, rec: dict[str, Any]) -> None:
         out.skipped.append(node.id)
     else:
         out.done.append(node.id)
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
