@@ -135,7 +135,7 @@ def _print_half(half: Any) -> None:
 def _write(result: Any, cfg: Any, out: Path | None, figures: bool, half: Any = None) -> Path:
     from refusalscope.runs import Run
     from refusalscope.study.figures import plot_all
-    from refusalscope.study.halflife import write_half_life
+    from refusalscope.study.halflife_files import write_half_life
     from refusalscope.study.tables import write_fit
 
     if out is not None:

@@ -12,7 +12,8 @@ import pytest
 from scipy.optimize import brentq
 
 from refusalscope.errors import UserError
-from refusalscope.study.halflife import HalfLifeConfig, half_life, write_half_life
+from refusalscope.study.halflife import HalfLifeConfig, half_life
+from refusalscope.study.halflife_files import write_half_life
 from refusalscope.study.points import Point
 from refusalscope.study.regress import logistic_firth
 

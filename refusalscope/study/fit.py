@@ -37,7 +37,8 @@ import numpy as np
 
 from refusalscope.errors import UserError
 from refusalscope.study.clusterci import INTERVALS, Labels, intervals
-from refusalscope.study.fitspec import FitSpec, Gathered, build_specs, cells_of, predict
+from refusalscope.study.fitgroups import build_specs
+from refusalscope.study.fitspec import FitSpec, Gathered, cells_of, predict
 from refusalscope.study.points import C_UNITS, METRICS, RD_OVER, Point
 from refusalscope.study.sizes import N_KINDS
 from refusalscope.study.regress import (FitFailed, log_likelihood, logistic_firth, logistic_mle,

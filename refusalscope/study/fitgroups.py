@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from refusalscope.errors import UserError
-from refusalscope.study.fitspec import FORMS, FitSpec, Gathered, _fmt_n
+from refusalscope.study.fitspec import FORMS, FitSpec, Gathered
 
 Specs = tuple[list[FitSpec], list[str]]
 
@@ -29,6 +29,10 @@ def compute_group(model: str, kind: str, defense: str) -> str:
 def joint_group(kind: str, defense: str) -> str:
     """The group name of the joint fit (all models) of an attack kind and defense."""
     return f"all models {kind}{_tag(defense)}"
+
+
+def _fmt_n(n: float) -> str:
+    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.0f}M"
 
 
 def _sizes(data: Gathered, runs: list[int]) -> set[int]:
@@ -158,3 +162,11 @@ def _c_specs(metric: str, x: str, group: str, axis: str, att: list[int], base: l
             cols = ("1", *extra[:1], *ind, "logC", *extra[1:])
         out.append(FitSpec(metric, form, x, group, cols, tuple(sorted(runs)), axis, c0))
     return out
+
+
+def build_specs(data: Gathered, x: str, *, interaction: bool, c0: float | None,
+                include_controls: bool = False) -> Specs:
+    """Every fit the data allows for axis `x`; `UserError` (saying why) when there is none.
+    Controls (models that never refuse) enter size and joint fits only with `include_controls`."""
+    build = {"size": size_specs, "compute": compute_specs, "both": both_specs}[x]
+    return build(data, interaction=interaction, c0=c0, include_controls=include_controls)

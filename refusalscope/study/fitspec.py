@@ -196,20 +196,6 @@ def _why(metric: str) -> str:
             "rd": "RD needs a baseline: generate with --baseline RUN, then score"}[metric]
 
 
-def _fmt_n(n: float) -> str:
-    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.0f}M"
-
-
-def build_specs(data: Gathered, x: str, *, interaction: bool, c0: float | None,
-                include_controls: bool = False) -> tuple[list[FitSpec], list[str]]:
-    """Every fit the data allows for axis `x`; `UserError` (saying why) when there is none.
-    Controls (models that never refuse) enter size and joint fits only with `include_controls`."""
-    from refusalscope.study.fitgroups import both_specs, compute_specs, size_specs
-
-    build = {"size": size_specs, "compute": compute_specs, "both": both_specs}[x]
-    return build(data, interaction=interaction, c0=c0, include_controls=include_controls)
-
-
 def cells_of(data: Gathered, keys: Sequence[tuple[str, str]], boot: np.ndarray,
              alpha: float) -> list[dict[str, Any]]:
     """Per-condition summary: the pooled mean over its runs and prompts, and its bootstrap CI."""

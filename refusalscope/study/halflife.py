@@ -385,11 +385,3 @@ def slope_text(s: Slope) -> str:
     if np.isfinite(hi) and not np.isfinite(lo):
         return f"(< {hi:.2f}: an S½ is before its grid){ci}"
     return "not determined (S½ censored at both sizes)"
-
-
-def write_half_life(res: HalfLifeResult, folder: str | Path, figure: bool = True
-                    ) -> list[Path]:
-    """Write `half_life.csv`, `half_life.md` and (with `figure`) `half_life.png/.pdf`."""
-    from refusalscope.study.halflife_files import write_files
-
-    return write_files(res, folder, figure)

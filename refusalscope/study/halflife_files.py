@@ -183,7 +183,7 @@ def markdown(res: HalfLifeResult) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-def write_files(res: HalfLifeResult, folder: str | Path, figure: bool = True) -> list[Path]:
+def write_half_life(res: HalfLifeResult, folder: str | Path, figure: bool = True) -> list[Path]:
     """Write `half_life.csv`, `half_life.md` and (with `figure`) `half_life.png/.pdf`."""
     from refusalscope.fileio import atomic_write_text
     from refusalscope.study.tables import to_csv

@@ -187,8 +187,8 @@ def _analysis(out: Path, spec: Spec, gen_runs: list[str], n_boot: int, c_axis: s
               include_controls: bool, n_kind: str) -> tuple[str, str, str]:
     """(Findings, fits section, half-life section) of the report, from the scored runs."""
     from refusalscope.study.findings import findings, size_fit
-    from refusalscope.study.halflife import HalfLifeConfig, half_life, write_half_life
-    from refusalscope.study.halflife_files import markdown
+    from refusalscope.study.halflife import HalfLifeConfig, half_life
+    from refusalscope.study.halflife_files import markdown, write_half_life
     from refusalscope.study.points import gather_points
 
     if not gen_runs:
