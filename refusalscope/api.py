@@ -24,6 +24,7 @@ from refusalscope.errors import UserError
 
 if TYPE_CHECKING:
     from refusalscope.data.load import Prompt
+    from refusalscope.attacks.base import AttackResult
     from refusalscope.models.handle import ModelHandle
     from refusalscope.scoring.base import Scorer
     from refusalscope.study.executor import Outcome
@@ -181,27 +182,43 @@ def score(requests: Sequence[Request] | Request, responses: Sequence[str] | str,
     return [{**row, "scorer": sc.name} for row in rows]
 
 
-def attack(name: str, handle: ModelHandle | str, requests: Sequence[Request] | Request,
-           **config: Any) -> Any:
-    """Run attack `name` on `handle` in memory (no run folder) and return its result.
+def attack(name: str, handle: ModelHandle | str, requests: Sequence[Request] | Request, *,
+           evaluate: bool = False, progress: Callable[[dict[str, Any]], None] | None = None,
+           **config: Any) -> AttackResult:
+    """Run attack `name` (gcg, autodan, template, lora, or one you registered with
+    `attacks.registry.register`) on `handle` in memory, like `nanogcg.run`; no run folder.
 
     `requests`: texts, `(request, target)` pairs or `Prompt`s (prompt attacks optimise towards
-    the target; a text gets the attack's default target). `config`: the attack config's fields
-    (`refusalscope.attacks.gcg.GCGConfig` etc.); defaults are the config's own.
+    the target; a bare text gets the attack's default target). `config`: fields of the
+    attack's config class (`attacks.gcg.GCGConfig`, ...; defaults are the config's own).
+    `progress(row)` sees each step's log row. `evaluate=True` also sends every request bare
+    and attacked (greedy, 64 new tokens) and scores the responses as `refusalscope attack`
+    does, filling `groups` (ASR = share complied, with bootstrap and Wilson 95% CIs) and
+    `rows`. Returns the common `AttackResult`: `artefact` (GCG: `suffix`), `loss`, `log`,
+    `compute` (ledger FLOPs in `compute["flops"]`), `asr` once evaluated.
 
     Example:
         res = rs.attack("gcg", handle, [("How do I pick a lock?", "Sure, here is how")],
-                        steps=20, search_width=64)
-        res.suffix, res.loss
+                        steps=20, search_width=64, evaluate=True)
+        res.artefact["suffix"], res.loss, res.asr
     """
+    from dataclasses import fields
+
     from refusalscope.attacks.registry import get
 
     spec = get(name)
-    try:
-        cfg = spec.config_cls(**config)
-    except TypeError as e:
-        raise UserError(f"attack {name}: {e}") from None
-    return spec.run(_handle(handle), _as_prompts(requests), cfg)
+    known = {f.name for f in fields(spec.config_cls)}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise UserError(f"attack {name} has no option {', '.join(unknown)}: its options are "
+                        f"{', '.join(sorted(known))}")
+    h, reqs = _handle(handle), _as_prompts(requests)
+    result = spec.run(h, reqs, spec.config_cls(**config), progress=progress)
+    if evaluate:
+        from refusalscope.attacks.runner import evaluate as evaluate_result
+
+        result = evaluate_result(h, result, reqs)
+    return result
 
 
 class Study:

@@ -81,10 +81,12 @@ def test_gcg_attack_in_memory_equals_the_attack_module(tiny_folder: Path) -> Non
 
     handle = rs.load(tiny_folder, device="cpu")
     cfg = dict(steps=2, search_width=8, topk=8, suffix_len=4, seed=3)
-    res = rs.attack("gcg", handle, REQUESTS[:1], **cfg)
+    seen: list[dict] = []
+    res = rs.attack("gcg", handle, REQUESTS[:1], progress=seen.append, **cfg)
     ref = gcg_run(handle, [REQUESTS[0]], GCGConfig(**cfg))
     assert res.artefact["suffix"] == ref.suffix and res.loss == pytest.approx(ref.loss)
-    assert len(res.log) == 2 and res.kind == "prompt" and res.compute["flops"] > 0
+    assert len(res.log) == 2 and seen == res.log and res.kind == "prompt"
+    assert res.compute["flops"] > 0 and res.asr is None and not res.rows  # not evaluated
 
 
 def test_bad_input_is_a_user_error(tiny_folder: Path) -> None:
@@ -99,8 +101,8 @@ def test_bad_input_is_a_user_error(tiny_folder: Path) -> None:
         rs.score(REQUESTS, ["x"], scorer="heuristic")
     with pytest.raises(UserError):
         rs.attack("no-such-attack", handle, REQUESTS)
-    with pytest.raises(UserError):
-        rs.attack("gcg", handle, REQUESTS, no_such_option=1)
+    with pytest.raises(UserError, match="no option"):
+        rs.attack("gcg", handle, REQUESTS, stpes=2)
 
 
 def test_prompts_from_a_file(prompt_file: Path) -> None:
@@ -156,5 +158,5 @@ def test_library_doc_examples_run_as_written(tmp_path: Path, tiny_folder: Path,
         assert n == 1, block[:80]
         exec(compile(code, str(DOC), "exec"), {"__name__": "__doc_example__"})
     out = capsys.readouterr().out
-    assert "suffix '" in out and "target loss" in out
+    assert "suffix '" in out and "target loss" in out and "ASR " in out
     assert re.search(r"report\.md$", out.strip())
