@@ -57,16 +57,23 @@ def test_notebook_load_generate_score(tiny_folder: Path) -> None:
     assert {"refused", "outcome", "matched", "degeneracy", "scorer"} <= set(rows[1])
 
 
-def test_steer_hooks_change_generation(tiny_folder: Path) -> None:
-    import torch
+def test_steer_by_spec_string_or_hooks(tiny_folder: Path, tmp_path: Path) -> None:
+    from refusalscope.interp.directions import compute_directions, save_directions
+    from refusalscope.interp.steering import SteerSpec
 
     handle = rs.load(tiny_folder, device="cpu")
     plain = rs.generate(handle, REQUESTS, max_new_tokens=6)
-    push = torch.randn(handle.d_model, generator=torch.Generator().manual_seed(1)) * 50
-    steered = rs.generate(handle, REQUESTS, max_new_tokens=6,
-                          steer=[("blocks.1.hook_resid_post", lambda x, s: x + push)])
-    assert steered != plain
+    d = compute_directions(handle, ["Write a poem", "Tell me a joke"], ["Sure, here", "As an AI"],
+                           kind="last")
+    d.selected = (1, 0)
+    path = save_directions(tmp_path / "d.h5", d)
+    by_string = rs.generate(handle, REQUESTS, max_new_tokens=6, steer=f"add:{path}:alpha=40")
+    hooks = SteerSpec.parse(f"add:{path}:alpha=40").hooks(handle)
+    assert by_string == rs.generate(handle, REQUESTS, max_new_tokens=6, steer=hooks)
+    assert by_string != plain
     assert rs.generate(handle, REQUESTS, max_new_tokens=6) == plain  # hooks came off
+    with pytest.raises(UserError, match="no directions file"):
+        rs.generate(handle, REQUESTS, steer=f"ablate:{tmp_path / 'nope.h5'}")
 
 
 def test_score_default_scorer_without_classifier_is_the_heuristic() -> None:
