@@ -8,11 +8,14 @@ from __future__ import annotations
 import typer
 
 from refusalscope import __version__
-from refusalscope.cli._common import setup_logging
+from refusalscope.cli._common import VocabGroup, setup_logging
 
 app = typer.Typer(
     name="refusalscope",
-    help="Measure refusal robustness of chat models: pull models and data, generate, score.",
+    cls=VocabGroup,
+    help="Measure refusal robustness of chat models: pull models and data, generate, score. "
+         "Runs are written under $REFUSALSCOPE_ARTIFACTS/runs (default ./artifacts/runs) unless "
+         "a command's --out says otherwise; the option vocabulary is in docs/cli.md.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

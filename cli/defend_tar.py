@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from refusalscope.cli._common import user_errors
+from refusalscope.cli._common import DEVICE_HELP, DTYPE_HELP, default, out_option, user_errors
+from refusalscope.defenses.tar import TarConfig
 
 
 def register(group: typer.Typer) -> None:
@@ -15,36 +16,43 @@ def register(group: typer.Typer) -> None:
 @user_errors
 def tar(
     model: str | None = typer.Option(None, "--model", "-m", help="Registry name, local folder or hub id."),
-    outer_steps: int = typer.Option(16, "--outer-steps", help="Defense (outer) steps."),
-    inner_steps: int = typer.Option(4, "--inner-steps", help="Simulated LoRA-attack steps per outer step."),
-    inner_lr: float = typer.Option(2e-4, "--inner-lr", help="Simulated attack's learning rate (AdamW)."),
-    outer_lr: float = typer.Option(1e-4, "--outer-lr", help="Defense adapter's learning rate (AdamW)."),
-    retain_weight: float = typer.Option(1.0, "--retain-weight", help="Weight of the retain loss (harmless prompts, own replies)."),
-    rank: int = typer.Option(8, "--rank", help="Defense LoRA rank (merged into the weights at the end)."),
-    inner_rank: int = typer.Option(8, "--inner-rank", help="Simulated attack's LoRA rank."),
-    n_data: int = typer.Option(16, "--n-data", help="Attack pairs (inner loop) = harmful prompts with refusal targets (outer)."),
-    n_retain: int = typer.Option(16, "--n-retain", help="Harmless attack-train prompts for the retain loss."),
-    retain_new_tokens: int = typer.Option(48, "--retain-new-tokens", help="Length of the base model's own replies used as retain targets."),
-    batch_size: int = typer.Option(4, "--batch-size"),
-    max_len: int = typer.Option(128, "--max-len", help="Max tokens per example (prompt + response)."),
-    target_kind: str = typer.Option("auto", "--target-kind", help="auto | full-response | advbench-target (as attack lora)"),
+    outer_steps: int = typer.Option(default(TarConfig, "outer_steps"), "--outer-steps", help="Defense (outer) steps."),
+    inner_steps: int = typer.Option(default(TarConfig, "inner_steps"), "--inner-steps", help="Simulated LoRA-attack steps per outer step."),
+    inner_lr: float = typer.Option(default(TarConfig, "inner_lr"), "--inner-lr", help="Simulated attack's learning rate (AdamW)."),
+    outer_lr: float = typer.Option(default(TarConfig, "outer_lr"), "--outer-lr", help="Defense adapter's learning rate (AdamW)."),
+    retain_weight: float = typer.Option(default(TarConfig, "retain_weight"), "--retain-weight", help="Weight of the retain loss (harmless prompts, own replies)."),
+    rank: int = typer.Option(default(TarConfig, "rank"), "--rank", help="Defense LoRA rank (merged into the weights at the end)."),
+    inner_rank: int = typer.Option(default(TarConfig, "inner_rank"), "--inner-rank", help="Simulated attack's LoRA rank."),
+    n_data: int = typer.Option(default(TarConfig, "n_data"), "--n-data", help="Attack pairs (inner loop) = harmful prompts with refusal targets (outer)."),
+    n_retain: int = typer.Option(default(TarConfig, "n_retain"), "--n-retain", help="Harmless attack-train prompts for the retain loss."),
+    retain_new_tokens: int = typer.Option(default(TarConfig, "retain_new_tokens"), "--retain-new-tokens", help="Length of the base model's own replies used as retain targets."),
+    batch_size: int = typer.Option(default(TarConfig, "batch_size"), "--batch-size", help="Examples per training step (inner and outer)."),
+    max_len: int = typer.Option(default(TarConfig, "max_len"), "--max-len", help="Max tokens per example (prompt + response); longer ones are cut."),
+    target_kind: str = typer.Option(default(TarConfig, "target_kind"), "--target-kind", help="auto | full-response | advbench-target (as attack lora)"),
     data: str | None = typer.Option(None, "--data", help="A CSV/JSONL/parquet file of prompt, response attack pairs."),
-    seed: int = typer.Option(0, "--seed", help="Data order, adapter inits, batches."),
-    save_every: int = typer.Option(4, "--save-every", help="Checkpoint every k outer steps for --resume (0: never)."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
-    dtype: str = typer.Option("auto", help="auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16"),
+    seed: int = typer.Option(default(TarConfig, "seed"), "--seed", help="Data order, adapter inits, batches."),
+    save_every: int = typer.Option(default(TarConfig, "save_every"), "--save-every", help="Checkpoint every k outer steps for --resume (0: never)."),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+    dtype: str = typer.Option("auto", help=DTYPE_HELP),
     resume: str | None = typer.Option(None, help="Continue an interrupted defend-tar run (folder or id)."),
+    out: str | None = out_option(),
 ) -> None:
     """Train a LoRA defense that keeps refusing after simulated LoRA attacks (first-order TAR).
 
     Each outer step trains a fresh attack adapter for --inner-steps on attack-train pairs (the
     defense frozen), then steps the defense on refusal after that attack plus a retain loss.
-    Prints the run folder; its defended model is `--model RUN` (or RUN/model) for every command.
+    Writes model/ (the merged, defended weights), loss.jsonl and manifest.json in a run folder
+    under $REFUSALSCOPE_ARTIFACTS/runs (or --out) and prints it; the defended model is
+    `--model RUN` (or RUN/model) for every command.
+
+    \b
+    Example:
+      refusalscope defend tar -m smollm2-135m --outer-steps 4 --inner-steps 2 --out runs/tar
     """
-    from refusalscope.defenses.tar import TarConfig
     from refusalscope.defenses.tar_run import run_tar
     from refusalscope.errors import UserError
     from refusalscope.models.handle import RuntimeOptions
+    from refusalscope.runs import Run
 
     opts = RuntimeOptions(device=device, dtype=dtype)
     if resume is None and model is None:
@@ -62,7 +70,10 @@ def tar(
                        f"{row['refusal_after_attack']:.4f} retain {row.get('retain', 0):.4f} "
                        f"attack loss {row['inner_first']:.3f}->{row['inner_last']:.3f}", err=True)
 
-    run = run_tar(cfg, options=opts, resume=resume, on_step=on_step)
+    if resume is not None and out is not None:
+        raise UserError("--resume continues its own run folder; drop --out")
+    with Run.at(out):
+        run = run_tar(cfg, options=opts, resume=resume, on_step=on_step)
     c = run.manifest.extra["compute"]
     typer.echo(f"defended model: {run.path / 'model'} ({c['outer_steps']} outer x "
                f"{cfg.inner_steps} inner steps, {c['flops_estimate']:.3g} FLOPs)", err=True)

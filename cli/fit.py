@@ -26,14 +26,17 @@ def fit(
                                           "generate runs (repeat the option) [default: every "
                                           "one in --runs-dir]."),
     runs_dir: Path | None = typer.Option(None, "--runs-dir", metavar="DIR", help="Folder of "
-                                         "run folders [default: the artifacts runs folder]."),
+                                         "run folders, searched at any depth (a study folder "
+                                         "works) [default: $REFUSALSCOPE_ARTIFACTS/runs]."),
     out: Path | None = typer.Option(None, metavar="DIR", help="Output folder [default: a new "
-                                    "`fit` run folder]; never overwritten."),
+                                    "`fit` run under $REFUSALSCOPE_ARTIFACTS/runs]; never "
+                                    "overwritten."),
     n_boot: int = typer.Option(1000, help="Bootstrap replicates (prompts and seeds)."),
     seed: int = typer.Option(0, help="Bootstrap seed."),
     interaction: bool = typer.Option(False, help="Add b_NC·log N·log C to the joint fit."),
     c0: float | None = typer.Option(None, help="Use log(C + c0) for every run instead of a "
-                                    "separate baseline intercept."),
+                                    "separate baseline intercept; c0 in the units of the "
+                                    "compute axis (FLOPs by default)."),
     rd_over: str = typer.Option("refused", help="RD over prompts refused at baseline "
                                 "(refused) or all prompts (all)."),
     estimator: str | None = typer.Option(None, help="Logistic (RRR) fits: firth (Jeffreys-"
@@ -66,7 +69,13 @@ def fit(
 ) -> None:
     """Fit METRIC vs model size (log-linear, log-log, logistic on per-prompt labels) and vs
     attack compute (FLOPs and examples), with bootstrap CIs over prompts and seeds; writes
-    fit.json, CSV, markdown and LaTeX tables, and figures."""
+    fit.json, CSV, markdown and LaTeX tables, and figures into a new `fit` run under
+    $REFUSALSCOPE_ARTIFACTS/runs (or --out), and prints the fits and the folder.
+
+    \b
+    Example:
+      refusalscope fit --runs-dir artifacts/studies/quickstart --metric rrr --x size
+    """
     from refusalscope.paths import runs_dir as default_runs_dir
     from refusalscope.study.fit import FitConfig, fit_metric
     from refusalscope.study.points import find_runs, gather_points

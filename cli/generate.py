@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import typer
 
-from refusalscope.cli._common import console, user_errors
+from refusalscope.cli._common import (
+    BATCH_HELP,
+    DEVICE_HELP,
+    DTYPE_HELP,
+    console,
+    default,
+    out_option,
+    user_errors,
+)
+from refusalscope.generate import GenerateConfig
 
 
 def register(app: typer.Typer) -> None:
@@ -14,32 +23,41 @@ def register(app: typer.Typer) -> None:
 @user_errors
 def generate(
     model: str | None = typer.Option(None, "--model", "-m", help="Registry name, local folder, .gguf file or hub id."),
-    split: str = typer.Option("eval", help="attack-train | direction | eval"),
-    n: int = typer.Option(64, "--n", help="Number of prompts (the first n of the split)."),
+    split: str = typer.Option(default(GenerateConfig, "split"), help="Built prompt split: attack-train | direction | eval."),
+    n: int = typer.Option(default(GenerateConfig, "n"), "--n", help="Number of prompts (the first n of the split or file)."),
     harmless: bool = typer.Option(False, "--harmless", help="Use the harmless contrast set."),
-    prompts: str | None = typer.Option(None, "--prompts", help="A CSV/JSONL/parquet prompt file instead of a split."),
+    prompts: str | None = typer.Option(None, "--prompts", metavar="FILE|NAME", help="A CSV/JSONL/parquet prompt file, or a set added by `data import`, instead of a split."),
     adapter: str | None = typer.Option(None, help="peft adapter folder, or a run folder holding one."),
-    max_new_tokens: int = typer.Option(128, "--max-new-tokens"),
-    batch_size: int = typer.Option(16, "--batch-size"),
-    seed: int = typer.Option(0),
-    system_prompt: str | None = typer.Option(None, "--system-prompt"),
-    temperature: float = typer.Option(0.0, help="0 = greedy."),
-    top_p: float = typer.Option(1.0, "--top-p"),
-    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
-    dtype: str = typer.Option("auto", help="auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16"),
+    max_new_tokens: int = typer.Option(default(GenerateConfig, "max_new_tokens"), "--max-new-tokens", help="Tokens generated per response at most."),
+    batch_size: int = typer.Option(16, "--batch-size", help=BATCH_HELP),
+    seed: int = typer.Option(default(GenerateConfig, "seed"), help="Sampling seed (greedy decoding ignores it)."),
+    system_prompt: str | None = typer.Option(None, "--system-prompt", help="System message put before every prompt [default: none]."),
+    temperature: float = typer.Option(default(GenerateConfig, "temperature"), help="Sampling temperature; 0 = greedy."),
+    top_p: float = typer.Option(default(GenerateConfig, "top_p"), "--top-p", help="Nucleus sampling mass in (0, 1]; 1 = off."),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+    dtype: str = typer.Option("auto", help=DTYPE_HELP),
     compile: bool = typer.Option(False, "--compile", help="GPU: static KV cache + torch.compile."),
     resume: str | None = typer.Option(None, help="Resume an interrupted generate run (folder or id); its saved options are used."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Run the model repo's own code (off by default)."),
     baseline: str | None = typer.Option(None, "--baseline", help="A generate run over the same prompts to compare with; `score` then reports Refusal Drift."),
     steer: str | None = typer.Option(None, "--steer", help="ablate:DIRS.h5 or add:DIRS.h5[:alpha=A][:layers=L] (see `refusalscope steer --help`); the file's sha256 is saved with the run."),
+    out: str | None = out_option(),
 ) -> None:
-    """Generate responses for harmful (or harmless) prompts; writes generations.jsonl in a run."""
+    """Generate responses for harmful (or harmless) prompts; writes generations.jsonl and
+    manifest.json in a run folder (under $REFUSALSCOPE_ARTIFACTS/runs, or --out) and prints
+    the folder's path. Score it next with `refusalscope score RUN`.
+
+    \b
+    Example:
+      refusalscope generate -m smollm2-135m --n 8 --max-new-tokens 32 --out runs/base
+    """
     from refusalscope.errors import UserError
-    from refusalscope.generate import GenerateConfig
     from refusalscope.interp.steering import pin_spec
     from refusalscope.models.handle import RuntimeOptions
     from refusalscope.runs import Run
 
+    if resume is not None and out is not None:
+        raise UserError("--resume continues its own run folder; drop --out")
     if resume is not None:
         cfg = GenerateConfig.from_dict(Run.open(resume).manifest.config)
     elif model is None:
@@ -51,7 +69,8 @@ def generate(
                              system_prompt=system_prompt, temperature=temperature, top_p=top_p,
                              baseline=baseline, steer=pin_spec(steer))
     opts = RuntimeOptions(device=device, dtype=dtype, trust_remote_code=trust_remote_code)
-    run = _with_progress(cfg, opts, batch_size, resume, compile)
+    with Run.at(out):
+        run = _with_progress(cfg, opts, batch_size, resume, compile)
     typer.echo(str(run.path))
 
 

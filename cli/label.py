@@ -31,7 +31,12 @@ def label(
     """Serve a labelling page on 127.0.0.1 until interrupted. Keys: r refused, c complied,
     d degenerate, s skip. The scorer's label is shown only after yours; every label is
     appended to the labels file at once, and a restart resumes where you stopped. Then:
-    `refusalscope score validate RUN... --gold LABELS`."""
+    `refusalscope score validate RUN... --gold LABELS`.
+
+    \b
+    Example:
+      refusalscope label runs/base runs/attacked --sample 50
+    """
     import getpass
 
     from refusalscope.errors import UserError

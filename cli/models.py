@@ -72,7 +72,12 @@ def _yes(value: bool | None) -> str:
 @user_errors
 def list_() -> None:
     """Registry names with kind, chat (refusal-trained), params (as released / non-embedding),
-    source and whether pulled."""
+    source and whether pulled. Prints a table; writes nothing.
+
+    \b
+    Example:
+      refusalscope models list
+    """
     from refusalscope.models.pull import describe
     from refusalscope.models.registry import REGISTRY
 
@@ -95,7 +100,13 @@ def pull(
     trust_remote_code: bool = typer.Option(
         False, "--trust-remote-code", help="Allow model code from the source to run (off)."),
 ) -> None:
-    """Download, hash-check and convert a model once; later loads take seconds."""
+    """Download, hash-check and convert a model once; later loads take seconds. Writes the
+    model under $REFUSALSCOPE_HOME/models (default ~/.cache/refusalscope); prints its folder.
+
+    \b
+    Example:
+      refusalscope models pull smollm2-135m
+    """
     from refusalscope.models import pull as p
     from refusalscope.models.registry import REGISTRY
 
@@ -117,7 +128,13 @@ def info(
     spec: str = typer.Argument(..., help="Registry name, model folder, .gguf file or hub id."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Params, layers, d_model, chat template, refusal training, source, sha256, cache path."""
+    """Params, layers, d_model, chat template, refusal training, source, sha256, cache path.
+    Prints a table (or one JSON object); writes nothing.
+
+    \b
+    Example:
+      refusalscope models info qwen2.5-coder-0.5b --json
+    """
     from refusalscope.models.pull import describe
 
     d = describe(spec)

@@ -5,14 +5,29 @@ from __future__ import annotations
 
 import typer
 
-from refusalscope.cli._common import user_errors
+from refusalscope.cli._common import (
+    BATCH_HELP,
+    DEVICE_HELP,
+    DTYPE_HELP,
+    out_option,
+    rename_options,
+    user_errors,
+)
 
 probe_app = typer.Typer(
     rich_markup_mode=None,
     help="Residual-stream activations of harmful vs harmless prompts, written to HDF5; "
-         "refusal-direction geometry across model sizes and attacks.",
+         "refusal-direction geometry across model sizes and attacks. `probe -m MODEL` "
+         "extracts activations.h5 into a run under $REFUSALSCOPE_ARTIFACTS/runs (or --out) "
+         "and prints its path; `probe sweep` selects the refusal direction; `probe compare` "
+         "compares files.\n\n\b\nExample:\n"
+         "  refusalscope probe -m smollm2-135m --n 16 --layers 0-3 --out runs/acts",
 )
+# Kept as a literal (checked against ProbeConfig.n by tests/test_cli_vocabulary.py): reading
+# the config here would import numpy for every `refusalscope --help`.
 DEFAULT_N = 256
+rename_options("probe", {"--model-dtype": "--dtype"})
+rename_options("probe compare", {"--pos": "--position"})
 
 
 def register(app: typer.Typer) -> None:
@@ -35,36 +50,44 @@ def probe(
     sites: str = typer.Option("resid_pre", help="Comma list: resid_pre,resid_mid,resid_post,attn_out,mlp_out."),
     layers: str = typer.Option("all", help="all | 0-27 | 3,5,7"),
     positions: str = typer.Option("post-instruction", help="post-instruction | last | mean"),
-    n: int | None = typer.Option(None, "--n", help=f"Harmful and harmless prompts each (default {DEFAULT_N})."),
-    dtype: str = typer.Option("float32", help="Stored activation dtype: float16 | float32."),
+    n: int | None = typer.Option(None, "--n", help=f"Harmful and harmless prompts each (default {DEFAULT_N}); more than a class of the split holds is an error."),
+    store_dtype: str = typer.Option("float32", "--store-dtype", help="Stored activation dtype: float16 | float32."),
     backend: str = typer.Option("native", help="native | transformer-lens | nnsight"),
-    split: str = typer.Option("direction", help="attack-train | direction | eval"),
-    compression: str = typer.Option("lzf", help="lzf | gzip | none"),
-    batch_size: int = typer.Option(16, "--batch-size"),
-    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
-    model_dtype: str = typer.Option("auto", "--model-dtype", help="Model weights: auto | float32 | bfloat16 | float16"),
+    split: str = typer.Option("direction", help="Built prompt split: attack-train | direction | eval."),
+    compression: str = typer.Option("lzf", help="HDF5 compression: lzf | gzip | none."),
+    batch_size: int = typer.Option(16, "--batch-size", help=BATCH_HELP),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+    dtype: str = typer.Option("auto", "--dtype", help=DTYPE_HELP + " Earlier releases read --dtype as the stored dtype: that is --store-dtype now."),
     layer_sweep: bool = typer.Option(False, "--layer-sweep", help="Select the refusal direction over layers x positions (same as `probe sweep`)."),
+    out: str | None = out_option(),
 ) -> None:
-    """Extract activations to activations.h5 in a run folder; or a subcommand (compare, sweep)."""
+    """Extract activations to activations.h5 (+ prompts.jsonl, manifest.json) in a run folder
+    under $REFUSALSCOPE_ARTIFACTS/runs (or --out) and print the file's path; or a subcommand
+    (compare, sweep, verify)."""
     if ctx.invoked_subcommand is not None:
         return
     from refusalscope.errors import UserError
+
+    from refusalscope.runs import Run
 
     if model is None:
         raise UserError("--model is required (a name from `refusalscope models list`, a folder, "
                         "a .gguf file or a hub id), or a subcommand: compare, sweep")
     if layer_sweep:
-        _forward_to_sweep(model=model, adapter=adapter, n=n, positions=positions, split=split,
-                          sites=sites, batch_size=batch_size, device=device, dtype=model_dtype)
+        with Run.at(out):
+            _forward_to_sweep(model=model, adapter=adapter, n=n, positions=positions,
+                              split=split, sites=sites, batch_size=batch_size, device=device,
+                              dtype=dtype)
         return
     from refusalscope.interp.activations import ProbeConfig, parse_sites, run_probe
     from refusalscope.models.handle import RuntimeOptions
 
     cfg = ProbeConfig(model=model, adapter=adapter, sites=parse_sites(sites), layers=layers,
-                      positions=positions, n=DEFAULT_N if n is None else n, dtype=dtype,
+                      positions=positions, n=DEFAULT_N if n is None else n, dtype=store_dtype,
                       backend=backend, split=split, compression=compression)
-    opts = RuntimeOptions(device=device, dtype=model_dtype)
-    run = _with_progress(cfg, opts, batch_size)
+    opts = RuntimeOptions(device=device, dtype=dtype)
+    with Run.at(out):
+        run = _with_progress(cfg, opts, batch_size)
     typer.echo(str(run.file("activations.h5")))
 
 
@@ -124,11 +147,19 @@ def _with_progress(cfg, opts, batch_size):  # type: ignore[no-untyped-def]
 def compare(
     files: list[str] = typer.Argument(..., help="Probe files (activations.h5) or probe run folders."),
     site: str = typer.Option("resid_pre", help="Site to compare (each file must have it)."),
-    pos: int = typer.Option(-1, help="Position index within the stored positions (-1 = last)."),
+    pos: int = typer.Option(-1, "--position", metavar="INDEX", help="Position index within the stored positions (-1 = last)."),
     seed: int = typer.Option(0, help="Seed of the probe's cross-validation folds."),
+    out: str | None = out_option(),
 ) -> None:
     """Direction norms, probe accuracy and effective rank per relative depth across files; for
-    files of the same model (baseline first): cosine, shrink vs rotate, probe after attack."""
+    files of the same model (baseline first): cosine, shrink vs rotate, probe after attack.
+    Writes geometry.md (printed) and its tables in a run folder under
+    $REFUSALSCOPE_ARTIFACTS/runs (or --out) and prints their paths.
+
+    \b
+    Example:
+      refusalscope probe compare runs/base-acts runs/attacked-acts --site resid_pre
+    """
     from refusalscope.interp.geometry import compare as run_compare
     from refusalscope.interp.geometry import label, probe_path
     from refusalscope.interp.geometry_report import write_report
@@ -137,10 +168,11 @@ def compare(
     paths = [probe_path(f) for f in files]
     file_rows, shift_rows = run_compare(paths, site=site, pos=pos, seed=seed)
     models = sorted({r["model"] for r in file_rows})
-    run = Run.create("probe-compare", {"files": [str(p) for p in paths], "site": site,
-                                       "pos": pos, "seed": seed},
-                     model="+".join(models), seed=seed,
-                     input_runs=[label(p) for p in paths if p.name == "activations.h5"])
+    with Run.at(out):
+        run = Run.create("probe-compare", {"files": [str(p) for p in paths], "site": site,
+                                           "pos": pos, "seed": seed},
+                         model="+".join(models), seed=seed,
+                         input_runs=[label(p) for p in paths if p.name == "activations.h5"])
     with run.guard():
         written = write_report(run.path, file_rows, shift_rows, site=site, pos=pos)
     run.finish("success")
@@ -156,9 +188,15 @@ def verify(
     model: str = typer.Option(..., "--model", "-m", help="The model the file should come from."),
     adapter: str | None = typer.Option(None, help="peft adapter folder, or a run folder holding one."),
     n: int = typer.Option(4, "--n", help="Rows to re-extract and compare."),
-    device: str = typer.Option("auto"),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
 ) -> None:
-    """Check a probe file against a model: same fingerprint, and its first rows reproduce."""
+    """Check a probe file against a model: same fingerprint, and its first rows reproduce.
+    Prints one line (the largest difference); writes nothing.
+
+    \b
+    Example:
+      refusalscope probe verify runs/acts -m smollm2-135m --n 4
+    """
     from refusalscope.interp.activations import verify as run_verify
     from refusalscope.interp.geometry import probe_path
     from refusalscope.interp.h5io import read_meta

@@ -13,12 +13,16 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from refusalscope.cli._common import console, user_errors
+from refusalscope.cli._common import console, rename_options, user_errors
 from typer.core import TyperGroup
 
 from refusalscope.errors import UserError
 
 DEFAULT_COMMAND = "runs"
+rename_options("score train-classifier", {"--max-length": "--max-len",
+                                          "--no-no-pyrit": "--pyrit",
+                                          "--no-no-handwritten": "--handwritten",
+                                          "--no-no-generated": "--generated"})
 
 
 class DefaultCommandGroup(TyperGroup):
@@ -94,7 +98,13 @@ def score_runs(
              "degenerate, reason off_topic)."),
 ) -> None:
     """Score generate runs in place (new scores.jsonl + metrics.json; never regenerates or
-    overwrites), or score any --input file into a new `score` run."""
+    overwrites), or score any --input file into a new `score` run. Prints a table of refusal
+    rates with 95% CIs.
+
+    \b
+    Example:
+      refusalscope score runs/base runs/attacked --scorer ensemble
+    """
     from refusalscope.scoring import BootstrapSpec, HeuristicScorer
     from refusalscope.scoring.score import load_run, score_file, score_loaded
 
@@ -231,13 +241,16 @@ def train_classifier_cmd(
         "--data", help="Extra labelled CSV/TSV/JSONL (prompt, response, refused columns), "
                        "or a labels file from `refusalscope label`; repeatable.")] = None,
     gold_col: str = typer.Option("refused", help="--data: ground-truth refusal column."),
-    no_pyrit: bool = typer.Option(False, help="Do not use the PyRIT human-labelled responses."),
-    no_handwritten: bool = typer.Option(
-        False, help="Do not use the 169 hand-written labelled responses "
-                    "(scoring/resources/handwritten_outcomes.jsonl)."),
-    no_generated: bool = typer.Option(
-        False, help="Do not add the generated moralising / partial-refusal / off-topic / "
-                    "error / persona / echo rows."),
+    pyrit: bool = typer.Option(True, "--pyrit/--no-pyrit",
+                               help="Use the PyRIT human-labelled responses."),
+    handwritten: bool = typer.Option(
+        True, "--handwritten/--no-handwritten",
+        help="Use the 169 hand-written labelled responses "
+             "(scoring/resources/handwritten_outcomes.jsonl)."),
+    generated: bool = typer.Option(
+        True, "--generated/--no-generated",
+        help="Add the generated moralising / partial-refusal / off-topic / error / persona / "
+             "echo rows."),
     pairs: bool = typer.Option(
         False, "--pairs", help="Also add self-supervised off-topic pairs (a request with the "
                                "answer to another request); off by default, see train_data."),
@@ -247,7 +260,8 @@ def train_classifier_cmd(
     epochs: int = typer.Option(3, help="Training epochs."),
     batch_size: int = typer.Option(16, help="Training batch size."),
     lr: float = typer.Option(5e-5, help="Learning rate."),
-    max_length: int = typer.Option(96, help="Tokens per (response, prompt) pair."),
+    max_length: int = typer.Option(96, "--max-len", help="Tokens per (response, prompt) pair; "
+                                                         "longer pairs are cut."),
     max_train_rows: int = typer.Option(2000, help="Train on a seeded sample of at most this "
                                                   "many rows (bounds the CPU time)."),
     seed: int = typer.Option(0, help="Seed for the split, the generated rows, initialisation "
@@ -256,7 +270,13 @@ def train_classifier_cmd(
 ) -> None:
     """Fine-tune an encoder to label outcomes (or refusals); held-out metrics, overall and per
     class, are printed and saved in the card. PyRIT rows of the project's held-out set
-    (refusalscope.scoring.heldout) are never trained on."""
+    (refusalscope.scoring.heldout) are never trained on. Writes the classifier under
+    $REFUSALSCOPE_HOME/classifiers/NAME and prints its held-out metrics.
+
+    \b
+    Example:
+      refusalscope score train-classifier --name my-clf --epochs 1 --max-train-rows 500
+    """
     from refusalscope.fileio import sha256_file
     from refusalscope.labels import is_labels_file, training_examples
     from refusalscope.paths import runs_dir
@@ -276,11 +296,11 @@ def train_classifier_cmd(
         sources.append({"name": f"file:{f.name}", "path": str(f.resolve()),
                         "sha256": sha256_file(f), "n": len(rows),
                         "refused": sum(e.refused for e in rows)})
-    if no_pyrit and no_handwritten and not files:
+    if not pyrit and not handwritten and not files:
         raise UserError("no training data: drop --no-pyrit / --no-handwritten or give --data FILE")
-    examples, more = outcome_examples(seed=seed, pyrit=not no_pyrit, extra=files,
-                                      runs_dir=runs_dir(), generated=not no_generated,
-                                      handwritten=not no_handwritten,
+    examples, more = outcome_examples(seed=seed, pyrit=pyrit, extra=files,
+                                      runs_dir=runs_dir(), generated=generated,
+                                      handwritten=handwritten,
                                       pairs=pairs,
                                       heldout_frac=cfg.heldout_frac, calib_frac=cfg.calib_frac)
     if not examples:

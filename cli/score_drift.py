@@ -33,7 +33,12 @@ def drift(
 ) -> None:
     """Refusal Drift: mean (1 - cosine) between the two runs' response embeddings, over
     prompts refused at baseline and over all shared prompts, with bootstrap 95% CIs.
-    Writes drift.json (never overwriting) into OTHER_RUN."""
+    Writes drift.json (never overwriting) into OTHER_RUN. Prints RD with CIs.
+
+    \b
+    Example:
+      refusalscope score drift runs/base runs/attacked
+    """
     from refusalscope.runs import Run
     from refusalscope.scoring.drift import drift_between, load_embedder, write_drift
     from refusalscope.scoring.metrics import BootstrapSpec

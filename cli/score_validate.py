@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from refusalscope.cli._common import console, user_errors
+from refusalscope.cli._common import DEVICE_HELP, DTYPE_HELP, console, out_option, user_errors
 
 JUDGE_HELP = ("local:MODEL (registry name, folder, .gguf or hub id, run here) or "
               "openai:URL#MODEL for an OpenAI-compatible endpoint, e.g. "
@@ -52,24 +52,32 @@ def validate(
     batch_size: int = typer.Option(8, help="local judge: prompts per batch."),
     timeout: float = typer.Option(60.0, help="openai judge: seconds per request."),
     retries: int = typer.Option(2, help="openai judge: retries on connection errors/5xx."),
-    device: str = typer.Option("auto", help="local judge: auto | cpu | cuda | cuda:N"),
-    dtype: str = typer.Option("auto", help="local judge: auto | float32 | bfloat16 | float16"),
+    device: str = typer.Option("auto", help="local judge: " + DEVICE_HELP),
+    dtype: str = typer.Option("auto", help="local judge: " + DTYPE_HELP),
+    out: str | None = out_option("the `validate` run"),
 ) -> None:
     """Re-judge a stratified sample of scored responses with a stronger judge and report
     agreement, Cohen's kappa, the confusion matrix, disagreements and threshold suggestions.
     With --gold LABELS instead: every scorer of the runs against your labels.
 
-    Writes a new `validate` run (judgements.jsonl, validation.json). Unparsable judge
+    Writes a new `validate` run (judgements.jsonl, validation.json) under
+    $REFUSALSCOPE_ARTIFACTS/runs (or --out) and prints a table. Unparsable judge
     answers are recorded and counted, never mapped to a label.
+
+    \b
+    Example:
+      refusalscope score validate runs/base --judge local:qwen2.5-coder-1.5b --sample 50
     """
     from refusalscope.errors import UserError
+    from refusalscope.runs import Run
 
     if (gold is None) == (judge is None):
         raise UserError("give --judge JUDGE or --gold LABELS (one of them)")
     if gold is not None:
         from refusalscope.cli.score_validate_gold import validate_gold
 
-        validate_gold(runs, gold, rescore=rescore)
+        with Run.at(out):
+            validate_gold(runs, gold, rescore=rescore)
         return
     from refusalscope.models.handle import RuntimeOptions
     from refusalscope.scoring.judge import JudgeConfig, load_judge
@@ -83,7 +91,8 @@ def validate(
         load_responses(r)
     judge_obj = load_judge(jcfg, options=RuntimeOptions(device=device, dtype=dtype),
                            batch_size=batch_size)
-    result = _with_progress(cfg, judge_obj)
+    with Run.at(out):
+        result = _with_progress(cfg, judge_obj)
     _print(result)
 
 

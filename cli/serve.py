@@ -24,7 +24,13 @@ def serve(
     dtype: str = typer.Option("auto", help="auto | float32 | bfloat16 | float16"),
 ) -> None:
     """Serve GET /v1/models and POST /v1/chat/completions (greedy unless a temperature is
-    given; no streaming) until interrupted. Usable as a judge: openai:http://HOST:PORT/v1#NAME."""
+    given; no streaming) until interrupted. Usable as a judge: openai:http://HOST:PORT/v1#NAME.
+    Writes nothing; logs requests to stderr.
+
+    \b
+    Example:
+      refusalscope serve -m smollm2-135m --port 8000
+    """
     from refusalscope.errors import UserError
     from refusalscope.models.handle import ModelHandle, RuntimeOptions
     from refusalscope.serve import make_server

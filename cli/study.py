@@ -39,7 +39,14 @@ def run(
     address: str | None = typer.Option(None, help="--executor ray: cluster address "
                                                   "(default: RAY_ADDRESS, else a local cluster)."),
 ) -> None:
-    """Run every node not done yet; finished nodes are skipped, interrupted ones resumed."""
+    """Run every node not done yet; finished nodes are skipped, interrupted ones resumed.
+    Writes every node's run under the study folder named in the spec; prints progress and
+    totals.
+
+    \b
+    Example:
+      refusalscope study run quickstart
+    """
     from refusalscope.errors import UserError
     from refusalscope.study.executor import run_local, study_lock, write_spec
 
@@ -72,7 +79,12 @@ def run(
 @study_app.command("status")
 @user_errors
 def status(spec: str = _SPEC) -> None:
-    """done / running / failed / pending per node, and totals."""
+    """done / running / failed / pending per node, and totals. Prints a table; writes nothing.
+
+    \b
+    Example:
+      refusalscope study status quickstart
+    """
     from rich.table import Table
 
     from refusalscope.study.executor import last_error, node_state
@@ -100,16 +112,26 @@ def plan(spec: str = _SPEC,
                                           "`bash benchmarks/gpu_check.sh` (GPU); default: the "
                                           "shipped CPU rates (refusalscope/study/rates_cpu.json).")
          ) -> None:
-    """What would run (nodes not done yet) and an estimate of its cost."""
+    """What would run (nodes not done yet) and an estimate of its cost. First checks every
+    cell that is not done (training pairs for its n_data, the model's weights against its
+    device's memory, gated hub models without a token, defend-steer prompts held out from the
+    sweep) and prints the problems per cell; then the plan. Writes nothing.
+
+    \b
+    Example:
+      refusalscope study plan quickstart
+    """
     from rich.table import Table
 
     from refusalscope.study import plan as cost
     from refusalscope.study.executor import node_state
+    from refusalscope.study.feasible import check_nodes
 
     measured = cost.load_rates(rates)  # a bad file fails before the spec is expanded
     cpu = cost.load_rates()
     _, nodes, sdir = _load(spec)
     todo = [n for n in nodes if node_state(sdir, n) != "done"]
+    _print_problems(check_nodes(todo))
     costs = cost.estimate(todo, rates=measured)
     dev_col = f"{measured.unit} min"
     table = Table(title=f"{len(todo)} of {len(nodes)} nodes to run ({sdir})")
@@ -136,6 +158,21 @@ def plan(spec: str = _SPEC,
                         "; for GPU-hours pass --rates FILE from `bash benchmarks/gpu_check.sh`")
                      + ". Plus model loading; see refusalscope/study/plan.py.")
     console().print(table)
+
+
+def _print_problems(problems: list) -> None:  # type: ignore[type-arg]
+    """Each distinct problem once, with the cells (node labels) it stops."""
+    if not problems:
+        typer.echo("feasibility: every cell can run here (pairs, memory, hub access checked)")
+        return
+    groups: dict[tuple[str, str], list[str]] = {}
+    for p in problems:
+        groups.setdefault((p.check, p.message), []).append(p.label or p.node)
+    typer.echo(f"feasibility: {len(problems)} problems in {len({p.node for p in problems})} "
+               "cells; fix them before `study run`:")
+    for (check, msg), labels in groups.items():
+        more = f" and {len(labels) - 3} more" if len(labels) > 3 else ""
+        typer.echo(f"  [{check}] {msg}\n      cells: {'; '.join(labels[:3])}{more}")
 
 
 def _rate_line(r) -> str:  # type: ignore[no-untyped-def]
@@ -170,7 +207,12 @@ def report(
 ) -> None:
     """Write a report folder: report.md (findings, setup, results, fits, figures, attack
     half-life, caveats), results.csv, fit/, figures/ and half_life.csv|md|png. Never
-    overwrites an earlier report."""
+    overwrites an earlier report.
+
+    \b
+    Example:
+      refusalscope study report quickstart --n-boot 200
+    """
     import datetime as dt
     from pathlib import Path
 

@@ -31,7 +31,12 @@ def view(
     """Write a self-contained HTML site (no server or network needed): the study report's
     Findings, tables and figures, a heatmap and cell table linking to their rows, and a paged
     response browser (filters; baseline beside attacked; completions that were not refused
-    collapsed behind a content warning). Open index.html, or pass --serve."""
+    collapsed behind a content warning). Open index.html, or pass --serve.
+
+    \b
+    Example:
+      refusalscope view artifacts/studies/quickstart --serve
+    """
     from refusalscope.errors import UserError
     from refusalscope.paths import artifacts_dir
     from refusalscope.view.site import build_site

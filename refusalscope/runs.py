@@ -15,6 +15,7 @@ import re
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -30,6 +31,8 @@ CONTENT_WARNING = (
     "CONTENT WARNING: this run holds model completions to harmful requests. "
     "They are research artefacts; do not publish them without review."
 )
+# `--out DIR` of the CLI: the next `Run.create` in this context makes exactly this folder.
+_NEXT_RUN_AT: ContextVar[Path | None] = ContextVar("next_run_at", default=None)
 _PACKAGES = ("refusalscope", "torch", "transformers", "peft", "sentence-transformers",
              "transformer-lens", "nnsight", "h5py", "gguf")
 
@@ -134,7 +137,12 @@ class Run:
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
         name = f"{stamp}_{_slug(command)}_{model_slug(model or 'none')}_{config_id(config)}"
         path = (root or runs_dir()) / name
-        path.mkdir(parents=True, exist_ok=False)
+        if (at := _NEXT_RUN_AT.get()) is not None:
+            _NEXT_RUN_AT.set(None)  # only the command's own run goes there
+            path = at
+            path.mkdir(parents=True, exist_ok=True)
+        else:
+            path.mkdir(parents=True, exist_ok=False)
         manifest = Manifest(
             command=command, config=config, model=model, seed=seed,
             input_runs=list(input_runs or []), created=utc_now(),
@@ -145,6 +153,29 @@ class Run:
         run = cls(path, manifest)
         run.save()
         return run
+
+    @staticmethod
+    @contextmanager
+    def at(out: str | Path | None) -> Iterator[None]:
+        """Inside this block the next `Run.create` makes the folder `out` (new or empty) instead
+        of a new one under `runs_dir()`; `None` changes nothing. Used for the CLI's `--out DIR`.
+
+        Example:
+            with Run.at("runs/base"):
+                run = run_generate(cfg)   # run.path == Path("runs/base")
+        """
+        if out is None:
+            yield
+            return
+        p = Path(out).expanduser()
+        if p.exists() and (not p.is_dir() or any(p.iterdir())):
+            raise UserError(f"--out {out}: exists and is not an empty folder; runs are never "
+                            "overwritten (pick a new folder)")
+        token = _NEXT_RUN_AT.set(p)
+        try:
+            yield
+        finally:
+            _NEXT_RUN_AT.reset(token)
 
     @classmethod
     def open(cls, path: str | Path) -> Run:

@@ -71,8 +71,8 @@ def test_defend_tar_bad_input(tiny_folder, tmp_path, extra, needle):
 def attacked(tiny_folder, tmp_path):
     """Built data, a direction file of the tiny model, and a 1-step LoRA attack on it."""
     texts = write_built_all()
-    sweep = _last(runner.invoke(app, ["probe", "sweep", "--model", str(tiny_folder), "--n", "3",
-                                      "--n-val", "2", "--positions", "last",
+    sweep = _last(runner.invoke(app, ["probe", "sweep", "--model", str(tiny_folder), "--n", "2",
+                                      "--n-val", "1", "--positions", "last",
                                       "--batch-size", "4"]))
     res = runner.invoke(app, ["attack", "lora", "--model", str(tiny_folder), "--data",
                               pair_file(tmp_path), "--n-data", "2", "--steps", "1"])
@@ -105,8 +105,8 @@ def test_defend_steer_searches_on_direction_split_then_evaluates(attacked, tiny_
 
     monkeypatch.setattr(steer_eval, "eval_condition", condition_spy)  # imported per call too
     run = _last(runner.invoke(app, ["defend", "steer", "--model", str(tiny_folder), "--adapter",
-                                    attack, "--directions", str(dirs), "--alpha", "0,2,50",
-                                    "--n", "3", "--skip", "1", "--max-new-tokens", "3",
+                                    attack, "--directions", str(dirs), "--coef", "0,2,50",
+                                    "--n", "3", "--max-new-tokens", "3",
                                     "--eval-n", "2", "--eval-max-new-tokens", "3"]))
     # the search goes through steer eval's condition runner: one condition per alpha and side,
     # on direction-split prompts
@@ -117,7 +117,8 @@ def test_defend_steer_searches_on_direction_split_then_evaluates(attacked, tiny_
     search = json.loads((run / "search.json").read_text())
     assert [r["alpha"] for r in search["table"]] == [0, 2, 50]
     chosen = search["chosen"]
-    assert chosen["prompt_ids"]["harmful"] == [f"harmful-direction-{i}" for i in (1, 2, 3)]
+    # --skip defaults to the sweep's --n + --n-val (2 + 1): the search is held out from it
+    assert chosen["prompt_ids"]["harmful"] == [f"harmful-direction-{i}" for i in (3, 4, 5)]
     # every search prompt is a direction-split prompt; eval prompts come only afterwards
     n_search = 3 * 2 * 3  # alphas x sides x prompts
     assert all(p in texts["direction"] for p in searched[:n_search])

@@ -39,7 +39,7 @@ def trained(app: typer.Typer, tmp_path: Path) -> str:
     data = _labelled(tmp_path / "train.jsonl", 40)
     res = RUNNER.invoke(app, ["score", "train-classifier", "--backbone", str(backbone),
                               "--data", str(data), "--no-pyrit", "--pairs", "--name", "tiny-cli",
-                              "--epochs", "4", "--lr", "3e-3", "--max-length", "32"])
+                              "--epochs", "4", "--lr", "3e-3", "--max-len", "32"])
     assert res.exit_code == 0, res.output
     assert "held-out" in res.output and "ensemble" in res.output and "ECE" in res.output
     assert "per class" in res.output and "moralising" in res.output and "CPU-s" in res.output
@@ -110,7 +110,7 @@ def test_refusal_head_without_generated_rows(app: typer.Typer, tmp_path: Path) -
                               "--data", str(data), "--no-pyrit", "--no-handwritten",
                               "--no-generated", "--head",
                               "refusal", "--name", "tiny-r", "--epochs", "1",
-                              "--max-length", "16", "--max-train-rows", "20"])
+                              "--max-len", "16", "--max-train-rows", "20"])
     assert res.exit_code == 0, res.output
     card = json.loads((classifiers_dir() / "tiny-r" / "card.json").read_text())
     assert card["labels"] == {"0": "complied", "1": "refused"}

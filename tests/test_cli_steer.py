@@ -147,7 +147,7 @@ def test_orthogonalize_then_generate_from_folder(swept, tiny_folder, prompt_file
 
 def test_steer_eval_writes_rates_and_figure(swept, tiny_folder):
     res = runner.invoke(app, ["steer", "eval", "--model", str(tiny_folder), "--directions",
-                              str(swept / "directions.h5"), "--alpha", "0,4", "--n", "3",
+                              str(swept / "directions.h5"), "--coef", "0,4", "--n", "3",
                               "--max-new-tokens", "4"])
     assert res.exit_code == 0, res.output
     from pathlib import Path
@@ -160,4 +160,4 @@ def test_steer_eval_writes_rates_and_figure(swept, tiny_folder):
     assert (run / "steer_eval.png").stat().st_size and (run / "steer_eval.pdf").stat().st_size
     assert json.loads((run / "manifest.json").read_text())["harmful_content"] is True
     _one_line(runner.invoke(app, ["steer", "eval", "--model", str(tiny_folder), "--directions",
-                                  str(swept / "directions.h5"), "--alpha", "x"]), "--alpha")
+                                  str(swept / "directions.h5"), "--coef", "x"]), "--coef")

@@ -117,10 +117,43 @@ def select_alpha(table: Sequence[dict[str, Any]], rule: str = "margin",
     return float(best["alpha"]), why
 
 
+def sweep_prompts_used(directions: str | Path) -> tuple[int, str] | None:
+    """(how many leading `direction`-split prompts per class the sweep that wrote `directions`
+    used, that sweep's run folder), read from the run's manifest; None when the file is not
+    inside a `probe sweep` run (nothing to check against).
+
+    Example:
+        sweep_prompts_used("runs/sweep/directions.h5")  # (96, "runs/sweep") for --n 64 --n-val 32
+    """
+    import json
+
+    manifest = Path(directions).resolve().parent / "manifest.json"
+    try:
+        m = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    c = m.get("config") or {}
+    if m.get("command") != "probe-sweep" or c.get("split", "direction") != "direction":
+        return None
+    return int(c.get("n", 0)) + int(c.get("n_val", 0)), str(manifest.parent)
+
+
+def check_held_out(cfg: SteerDefenseConfig) -> None:
+    """A `UserError` when the search would reuse prompts the direction was selected on: the
+    sweep's first n + n_val direction-split prompts must be skipped (`--skip`)."""
+    used = sweep_prompts_used(cfg.directions) if cfg.directions else None
+    if used is not None and cfg.skip < used[0]:
+        raise UserError(f"--skip {cfg.skip}: the direction was selected on the first {used[0]} "
+                        f"direction-split prompts of each class (--n + --n-val of {used[1]}); "
+                        f"use --skip {used[0]} or more so the coefficient search is held out")
+
+
 def direction_prompts(cfg: SteerDefenseConfig) -> tuple[list[Any], list[Any]]:
-    """Harmful and harmless search prompts: `direction` split, numbers skip .. skip + n - 1."""
+    """Harmful and harmless search prompts: `direction` split, numbers skip .. skip + n - 1
+    (never prompts the direction was selected on: see `check_held_out`)."""
     from refusalscope.data.load import load_split
 
+    check_held_out(cfg)
     out = tuple(load_split("direction", harmless=h, n=cfg.skip + cfg.n)[cfg.skip:]
                 for h in (False, True))
     if not out[0] or not out[1]:

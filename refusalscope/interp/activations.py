@@ -126,10 +126,19 @@ def parse_layers(text: str, n_layers: int | None) -> list[int]:
 
 
 def probe_prompts(split: str, n: int) -> list[Any]:
-    """The first `n` harmful and the first `n` harmless prompts of `split` (harmful first)."""
+    """The first `n` harmful and the first `n` harmless prompts of `split` (harmful first).
+
+    A class with fewer than `n` prompts is a `UserError` naming both class sizes: silently
+    probing 256 harmful vs 158 harmless prompts would unbalance every mean and probe.
+    """
     from refusalscope.data.load import load_split
 
-    return load_split(split, n=n) + load_split(split, harmless=True, n=n)
+    harmful, harmless = load_split(split), load_split(split, harmless=True)
+    if n > min(len(harmful), len(harmless)):
+        raise UserError(f"--n {n} is more than the {split!r} split holds: {len(harmful)} harmful "
+                        f"and {len(harmless)} harmless prompts; use --n "
+                        f"{min(len(harmful), len(harmless))} or less")
+    return harmful[:n] + harmless[:n]
 
 
 def _order(handle: Any, prompts: Sequence[Any]) -> tuple[list[Any], dict[str, str]]:

@@ -54,6 +54,7 @@ class ModelEntry:
     params: str = ""
     chat_template: bool | None = None
     control: bool = False  # never refuses: a control, left out of size fits by default
+    gated: bool = False  # the hub asks for an accepted licence and a token (HF_TOKEN)
     params_released: int | None = None
     params_non_embedding: int | None = None
     tied_embeddings: bool | None = None  # in the released model
@@ -186,6 +187,7 @@ _ENTRIES = (
     ),
     ModelEntry(
         name="llama-7b", kind="hub", hub_id="meta-llama/Llama-2-7b-chat-hf", is_chat=True,
+        gated=True,
         params_released=6_738_415_616, params_non_embedding=6_476_271_616, tied_embeddings=False,
         pretrain_tokens=2e12, pretrain_source=_LLAMA2_D,
         params="6.7B", chat_template=True, description="Llama-2-7B-chat",
@@ -194,6 +196,7 @@ _ENTRIES = (
     ),
     ModelEntry(
         name="llama-13b", kind="hub", hub_id="meta-llama/Llama-2-13b-chat-hf", is_chat=True,
+        gated=True,
         params_released=13_015_864_320, params_non_embedding=12_688_184_320,
         tied_embeddings=False, pretrain_tokens=2e12, pretrain_source=_LLAMA2_D,
         params="13B", chat_template=True, description="Llama-2-13B-chat",

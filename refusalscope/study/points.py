@@ -144,13 +144,14 @@ class Point:
 
 
 def find_runs(folder: str | Path) -> list[Path]:
-    """Scored, finished generate runs over harmful prompts directly under `folder`, by name."""
+    """Scored, finished generate runs over harmful prompts anywhere below `folder` (a runs
+    folder, a study folder, any tree of them), by path."""
     root = Path(folder)
     if not root.is_dir():
         raise UserError(f"no runs found: no such folder {folder} "
                         "(give --runs RUN... or --runs-dir DIR)")
     out = []
-    for mf in sorted(root.glob("*/manifest.json")):
+    for mf in sorted(root.rglob("manifest.json")):
         try:
             m = json.loads(mf.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
