@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 from refusalscope.errors import UserError
 
 if TYPE_CHECKING:
-    from refusalscope.data.load import Prompt
     from refusalscope.attacks.base import AttackResult
+    from refusalscope.data.load import Prompt
     from refusalscope.models.handle import ModelHandle
     from refusalscope.scoring.base import Scorer
     from refusalscope.study.executor import Outcome
@@ -74,7 +74,9 @@ def prompts(split: str = "eval", *, n: int | None = None, harmless: bool = False
 
 
 def _as_prompts(requests: Sequence[Request] | Request) -> list[Prompt]:
-    """`Prompt`s with unique ids, in order, from texts, `(text, target)` pairs or `Prompt`s."""
+    """`Prompt`s with unique ids, in order, from texts, `(text, target)` pairs or `Prompt`s.
+    A lone string, pair or `Prompt` is one request (so a tuple of two strings is a pair: pass
+    several requests as a list)."""
     from dataclasses import replace
 
     from refusalscope.data.load import Prompt
