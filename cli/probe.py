@@ -82,6 +82,10 @@ def probe(
     from refusalscope.interp.activations import ProbeConfig, parse_sites, run_probe
     from refusalscope.models.handle import RuntimeOptions
 
+    if dtype != "auto":  # the one rename that changed a meaning: say so while it is new
+        typer.echo("note: `probe --dtype` is the model's dtype now (as on every command); the "
+                   "stored activation dtype is --store-dtype", err=True)
+
     cfg = ProbeConfig(model=model, adapter=adapter, sites=parse_sites(sites), layers=layers,
                       positions=positions, n=DEFAULT_N if n is None else n, dtype=store_dtype,
                       backend=backend, split=split, compression=compression)
