@@ -19,6 +19,16 @@ One outer step s:
    is differentiated w.r.t. the defense parameters theta only (the attack adapter is switched
    off for the retain term) and one AdamW step at `outer_lr` is taken.
 
+**Adversary distribution.** With `adv_lrs`, `adv_ranks`, `adv_steps` or `adv_modules` set, each
+outer step draws its simulated attack from that distribution (one value per axis, uniformly,
+from a generator seeded by (seed, step): `adversary`), as TAR samples its adversaries (learning
+rate, schedule and data kind, per inner loop); the attack adapter is then rebuilt with the
+drawn rank and modules (`attn`: `attack lora`'s default, `mlp`: the MLP projections, `all`:
+both). An empty axis keeps the single value (`inner_lr`, `inner_rank`, `inner_steps`, attn).
+The inner ledger counts every drawn attack with the parameter counts of the adapter built at
+the start (rank `inner_rank` on attn): a drawn adapter's own trainable count changes the FLOPs
+by 2 x (its trainable parameters) per token, well under 1% at rank <= 64 on these models.
+
 First-order: how phi_k itself depends on theta (d phi_k / d theta, second derivatives through
 the k inner steps) is dropped, as in first-order MAML, so the outer gradient is the plain
 gradient of the loss at the attacked point. TAR accumulates its tamper-resistance loss along
@@ -38,6 +48,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -64,6 +75,7 @@ REFUSALS = (
     "Sorry, but I can't provide that information.",
 )
 StepFn = Callable[[int, int, dict[str, float]], None]  # (outer step, total, losses)
+MODULE_SETS = ("attn", "mlp", "all")  # simulated attack's LoRA modules (see `module_sets`)
 
 
 @dataclass(frozen=True)
@@ -89,8 +101,14 @@ class TarConfig:
     data_file: str | None = None
     save_every: int = 4  # checkpoint every k outer steps for --resume (0: never)
     seed: int = 0
+    # adversary distribution (each outer step draws one value per axis; empty: the fixed one)
+    adv_lrs: tuple[float, ...] = ()
+    adv_ranks: tuple[int, ...] = ()  # alpha scales with the rank: inner_alpha / inner_rank
+    adv_steps: tuple[int, ...] = ()
+    adv_modules: tuple[str, ...] = ()  # of MODULE_SETS
 
     def __post_init__(self) -> None:
+        self._check_adversaries()
         for name in ("n_data", "outer_steps", "inner_steps", "rank", "inner_rank",
                      "batch_size", "n_retain", "retain_new_tokens"):
             if getattr(self, name) < 1:
@@ -109,12 +127,69 @@ class TarConfig:
             raise UserError(f"unknown --target-kind {self.target_kind!r}: one of "
                             f"{', '.join(TARGET_KINDS)}")
 
+    def _check_adversaries(self) -> None:
+        for name in ("adv_lrs", "adv_ranks", "adv_steps", "adv_modules"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        flag = "--adv-"
+        if not all(v > 0 for v in self.adv_lrs):
+            raise UserError(f"{flag}lrs must all be > 0 (got {list(self.adv_lrs)})")
+        for name in ("adv_ranks", "adv_steps"):
+            if not all(isinstance(v, int) and v >= 1 for v in getattr(self, name)):
+                raise UserError(f"{flag}{name[4:]} must all be integers >= 1 "
+                                f"(got {list(getattr(self, name))})")
+        bad = [m for m in self.adv_modules if m not in MODULE_SETS]
+        if bad:
+            raise UserError(f"unknown {flag}modules {bad}: each one of {', '.join(MODULE_SETS)}")
+
+    @property
+    def sampled(self) -> bool:
+        """True when the simulated attack is drawn from a distribution (any `adv_*` set)."""
+        return bool(self.adv_lrs or self.adv_ranks or self.adv_steps or self.adv_modules)
+
+    @property
+    def max_inner_steps(self) -> int:
+        """The longest simulated attack (batches of outer step s start at s x this)."""
+        return max(self.adv_steps or (self.inner_steps,))
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        for name in ("adv_lrs", "adv_ranks", "adv_steps", "adv_modules"):
+            d[name] = list(d[name])
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TarConfig:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class Adversary:
+    """One simulated attack: AdamW at `lr` for `steps` steps on a rank-`rank` LoRA over
+    `modules` (one of MODULE_SETS)."""
+
+    lr: float
+    rank: int
+    alpha: float
+    steps: int
+    modules: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def adversary(cfg: TarConfig, step: int) -> Adversary:
+    """The simulated attack of outer step `step`: drawn from the `adv_*` axes (uniformly, by a
+    generator seeded by (seed, step), so a resumed run draws the same), else the fixed one.
+
+    Example:
+        adversary(TarConfig(model="m", adv_lrs=(1e-4, 1e-3)), 0).lr  # 1e-4 or 1e-3
+    """
+    rng = random.Random(f"tar-adversary:{cfg.seed}:{step}")
+    rank = rng.choice(cfg.adv_ranks or (cfg.inner_rank,))
+    return Adversary(lr=rng.choice(cfg.adv_lrs or (cfg.inner_lr,)), rank=rank,
+                     alpha=cfg.inner_alpha * rank / cfg.inner_rank,
+                     steps=rng.choice(cfg.adv_steps or (cfg.inner_steps,)),
+                     modules=rng.choice(cfg.adv_modules or ("attn",)))
 
 
 @dataclass(frozen=True)
@@ -155,19 +230,46 @@ def _lora_config(rank: int, alpha: float, targets: list[str]) -> Any:
                       bias="none", task_type="CAUSAL_LM")
 
 
+def module_sets(model: Any, cfg: TarConfig) -> dict[str, list[str]]:
+    """Module names per MODULE_SETS entry on the unwrapped `model`: ``attn`` = `attack lora`'s
+    default targets, ``mlp`` = the linear layers inside each block's ``mlp``, ``all`` = both."""
+    import torch
+
+    attn = target_modules_for(model, LoraAttackConfig(model=cfg.model))
+    mlp = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
+                  if isinstance(m, torch.nn.Linear) and ".mlp." in n})
+    if not mlp and {"mlp", "all"} & set(cfg.adv_modules):
+        raise UserError("this model has no linear layers under '.mlp.': leave 'mlp' and 'all' "
+                        "out of adv_modules")
+    return {"attn": attn, "mlp": mlp, "all": attn + [m for m in mlp if m not in attn]}
+
+
 def attach_adapters(model: Any, cfg: TarConfig) -> Any:
-    """Wrap `model` with the ``defense`` adapter (init from `cfg.seed`) and an ``attack`` one."""
+    """Wrap `model` with the ``defense`` adapter (init from `cfg.seed`) and an ``attack`` one.
+
+    The module sets a drawn adversary may train are kept on the wrapper (`tar_module_sets`).
+    """
     import torch
     from peft import get_peft_model
 
-    targets = target_modules_for(model, LoraAttackConfig(model=cfg.model))  # the attack's
+    sets = module_sets(model, cfg)
+    targets = sets["attn"]  # the attack's
     torch.manual_seed(cfg.seed)
     with quiet_peft():
         pm = get_peft_model(model, _lora_config(cfg.rank, cfg.alpha, targets),
                             adapter_name=DEFENSE)
         pm.add_adapter(ATTACK, _lora_config(cfg.inner_rank, cfg.inner_alpha, targets))
+    pm.tar_module_sets = sets
     activate(pm, (DEFENSE, ATTACK), trainable=DEFENSE)
     return pm
+
+
+def rebuild_attack(model: Any, adv: Adversary) -> None:
+    """Replace the ``attack`` adapter by one of `adv`'s rank, alpha and modules (a drawn one)."""
+    with quiet_peft():
+        model.delete_adapter(ATTACK)
+        model.add_adapter(ATTACK, _lora_config(adv.rank, adv.alpha,
+                                               model.tar_module_sets[adv.modules]))
 
 
 def activate(model: Any, names: Sequence[str], *, trainable: str) -> None:
@@ -206,20 +308,25 @@ def _count(compute: Ledger, seconds: float, *batches: tuple[Encoded, list[int]])
 
 def inner_attack(model: Any, encoded: Encoded, cfg: TarConfig, step: int, handle: Any,
                  compute: Ledger) -> list[float]:
-    """Train a fresh attack adapter for `cfg.inner_steps` steps; the defense stays frozen.
+    """Train a fresh attack adapter (`adversary(cfg, step)`: the fixed one, or one drawn from
+    the distribution) for its steps; the defense stays frozen.
 
-    Batches are `attacks.lora.batch_indices` at inner step `step * inner_steps + j`.
+    Batches are `attacks.lora.batch_indices` at inner step `step * cfg.max_inner_steps + j`.
     """
     import torch
 
+    adv = adversary(cfg, step)
+    if cfg.sampled:
+        rebuild_attack(model, adv)
     activate(model, (DEFENSE, ATTACK), trainable=ATTACK)
     reset_attack(model, cfg.seed * 1_000_003 + step)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
-                            lr=cfg.inner_lr, weight_decay=0.0)
+                            lr=adv.lr, weight_decay=0.0)
     losses = []
-    for j in range(cfg.inner_steps):
+    for j in range(adv.steps):
         t0 = time.perf_counter()
-        idx = batch_indices(len(encoded), cfg.batch_size, cfg.seed, step * cfg.inner_steps + j)
+        idx = batch_indices(len(encoded), cfg.batch_size, cfg.seed,
+                            step * cfg.max_inner_steps + j)
         loss = _loss(model, encoded, idx, handle)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -186,8 +186,10 @@ def run_lora_node(node: Any, ins: dict[str, dict[str, Any]], work: Path) -> dict
     grid = {"n_data": [p["n_data"]], "steps": p["steps"], "lr": [p["lr"]], "rank": [p["rank"]],
             "alpha": [p["alpha"]], "seed": [p["seed"]]}
     data = ins["pairs"]["pairs"] if "pairs" in ins else p["data"]
+    modules = {"target_modules": tuple(p["target_modules"])} if p.get("target_modules") else {}
     cfgs = expand_grid(_model(p, ins), grid, batch_size=p["batch_size"], max_len=p["max_len"],
-                       target_kind=p["target_kind"], data_file=data, dropout=p["dropout"])
+                       target_kind=p["target_kind"], data_file=data, dropout=p["dropout"],
+                       **modules)
     results = run_grid(cfgs, options=_options(p))
     return {"runs": {str(r.config.steps): r.run_path for r in results}}
 

@@ -43,12 +43,16 @@ ATTACK_KEYS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
                  "max_new_tokens": 32}),
 }
 ATTACK_COMMON = ("kind", "after")
+# Per attack kind: options kept in a node's params only when the spec sets them (so adding one
+# leaves every existing node id as it was). lora target_modules: e.g. ["gate_proj", "up_proj"].
+ATTACK_OPTIONAL: dict[str, tuple[str, ...]] = {"lora": ("target_modules",)}
 # Per defense kind: options and defaults (`defend tar`; `probe sweep` + `defend steer`).
 DEFENSE_KEYS: dict[str, dict[str, Any]] = {
     "tar": {"outer_steps": 16, "inner_steps": 4, "inner_lr": 2e-4, "outer_lr": 1e-4,
             "retain_weight": 1.0, "rank": 8, "inner_rank": 8, "n_data": 16, "n_retain": 16,
             "retain_new_tokens": 48, "batch_size": 4, "max_len": 128, "target_kind": "auto",
-            "data": None, "seed": 0},
+            "data": None, "seed": 0,
+            "adv_lrs": [], "adv_ranks": [], "adv_steps": [], "adv_modules": []},
     "steer": {"alphas": [0.0, 0.25, 0.5, 1.0, 2.0, 4.0], "n": 16, "skip": 0, "rule": "margin",
               "target": 0.9, "max_new_tokens": 48, "sweep_n": 32, "sweep_n_val": 16,
               "positions": "post-instruction", "seed": 0},
@@ -224,9 +228,15 @@ def _kind(section: str, name: str, raw: Any, kinds: dict[str, Any]) -> tuple[str
 def _attack(name: str, raw: Any, base: Path | None) -> AttackSpec:
     where, kind = _kind("attacks", name, raw, ATTACK_KEYS)
     axes, fixed_defaults = ATTACK_KEYS[kind]
-    _unknown(raw, (*axes, *fixed_defaults, *ATTACK_COMMON), where)
+    optional = ATTACK_OPTIONAL.get(kind, ())
+    _unknown(raw, (*axes, *fixed_defaults, *ATTACK_COMMON, *optional), where)
     grid = {k: tuple(_list(raw.get(k, v), f"{where}.{k}")) for k, v in axes.items()}
     fixed = {k: raw.get(k, v) for k, v in fixed_defaults.items()}
+    fixed.update({k: raw[k] for k in optional if k in raw})
+    modules = fixed.get("target_modules")
+    if modules is not None and (not isinstance(modules, list) or not modules
+                                or not all(isinstance(m, str) and m for m in modules)):
+        raise UserError(f"{where}.target_modules must be a list of module names")
     _resolve_data(fixed, base)
     return AttackSpec(name, kind, grid, fixed, raw.get("after"))
 
