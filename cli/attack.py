@@ -10,13 +10,9 @@ attack_app = typer.Typer(
     help="Attack a model: LoRA fine-tuning sweeps and prompt attacks. Attacked models and "
          "prompts are evaluated with `generate` and `score`.",
 )
-
-
 def register(app: typer.Typer) -> None:
     """Add the `attack` group (commands come from attack_* modules) to the root app."""
-    from refusalscope.cli import attack_gcg, attack_lora
-    from refusalscope.cli import attack_autodan
-    from refusalscope.cli import attack_template
+    from refusalscope.cli import attack_autodan, attack_gcg, attack_lora, attack_template
 
     attack_lora.register(attack_app)
     attack_gcg.register(attack_app)

@@ -4,9 +4,21 @@ from __future__ import annotations
 
 import typer
 
-from refusalscope.cli._common import user_errors
+from refusalscope.attacks.base import config_defaults
+from refusalscope.attacks.grid import DEFAULT_N_DATA, DEFAULT_STEPS
+from refusalscope.attacks.lora import LoraAttackConfig
+from refusalscope.cli._common import rename_options, user_errors
 
 _LIST = "One value or a comma list (a grid axis)."
+L = config_defaults(LoraAttackConfig)
+
+
+def _s(value: float) -> str:
+    """A config default as the CLI's comma-list text: 2e-4 -> '0.0002', 16.0 -> '16'."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+rename_options("attack lora", {"--alpha": "--lora-alpha"})
 
 
 def register(group: typer.Typer) -> None:
@@ -16,35 +28,50 @@ def register(group: typer.Typer) -> None:
 
 @user_errors
 def lora(
-    model: str | None = typer.Option(None, "--model", "-m", help="Registry name, local folder or hub id."),
-    n_data: str = typer.Option("16,64", "--n-data", help="Training pairs per run. " + _LIST),
-    steps: str = typer.Option("1,2,4,8,16,32", "--steps", help="Optimizer steps per run. " + _LIST),
-    lr: str = typer.Option("2e-4", "--lr", help="Learning rate (constant, AdamW). " + _LIST),
-    rank: str = typer.Option("8", "--rank", help="LoRA rank. " + _LIST),
-    alpha: str = typer.Option("16", "--alpha", help="LoRA alpha. " + _LIST),
-    seeds: str = typer.Option("0", "--seeds", "--seed", help="Seeds (data order, adapter init). " + _LIST),
-    dropout: float = typer.Option(0.0, "--dropout", help="LoRA dropout."),
-    target_modules: str | None = typer.Option(None, "--target-modules", help="Comma list of module names (default: attention q,k,v,o projections)."),
-    batch_size: int = typer.Option(4, "--batch-size"),
-    max_len: int = typer.Option(256, "--max-len", help="Max tokens per example (prompt + response)."),
-    target_kind: str = typer.Option("auto", "--target-kind", help="auto (full responses, then AdvBench targets) | full-response | advbench-target"),
-    data: str | None = typer.Option(None, "--data", help="A CSV/JSONL/parquet file of prompt, response pairs (full compliant responses)."),
-    pairs: str | None = typer.Option(None, "--pairs", help="Pairs made by `refusalscope data pairs`: its --name, content id, folder or generations.jsonl (kept pairs only)."),
-    grad_checkpointing: bool = typer.Option(False, "--grad-checkpointing", help="Recompute activations in backward (less memory, ~1/3 more compute). On CUDA it is turned on by itself when the memory estimate (printed) says the batch does not fit without it."),
-    save_every: int = typer.Option(8, "--save-every", help="Checkpoint every k steps for --resume (0: never)."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
-    dtype: str = typer.Option("auto", help="auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16"),
-    resume: str | None = typer.Option(None, help="Continue an interrupted attack-lora run (folder or id)."),
+    model: str | None = typer.Option(None, "--model", "-m", metavar="MODEL", help="Registry name, local folder or hub id."),
+    n_data: str = typer.Option(DEFAULT_N_DATA, "--n-data", metavar="N[,N...]", help="Training pairs per run. " + _LIST),
+    steps: str = typer.Option(DEFAULT_STEPS, "--steps", metavar="N[,N...]", help="Optimizer steps per run. " + _LIST),
+    lr: str = typer.Option(_s(L["lr"]), "--lr", metavar="LR[,LR...]", help="Learning rate (constant, AdamW). " + _LIST),
+    rank: str = typer.Option(_s(L["rank"]), "--rank", metavar="R[,R...]", help="LoRA rank. " + _LIST),
+    lora_alpha: str = typer.Option(_s(L["alpha"]), "--lora-alpha", metavar="A[,A...]", help="LoRA alpha (the adapter's scale is alpha / rank). " + _LIST),
+    seeds: str = typer.Option(_s(L["seed"]), "--seeds", metavar="N[,N...]", help="Seeds (data order, adapter init). " + _LIST),
+    seed_old: str | None = typer.Option(None, "--seed", metavar="N", help="One seed (same as --seeds N)."),
+    dropout: float = typer.Option(L["dropout"], "--dropout", metavar="P", help="LoRA dropout."),
+    target_modules: str | None = typer.Option(None, "--target-modules", metavar="NAMES", help="Comma list of module names (default: attention q,k,v,o projections)."),
+    batch_size: int = typer.Option(L["batch_size"], "--batch-size", metavar="N", help="Training pairs per optimizer step."),
+    max_len: int = typer.Option(L["max_len"], "--max-len", metavar="TOKENS", help="Max tokens per example (prompt + response)."),
+    target_kind: str = typer.Option(L["target_kind"], "--target-kind", metavar="KIND", help="auto (full responses, then AdvBench targets) | full-response | advbench-target"),
+    data: str | None = typer.Option(None, "--data", metavar="FILE", help="A CSV/JSONL/parquet file of prompt, response pairs (full compliant responses)."),
+    pairs: str | None = typer.Option(None, "--pairs", metavar="PAIRS", help="Pairs made by `refusalscope data pairs`: its --name, content id, folder or generations.jsonl (kept pairs only)."),
+    grad_checkpointing: bool = typer.Option(L["grad_checkpointing"], "--grad-checkpointing", help="Recompute activations in backward (less memory, ~1/3 more compute). On CUDA it is turned on by itself when the memory estimate (printed) says the batch does not fit without it."),
+    save_every: int = typer.Option(L["save_every"], "--save-every", metavar="STEPS", help="Checkpoint every k steps for --resume (0: never)."),
+    device: str = typer.Option("auto", metavar="DEVICE", help="auto | cpu | cuda | cuda:N"),
+    dtype: str = typer.Option("auto", metavar="DTYPE", help="auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16"),
+    resume: str | None = typer.Option(None, metavar="RUN", help="Continue an interrupted attack-lora run (folder or id)."),
 ) -> None:
     """Fine-tune LoRA adapters on harmful prompt -> compliant response pairs (attack-train split).
 
-    Prints one run folder per cell; evaluate one with `generate --adapter RUN` then `score`.
-    A cell whose finished run exists is skipped; an unfinished one continues from its checkpoint.
+    Writes one run folder per grid cell under $REFUSALSCOPE_ARTIFACTS/runs (adapter/,
+    loss.jsonl, loss.png, compute.json) and prints each; evaluate one with
+    `generate --adapter RUN` then `score`. A cell whose finished run exists is skipped; an
+    unfinished one continues from its checkpoint. Single values default to
+    `LoraAttackConfig`'s; --n-data and --steps default to a sweep.
+
+    No --out: a sweep writes one run per cell, found again by its config id (resume).
+
+    \b
+    Example:
+      refusalscope attack lora -m smollm2-135m --n-data 16 --steps 1,4,16 --lr 1e-3
     """
     from refusalscope.attacks.grid import expand_grid, parse_values, resume as resume_run, run_grid
     from refusalscope.errors import UserError
     from refusalscope.models.handle import RuntimeOptions
 
+    if seed_old is not None:  # --seed is one int (the CLI vocabulary); a list is --seeds
+        if "," in seed_old:
+            typer.echo("note: `refusalscope attack lora --seed` takes one seed; give a list "
+                       "with --seeds", err=True)
+        seeds = seed_old
     opts = RuntimeOptions(device=device, dtype=dtype)
     on_step = _step_printer()
     if resume is not None:
@@ -62,7 +89,7 @@ def lora(
     grid = {"n_data": parse_values(n_data, int, "--n-data"),
             "steps": parse_values(steps, int, "--steps"),
             "lr": parse_values(lr, float, "--lr"), "rank": parse_values(rank, int, "--rank"),
-            "alpha": parse_values(alpha, float, "--alpha"),
+            "alpha": parse_values(lora_alpha, float, "--lora-alpha"),
             "seed": parse_values(seeds, int, "--seeds")}
     modules = tuple(m.strip() for m in target_modules.split(",")) if target_modules else None
     cfgs = expand_grid(model, grid, dropout=dropout, target_modules=modules,

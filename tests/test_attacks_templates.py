@@ -7,8 +7,8 @@ import json
 import pytest
 
 from refusalscope.attacks import template_sources
-from refusalscope.attacks.template_eval import asr_summary
-from refusalscope.attacks.template_run import TemplateRunConfig, attacked_rows
+from refusalscope.attacks.runner import RunConfig
+from refusalscope.attacks.template_run import TemplateConfig, attacked_rows
 from refusalscope.attacks.templates import (SLOTS, Template, apply, check, families, library,
                                             load_template_file, sample, select)
 from refusalscope.data.load import Prompt
@@ -148,17 +148,20 @@ def test_attacked_rows_and_config_round_trip(lib):
                                            "g0|pyrit/aim|s0"]
     assert len(rows) == 6 and rows[-1]["seed"] == 3 and rows[0]["slot"] == "append"
     assert all(r["prompt"].count(r["goal"]) == 1 for r in rows)
-    cfg = TemplateRunConfig(model="m", templates="dan", n_templates=2, seeds=(0, 1),
-                            max_template_tokens=600, evaluate=True)
-    again = TemplateRunConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    cfg = TemplateConfig(templates="dan", n_templates=2, seeds=(0, 1), max_template_tokens=600)
+    again = TemplateConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert again == cfg and again.seeds == (0, 1)
+    run_cfg = RunConfig("template", "m", cfg.to_dict(), split="eval", n=4)
+    assert RunConfig.from_dict(json.loads(json.dumps(run_cfg.to_dict()))) == run_cfg
     with pytest.raises(UserError, match="need --model"):
-        TemplateRunConfig(evaluate=True)
+        RunConfig("template", None, evaluate=True)
     with pytest.raises(UserError, match="distinct"):
-        TemplateRunConfig(seeds=(1, 1), n_templates=1)
+        TemplateConfig(seeds=(1, 1), n_templates=1)
 
 
 def test_asr_summary_exact():
+    from refusalscope.scoring.score import asr_summary
+
     s = asr_summary(["refused", "complied", "degenerate", "refused"])
     assert (s["n"], s["successes"], s["asr"]) == (4, 1, 0.25)  # ASR: complied only
     assert (s["not_refused"]["successes"], s["not_refused"]["rate"]) == (2, 0.5)

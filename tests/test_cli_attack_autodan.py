@@ -64,7 +64,7 @@ def test_autodan_run_folder(tiny_folder, texts_file):
     man = json.loads((run / "manifest.json").read_text())
     assert man["status"] == "success" and man["command"] == "attack-autodan"
     assert man["model"] == str(tiny_folder) and man["seed"] == 0 and man["content_warning"]
-    assert man["config"]["autodan"]["population"] == 4 and man["config"]["texts_sha256"]
+    assert man["config"]["autodan"]["population"] == 4 and man["config"]["autodan"]["texts_sha256"]
     assert man["extra"]["compute"]["steps"] == 2 and man["extra"]["compute"]["flops"] > 0
     rows = [json.loads(x) for x in (run / "autodan.jsonl").read_text().splitlines()]
     assert [r["generation"] for r in rows] == [0, 1, 2]

@@ -50,9 +50,10 @@ def test_run_evaluate_and_generate_round_trip(tiny_folder, prompt_file, tmp_path
     man = json.loads((run / "manifest.json").read_text())
     assert (man["status"], man["command"], man["model"], man["seed"]) == \
         ("success", "attack-template", str(tiny_folder), 0)
-    assert man["config"]["seeds"] == [0, 1] and man["content_warning"]
-    assert man["config"]["max_template_tokens"] == 600
-    assert len(man["config"]["template_file_sha256"]) == 64
+    tcfg = man["config"]["template"]  # the attack's config under its name, as every attack's
+    assert tcfg["seeds"] == [0, 1] and man["content_warning"]
+    assert tcfg["max_template_tokens"] == 600
+    assert len(tcfg["template_file_sha256"]) == 64
     rows = _rows(run / "attacked_prompts.jsonl")
     assert len(rows) == 2 * 2 * 4  # seeds x (one pyrit + the user template) x goals
     assert {r["family"] for r in rows} == {"pyrit", "user"}
@@ -72,8 +73,10 @@ def test_run_evaluate_and_generate_round_trip(tiny_folder, prompt_file, tmp_path
     assert asr["baseline"]["not_refused"]["successes"] == \
         sum(not e["refused_heuristic"] for e in base)
     assert result["not_refused_attacked"] == asr["attacked"]["not_refused"]["rate"]
-    assert result["compute"]["prompt_tokens"] == sum(e["prompt_tokens"] for e in evals)
-    assert result["compute"]["generated_tokens"] == sum(e["new_tokens"] for e in evals)
+    # choosing templates costs no FLOPs; their replies are the evaluation's compute
+    assert result["compute"]["flops"] == 0
+    assert result["eval_compute"]["prompt_tokens"] == sum(e["prompt_tokens"] for e in evals)
+    assert result["eval_compute"]["generated_tokens"] == sum(e["new_tokens"] for e in evals)
     assert man["extra"]["compute"] == result["compute"]
     assert "baseline" in res.output and "user" in res.output
     assert "ASR = share complied" in res.output and "not refused" in res.output
@@ -147,4 +150,5 @@ def test_real_model_end_to_end(smollm2_home):
     asr = result["asr"][result["main_scorer"]]
     assert asr["baseline"]["n"] == 2 and asr["attacked"]["n"] == 4
     assert set(asr["by_family"]) == {"dan", "pyrit"}
-    assert result["compute"]["generations"] == 6 and result["compute"]["prompt_tokens"] > 300
+    assert result["eval_compute"]["generations"] == 6
+    assert result["eval_compute"]["prompt_tokens"] > 300

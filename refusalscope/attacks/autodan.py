@@ -59,6 +59,8 @@ class AutoDANConfig:
     seed: int = 0
     name: str | None = None  # fills "ChatGPT"; default from the model
     developer: str | None = None  # fills "ModelKeeper"; default from the model
+    texts_file: str | None = None  # starting texts, one per line (None: prototype + group)
+    texts_sha256: str | None = None  # of `texts_file` when the run started (a resume checks it)
 
     def __post_init__(self) -> None:
         if not 2 <= self.population <= MAX_POPULATION:

@@ -151,7 +151,8 @@ def run_grid(cfgs: Sequence[LoraAttackConfig], *, options: Any = None,
     return [results[c] for c in cfgs]
 
 
-def _start(run: Any, handle: Any, pairs: list[Any]) -> None:
+def start_cell(run: Any, handle: Any, pairs: list[Any]) -> None:
+    """Mark `run` started and record the pairs, model and device it trains with."""
     from refusalscope.models.registry import size_fields
 
     run.manifest.status = "started"
@@ -167,7 +168,9 @@ def _start(run: Any, handle: Any, pairs: list[Any]) -> None:
     run.save()
 
 
-def _finish(run: Any, compute: dict[str, Any], wall: float) -> None:
+def finish_cell(run: Any, compute: dict[str, Any], wall: float, *, finish: bool = True) -> None:
+    """Write `compute.json` and `loss.png`, record compute and wall time; with `finish`,
+    mark the run `success`."""
     from refusalscope.attacks.lora import plot_loss
     from refusalscope.fileio import atomic_write_json
 
@@ -175,6 +178,9 @@ def _finish(run: Any, compute: dict[str, Any], wall: float) -> None:
     plot_loss(run)
     run.manifest.extra["compute"] = compute
     run.manifest.extra["wall_seconds_total"] = round(wall, 3)
+    if not finish:
+        run.save()
+        return
     run.finish("success")
     log.info("attack-lora %s: %d steps, %.3g FLOPs", run.id, compute["steps"],
              compute["flops_estimate"])
@@ -187,15 +193,12 @@ def run_cell(handle: Any, pairs: list[Any], cfg: LoraAttackConfig, run: Any, *,
     """Train one cell into `run` (resuming from its checkpoint) and finish its manifest."""
     from refusalscope.attacks.lora import train
 
-    _start(run, handle, pairs)
+    start_cell(run, handle, pairs)
     t0 = time.perf_counter()
-    try:
+    with run.guard():
         compute = train(handle, pairs, cfg, run, on_step=on_step, snapshot=snapshot,
                         on_memory=on_memory)
-    except BaseException as e:
-        run.finish("error", f"{type(e).__name__}: {e}"[:500])
-        raise
-    _finish(run, compute, time.perf_counter() - t0)
+    finish_cell(run, compute, time.perf_counter() - t0)
     return compute
 
 
@@ -206,13 +209,13 @@ def write_snapshot(run: Any, source: Any, model: Any, compute: Any, handle: Any,
     from refusalscope.attacks.lora import LOSS
     from refusalscope.fileio import read_jsonl, write_jsonl
 
-    _start(run, handle, pairs)
+    start_cell(run, handle, pairs)
     totals = compute.to_dict()
     model.save_pretrained(str(run.file("adapter")))
     write_jsonl(run.file(LOSS), [r for r in read_jsonl(source.file(LOSS))
                                  if r["step"] <= totals["steps"]])
     run.manifest.extra["derived_from"] = source.id
-    _finish(run, totals, totals["wall_seconds"])
+    finish_cell(run, totals, totals["wall_seconds"])
 
 
 def resume(path: str, *, options: Any = None,

@@ -1,55 +1,53 @@
-"""`attack template` as a run folder: jailbreak templates applied to requests, evaluated.
+"""Jailbreak templates as a registered attack: `ATTACK` (name "template", kind "prompt",
+config `TemplateConfig`).
 
-Files: `templates.json` (the templates used: id, family, source, slot, full text),
-`attacked_prompts.jsonl` (one row per seed x template x request: id, prompt = the attacked
-text, goal, template_id, family, seed, slot; `refusalscope generate --prompts` reads it) and,
-when evaluated, `eval.jsonl` (greedy responses to each distinct attacked prompt and to each bare
-request, the baseline, with refusal labels) and `result.json` (attack success rate = share not
-refused, with 95% CIs, overall / per family / per template, next to the baseline; compute).
-The layout mirrors `attack gcg` (`gcg_run`).
+`run` chooses the templates (per seed, `n_templates` per family, longer than
+`max_template_tokens` model tokens left out); `apply` puts each request into each chosen
+template: one row per seed x template x request, id ``<request>|<template>|s<seed>``. A run
+folder (`runner.run_attack`) holds `templates.json` (the templates used: id, family, source,
+slot, full text), `attacked_prompts.jsonl` (`refusalscope generate --prompts` reads it) and,
+when evaluated, `eval.jsonl` (each request bare once and each distinct request x template
+text once, even when several seeds drew the template) and `result.json`: the common schema
+plus, per scorer (the study's and the heuristic beside it), ASR overall, best-of-K
+(`any_template`), per family, template and seed.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, replace
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
+from refusalscope.attacks.base import PROMPT, AttackResult, Progress
+from refusalscope.attacks.evaluate import best_of
 from refusalscope.attacks.templates import (Template, apply, families, library,
                                             load_template_file, sample, select)
 from refusalscope.errors import UserError
 
+if TYPE_CHECKING:
+    from refusalscope.compute import ParamCounts
+    from refusalscope.data.load import Prompt
+    from refusalscope.models.handle import ModelHandle
+    from refusalscope.runs import Run
+
 log = logging.getLogger(__name__)
-ATTACKED, TEMPLATES, EVAL, RESULT = ("attacked_prompts.jsonl", "templates.json", "eval.jsonl",
-                                     "result.json")
-DEFAULT_MAX_TEMPLATE_TOKENS = 600
+TEMPLATES = "templates.json"
 
 
 @dataclass(frozen=True)
-class TemplateRunConfig:
-    """A whole `attack template` invocation. `max_template_tokens` 0 = no cap (needs a model
-    otherwise: tokens are counted with its tokenizer, on the template with an empty request)."""
+class TemplateConfig:
+    """Which templates. `max_template_tokens` is counted with the model's tokenizer on the
+    template applied to an empty request (0 = no cap; without a model nothing is counted)."""
 
-    model: str | None = None
-    templates: str = "default"
+    templates: str = "default"  # ids, families, `default`, `all` (comma list)
     template_file: str | None = None
     template_file_sha256: str | None = None
-    split: str = "eval"
-    prompts_file: str | None = None
-    n: int = 16
     n_templates: int | None = None  # per family and seed; None = every selected template
     seeds: tuple[int, ...] = (0,)
-    max_template_tokens: int = 0
-    evaluate: bool = False
-    max_new_tokens: int = 64
-    classifier: str | None = "minilm-outcome-v5"  # ensemble scorer beside the heuristic, if present
+    max_template_tokens: int = 600
 
     def __post_init__(self) -> None:
-        from refusalscope.data.load import SPLITS
-
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
-        if self.n < 1 or self.max_new_tokens < 1:
-            raise UserError("--n and --max-new-tokens must be at least 1")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise UserError(f"--seeds must be distinct integers (got {list(self.seeds)})")
         if self.n_templates is None and len(self.seeds) > 1:
@@ -59,40 +57,18 @@ class TemplateRunConfig:
             raise UserError(f"--n-templates must be at least 1 (got {self.n_templates})")
         if self.max_template_tokens < 0:
             raise UserError(f"--max-template-tokens must be >= 0 (got {self.max_template_tokens})")
-        if self.model is None and (self.evaluate or self.max_template_tokens):
-            raise UserError("--evaluate and --max-template-tokens need --model")
-        if self.prompts_file is None and self.split not in SPLITS:
-            raise UserError(f"unknown split {self.split!r}: one of {', '.join(SPLITS)}")
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["seeds"] = list(self.seeds)
-        return d
+        return {**asdict(self), "seeds": list(self.seeds)}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TemplateRunConfig:
+    def from_dict(cls, d: dict[str, Any]) -> TemplateConfig:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
-def load_goals(cfg: TemplateRunConfig) -> list[Any]:
-    """The first `cfg.n` requests of the split or prompt file; fewer there -> `UserError`."""
-    from refusalscope.data.load import load_prompt_file, load_split
-
-    if cfg.prompts_file is not None:
-        got, where = load_prompt_file(cfg.prompts_file), cfg.prompts_file
-    else:
-        got, where = load_split(cfg.split), f"split {cfg.split}"
-    if cfg.n > len(got):
-        raise UserError(f"--n {cfg.n} is more than the {len(got)} prompts in {where}")
-    return got[: cfg.n]
-
-
-def selected_templates(cfg: TemplateRunConfig) -> list[Template]:
+def selected_templates(cfg: TemplateConfig) -> list[Template]:
     """The templates `cfg.templates` names (user file included), before any length cap.
-
-    Checks the sampling too (`--n-templates` over a family's size fails here), so bad input
-    fails before a model is loaded.
-    """
+    Checks the sampling too (`--n-templates` over a family's size fails here)."""
     pool = list(library())
     if cfg.template_file is not None:
         pool += load_template_file(cfg.template_file)
@@ -101,12 +77,12 @@ def selected_templates(cfg: TemplateRunConfig) -> list[Template]:
     return chosen
 
 
-def choose_templates(cfg: TemplateRunConfig, chosen: list[Template], tokenizer: Any = None
+def choose_templates(cfg: TemplateConfig, chosen: list[Template], tokenizer: Any = None
                      ) -> tuple[dict[int, list[Template]], list[str]]:
     """Templates per seed from `chosen`, and the ids the length cap dropped (counted with
-    `tokenizer` on the template applied to an empty request)."""
+    `tokenizer` on the template applied to an empty request; no tokenizer, no cap)."""
     dropped: list[str] = []
-    if cfg.max_template_tokens:
+    if cfg.max_template_tokens and tokenizer is not None:
         def n_tokens(t: Template) -> int:
             return len(tokenizer(apply(t, ""), add_special_tokens=False)["input_ids"])
 
@@ -138,57 +114,107 @@ def attacked_rows(goals: list[Any], per_seed: dict[int, list[Template]]) -> list
     return rows
 
 
-def run_template_attack(cfg: TemplateRunConfig, *, options: Any = None, batch_size: int = 8,
-                        on_batch: Any = None) -> Any:
-    """Apply, write the run; with `cfg.evaluate`, generate, score and write `result.json`."""
-    from refusalscope.fileio import atomic_write_json, write_jsonl
-    from refusalscope.runs import Run
+class TemplateAttack:
+    """Published jailbreak templates (DAN, in-the-wild, PyRIT) around each request."""
 
-    if batch_size < 1:
-        raise UserError(f"--batch-size must be at least 1 (got {batch_size})")
-    goals = load_goals(cfg)
-    chosen = selected_templates(cfg)  # bad input fails before weights are loaded
-    handle = None
-    if cfg.model is not None:
-        from refusalscope.models.handle import ModelHandle
+    name = "template"
+    kind = PROMPT
+    config_cls = TemplateConfig
+    log_file = TEMPLATES
+    work = "generate"
+    study_grid = ()  # the spec's `seeds` give each node its one sampling seed
+    study_fixed = ("templates", "n_templates", "max_template_tokens", "n", "split",
+                   "max_new_tokens")
+    # A study attacks each seed's draw of 1 template per family of the default set, on 2
+    # requests (cheap CPU settings; every selected template would be 7 per request).
+    study_defaults = {"n_templates": 1, "n": 2, "max_new_tokens": 32}
 
-        handle = ModelHandle.load(cfg.model, options=options)
-    per_seed, dropped = choose_templates(cfg, chosen, handle.tokenizer if handle else None)
-    rows = attacked_rows(goals, per_seed)
-    used = {t.id: t for temps in per_seed.values() for t in temps}
-    run = Run.create("attack-template", cfg.to_dict(), model=cfg.model, seed=cfg.seeds[0],
-                     harmful_content=True)
-    try:
-        write_jsonl(run.file(ATTACKED), rows)
-        atomic_write_json(run.file(TEMPLATES), [t.to_dict() for t in used.values()])
-        run.manifest.extra.update(seeds=list(cfg.seeds), n_rows=len(rows),
-                                  templates_per_seed={str(s): [t.id for t in ts]
-                                                      for s, ts in per_seed.items()},
-                                  dropped_by_length=dropped)
+    def cost(self, cfg: TemplateConfig, model_info: ParamCounts, n_requests: int = 1) -> float:
+        """Choosing templates costs no model FLOPs (their replies are the evaluation's)."""
+        return 0.0
+
+    def resources(self, cfg: TemplateConfig | None) -> dict[str, float]:
+        return {"cpus": 2, "gpus": 1}  # a study node evaluates: it generates
+
+    def check(self, handle: ModelHandle | None, requests: list[Prompt],
+              cfg: TemplateConfig) -> None:
+        """Bad selections, and (with a model) a family the length cap empties, fail here,
+        before a run folder is made."""
+        chosen = selected_templates(cfg)
         if handle is not None:
-            from refusalscope.models.registry import size_fields
+            choose_templates(cfg, chosen, handle.tokenizer)
 
-            run.manifest.extra["model"] = {"source": handle.source, "n_params": handle.n_params(),
-                                           **size_fields(handle)}
-        run.save()  # a run killed while evaluating still says what it holds
-        if cfg.evaluate:
-            from refusalscope.attacks.template_eval import evaluate
+    def run(self, handle: ModelHandle | None, requests: list[Prompt], cfg: TemplateConfig, *,
+            run: Run | None = None, progress: Progress | None = None,
+            batch_size: int | None = None) -> AttackResult:
+        """Choose templates per seed; with `run`, write them to `templates.json`."""
+        from refusalscope.compute import Ledger
 
-            evals, result = evaluate(handle, goals, rows, cfg, batch_size=batch_size,
-                                     on_batch=on_batch)
-            write_jsonl(run.file(EVAL), evals)
-            result.update(dropped_by_length=dropped, max_template_tokens=cfg.max_template_tokens)
-            atomic_write_json(run.file(RESULT), result)
-            run.manifest.extra["compute"] = result["compute"]
-    except BaseException as e:
-        run.finish("error", error=f"{type(e).__name__}: {e}"[:500])
-        raise
-    run.finish("success")
-    return run
+        chosen = selected_templates(cfg)
+        per_seed, dropped = choose_templates(cfg, chosen,
+                                             handle.tokenizer if handle is not None else None)
+        used = {t.id: t for temps in per_seed.values() for t in temps}
+        if run is not None:
+            from refusalscope.fileio import atomic_write_json
+
+            atomic_write_json(run.file(TEMPLATES), [t.to_dict() for t in used.values()])
+        art = {"templates_per_seed": {str(s): [t.id for t in ts] for s, ts in per_seed.items()},
+               "dropped_by_length": dropped}
+        if run is not None:
+            run.manifest.extra.update(seeds=list(cfg.seeds), **art)
+        return AttackResult(self.name, self.kind, cfg.to_dict(), art, Ledger().to_dict(),
+                            extra={"seeds": list(cfg.seeds), "dropped_by_length": dropped,
+                                   "max_template_tokens": cfg.max_template_tokens,
+                                   "n_goals": len(requests)})
+
+    def apply(self, handle: ModelHandle | None, result: AttackResult,
+              requests: list[Prompt]) -> list[dict[str, Any]]:
+        by_id = {t.id: t for t in library()}
+        cfg = TemplateConfig.from_dict(result.config)
+        if cfg.template_file is not None:
+            by_id.update({t.id: t for t in load_template_file(cfg.template_file)})
+        per_seed = {int(s): [by_id[i] for i in ids]
+                    for s, ids in result.artefact["templates_per_seed"].items()}
+        index = {g.id: i for i, g in enumerate(requests)}
+        return [{**{k: v for k, v in r.items() if k not in ("goal", "label", "category",
+                                                            "source", "target")},
+                 "request": index[r["goal_id"]], "eval_id": f"{r['goal_id']}|{r['template_id']}"}
+                for r in attacked_rows(requests, per_seed)]
+
+    def report(self, result: AttackResult, items: list[dict[str, Any]],
+               scorers: list[str]) -> dict[str, Any]:
+        """result.json's template keys: per scorer, ASR overall / best-of-K / by family,
+        template and seed; the main scorer's rates flat."""
+        from refusalscope.scoring.score import asr_summary
+
+        base = {r["request_id"]: r for r in result.rows if r["variant"] == "baseline"}
+        att = {r["id"]: r for r in result.rows if r["variant"] == "attacked"}
+        goals = list(base)
+
+        def summaries(name: str) -> dict[str, Any]:
+            def of(it: dict[str, Any]) -> str:
+                return att[it["eval_id"]][f"outcome_{name}"]
+
+            def grouped(key: str) -> dict[str, Any]:
+                keys = dict.fromkeys(str(it[key]) for it in items)
+                return {k: asr_summary([of(it) for it in items if str(it[key]) == k])
+                        for k in keys}
+
+            return {"baseline": asr_summary([base[g][f"outcome_{name}"] for g in goals]),
+                    "attacked": asr_summary([of(it) for it in items]),
+                    "any_template": asr_summary([best_of([of(it) for it in items
+                                                          if it["goal_id"] == g])
+                                                 for g in goals]),
+                    "by_family": grouped("family"), "by_template": grouped("template_id"),
+                    "by_seed": grouped("seed")}
+
+        asr = {name: summaries(name) for name in scorers}
+        main = asr[scorers[0]]
+        return {"n_attacked_rows": len(items), "n_generations": len(result.rows),
+                "main_scorer": scorers[0], "asr": asr,
+                "asr_attacked": main["attacked"]["asr"], "asr_baseline": main["baseline"]["asr"],
+                "not_refused_attacked": main["attacked"]["not_refused"]["rate"],
+                "not_refused_baseline": main["baseline"]["not_refused"]["rate"]}
 
 
-def goal_prompt(goal: Any, row: dict[str, Any] | None = None) -> Any:
-    """A `Prompt` to generate for: the bare goal, or (with `row`) its attacked text."""
-    if row is None:
-        return replace(goal, id=f"{goal.id}|baseline")
-    return replace(goal, id=f"{goal.id}|{row['template_id']}", prompt=row["prompt"])
+ATTACK = TemplateAttack()

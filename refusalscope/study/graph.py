@@ -30,14 +30,33 @@ from typing import Any
 from refusalscope.errors import UserError
 from refusalscope.study.spec import AttackSpec, ModelSpec, Spec
 
+
+
+class _Resources(dict[str, dict[str, float]]):
+    """`attack-<name>` kinds ask the attack registry (`Attack.resources`), the rest are below."""
+
+    def __missing__(self, kind: str) -> dict[str, float]:
+        from refusalscope.attacks.registry import REGISTRY
+
+        a = REGISTRY.get(kind.removeprefix("attack-")) if kind.startswith("attack-") else None
+        if a is None:
+            raise KeyError(kind)
+        return a.resources(None)
+
+    def get(self, kind: str, default: Any = None) -> Any:  # type: ignore[override]
+        try:
+            return self[kind]
+        except KeyError:
+            return default
+
+
 # How many CPUs / GPUs a node of each kind asks a scheduler for (Ray). Scoring is light.
-RESOURCES: dict[str, dict[str, float]] = {
+RESOURCES: dict[str, dict[str, float]] = _Resources({
     "generate": {"cpus": 2, "gpus": 1}, "score": {"cpus": 1, "gpus": 0},
-    "attack-lora": {"cpus": 2, "gpus": 1}, "attack-gcg": {"cpus": 2, "gpus": 1},
-    "attack-autodan": {"cpus": 2, "gpus": 1}, "probe": {"cpus": 2, "gpus": 1},
+    "probe": {"cpus": 2, "gpus": 1},
     "defend-tar": {"cpus": 2, "gpus": 1}, "probe-sweep": {"cpus": 2, "gpus": 1},
     "defend-steer": {"cpus": 2, "gpus": 1}, "pairs": {"cpus": 2, "gpus": 1},
-}
+})
 
 
 @dataclass(frozen=True)

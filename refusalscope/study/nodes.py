@@ -9,7 +9,8 @@ done, whatever its folder holds.
 Each runner picks up an interrupted attempt of itself: a finished run is adopted, an unfinished
 generate / attack run continues from its checkpoint (`--resume`), and a scoring the previous
 attempt left unrecorded is removed before scoring again, so no result is written twice.
-To add a kind: write `run_<kind>(node, ins, work) -> dict` and add it to `NODE_KINDS`.
+To add a kind: write `run_<kind>(node, ins, work) -> dict` and add it to `NODE_KINDS`; a
+registered prompt attack needs nothing here (`attack-<name>` runs through `attacks.runner`).
 """
 
 from __future__ import annotations
@@ -62,27 +63,27 @@ def _adapter(p: dict[str, Any], ins: dict[str, dict[str, Any]]) -> str | None:
 
 
 def _attacked_prompts(p: dict[str, Any], attack: dict[str, Any], work: Path) -> str:
-    """The eval prompts with the attack applied (GCG suffix / AutoDAN template), as a file."""
+    """The eval prompts with the attack's artefact applied (`Attack.apply`: a GCG suffix, an
+    AutoDAN text, each template), as a prompt file."""
+    from refusalscope.attacks.registry import get
+    from refusalscope.attacks.runner import load_result
     from refusalscope.generate import GenerateConfig, load_prompts
     from refusalscope.runs import config_id
 
     base = load_prompts(GenerateConfig(model=p["model"], split=p["split"], n=p["n"],
                                        prompts_file=p["prompts"]))
-    result = json.loads((Path(attack["run"]) / "result.json").read_text(encoding="utf-8"))
-    if p["attack"] == "gcg":
-        texts = [q.prompt + result["suffix"] for q in base]
-    else:
-        from refusalscope.attacks.autodan_prompts import render
-
-        texts = [render(result["body"], q.prompt, result["name"], result["developer"])
-                 for q in base]
+    result = load_result(attack["run"])
+    applied = get(result.attack).apply(None, result, base)
     # Beside the attack's own files, so `fit` finds the attack run from the prompts file; the
     # content is a function of the name, so a repeat writes the same bytes.
     key = config_id({"split": p["split"], "prompts": p["prompts"], "n": p["n"]})
     path = Path(attack["run"]) / f"attacked_eval_{key}.jsonl"
     if not path.is_file():
-        rows = [{**q.to_dict(), "prompt": t, "goal": q.prompt}
-                for q, t in zip(base, texts, strict=True)]
+        rows = []
+        for it in applied:
+            q = base[it["request"]]
+            rows.append({**q.to_dict(), "id": it.get("id", q.id), "prompt": it["prompt"],
+                         "goal": q.prompt})
         tmp = work / (path.name + ".tmp")
         write_jsonl(tmp, rows)
         tmp.replace(path)
@@ -94,7 +95,8 @@ def run_generate_node(node: Any, ins: dict[str, dict[str, Any]], work: Path) -> 
 
     p = node.params
     prompts = _attacked_prompts(p, ins["attack"], work) if "attack" in ins else p["prompts"]
-    cfg = GenerateConfig(model=_model(p, ins), split=p["split"], n=p["n"],
+    n = len(Path(prompts).read_text(encoding="utf-8").splitlines()) if "attack" in ins else p["n"]
+    cfg = GenerateConfig(model=_model(p, ins), split=p["split"], n=n,
                          prompts_file=prompts, adapter=_adapter(p, ins),
                          max_new_tokens=p["max_new_tokens"],
                          steer=ins["steer"]["steer"] if "steer" in ins else None,
@@ -154,18 +156,12 @@ def _roll_back(work: Path, run_path: Path) -> None:
 
 
 def run_score_node(node: Any, ins: dict[str, dict[str, Any]], work: Path) -> dict[str, Any]:
-    from refusalscope.scoring import BootstrapSpec, HeuristicScorer
+    from refusalscope.scoring import BootstrapSpec
+    from refusalscope.scoring.factory import scorer as make_scorer
     from refusalscope.scoring.score import load_run, score_loaded
 
     run_path = Path(ins["generate"]["run"])
-    name = node.params["scorer"]
-    scorer: Any = HeuristicScorer()
-    if name != "heuristic":
-        from refusalscope.scoring.classifier import DEFAULT_NAME, load_classifier
-        from refusalscope.scoring.ensemble import EnsembleScorer
-
-        clf = load_classifier(node.params.get("classifier", DEFAULT_NAME))
-        scorer = clf if name == "classifier" else EnsembleScorer(clf, scorer)
+    scorer = make_scorer(node.params["scorer"], classifier=node.params.get("classifier"))
     loaded = load_run(run_path)
     with _locked(run_path / ".study-score.lock"):
         _roll_back(work, run_path)
@@ -216,31 +212,23 @@ def run_pairs_node(node: Any, ins: dict[str, dict[str, Any]], work: Path) -> dic
     return {"pairs": str(path), "kept": rep.kept, "content_id": path.parent.name}
 
 
-def _prompt_attack(node: Any, ins: dict[str, dict[str, Any]], work: Path, kind: str) -> dict[str, Any]:
+def run_prompt_attack_node(node: Any, ins: dict[str, dict[str, Any]],
+                           work: Path) -> dict[str, Any]:
+    """Any registered prompt attack (node kind `attack-<name>`) through `attacks.runner`:
+    its config from the node's params (the attack's `study_grid` / `study_fixed` keys)."""
+    from refusalscope.attacks.registry import get
+    from refusalscope.attacks.runner import RunConfig, config_fields, run_attack
+
     p = node.params
-    command = f"attack-{kind}"
-    earlier = _runs(work, command)
+    name = node.kind.removeprefix("attack-")
+    earlier = _runs(work, node.kind)
     if earlier and earlier[-1].manifest.status == "success":
         return {"run": str(earlier[-1].path)}
     resume = str(earlier[-1].path) if earlier else None
-    common = {"model": _model(p, ins), "mode": p["mode"], "split": p["split"], "n": p["n"],
-              "adapter": _adapter(p, ins), "max_new_tokens": p["max_new_tokens"]}
-    if kind == "gcg":
-        from refusalscope.attacks.gcg_run import GCGRunConfig, run_gcg
-
-        cfg = GCGRunConfig(gcg={"steps": p["steps"], "search_width": p["search_width"],
-                                "topk": p["topk"], "suffix_len": p["suffix_len"],
-                                "seed": p["seed"]}, **common)
-        run = run_gcg(cfg, options=_options(p), resume=resume)
-    else:
-        from refusalscope.attacks.autodan_run import AutoDANRunConfig, run_autodan
-
-        common.pop("mode")
-        cfg = AutoDANRunConfig(autodan={"generations": p["generations"],
-                                        "population": p["population"], "seed": p["seed"]},
-                               **common)
-        run = run_autodan(cfg, options=_options(p), resume=resume)
-    return {"run": str(run.path)}
+    cfg = None if resume else RunConfig(
+        name, _model(p, ins), config_fields(get(name), p), mode=p["mode"], split=p["split"],
+        n=p["n"], adapter=_adapter(p, ins), max_new_tokens=p["max_new_tokens"])
+    return {"run": str(run_attack(cfg, resume=resume, options=_options(p)).path)}
 
 
 def run_probe_node(node: Any, ins: dict[str, dict[str, Any]], work: Path) -> dict[str, Any]:
@@ -257,18 +245,30 @@ def run_probe_node(node: Any, ins: dict[str, dict[str, Any]], work: Path) -> dic
     return {"run": str(run_probe(cfg, options=_options(p)).path)}
 
 
-NODE_KINDS: dict[str, Runner] = {
+class _Kinds(dict[str, Runner]):
+    """Node kinds; `attack-<name>` of any registered prompt attack runs `run_prompt_attack_node`
+    (looked up when asked for, so an attack registered later is found too)."""
+
+    def __missing__(self, kind: str) -> Runner:
+        from refusalscope.attacks.base import PROMPT
+        from refusalscope.attacks.registry import REGISTRY
+
+        a = REGISTRY.get(kind.removeprefix("attack-")) if kind.startswith("attack-") else None
+        if a is None or a.kind != PROMPT:
+            raise KeyError(kind)
+        return run_prompt_attack_node
+
+
+NODE_KINDS: dict[str, Runner] = _Kinds({
     "generate": run_generate_node,
     "score": run_score_node,
     "attack-lora": run_lora_node,
-    "attack-gcg": lambda n, i, w: _prompt_attack(n, i, w, "gcg"),
-    "attack-autodan": lambda n, i, w: _prompt_attack(n, i, w, "autodan"),
     "probe": run_probe_node,
     "pairs": run_pairs_node,
     "defend-tar": lambda n, i, w: _defense_node("tar", n, i, w),
     "probe-sweep": lambda n, i, w: _defense_node("sweep", n, i, w),
     "defend-steer": lambda n, i, w: _defense_node("steer", n, i, w),
-}
+})
 
 
 def _defense_node(kind: str, node: Any, ins: dict[str, dict[str, Any]],

@@ -21,11 +21,9 @@ Token counts (upper bounds where the real count depends on the model's replies):
 - generate: per prompt PROMPT_TOKENS, then every reply at max_new_tokens;
 - pairs (`data pairs`): every attack-train prompt answered `samples` times, as generate (the
   run stops once n pairs are kept; the scoring of each answer is left out);
-- attack-lora / defend-tar: batch x max_len tokens per step, the loss on half of them;
-- attack-gcg: per step and prompt (all prompts active: universal GCG adds them over time), the
-  gradient over suffix + TAIL_TOKENS + TARGET_TOKENS - 1 positions and search_width candidate
-  forwards over the same, the prefix (PROMPT_TOKENS) once per prompt;
-- attack-autodan: generations x population x prompts forwards of AUTODAN_TOKENS + target;
+- attack-<name>: the registered attack's own `cost` formula (`attacks.registry`; e.g.
+  `gcg_run.GCGAttack.cost`), timed at its `work` rate; defend-tar: batch x max_len tokens per
+  step, the loss on half of them;
 - probe / probe-sweep: 2 classes x prompts x PROMPT_TOKENS (sweep x SWEEP_PASSES: the
   selection re-runs the validation prompts per candidate layer, a rough factor);
 - score: the MiniLM classifier over SCORE_ROWS responses of 96 tokens.
@@ -46,19 +44,15 @@ from refusalscope.errors import UserError
 from refusalscope.study.graph import Node
 
 PROMPT_TOKENS = 48  # a chat-formatted eval prompt (template + median 11-word request)
-AUTODAN_TOKENS = 400  # an AutoDAN prompt: template body + request
-TARGET_TOKENS = 10
-TAIL_TOKENS = 5  # chat template after a GCG suffix, up to the assistant's first token
 SWEEP_PASSES = 8
 ATTACK_TRAIN_PROMPTS = 758  # the attack-train split a `pairs` node answers
 LOAD_S = {"CPU": 3.0, "GPU": 10.0}
 MINILM_PARAMS = 22.7e6
 SCORE_ROWS = 64  # responses per scored run (the plan does not read the generate node's n)
 DEFAULT_RATES = Path(__file__).with_name("rates_cpu.json")
+# Attack kinds say their own (`Attack.work`, `work_of`).
 WORK = {"generate": "generate", "defend-steer": "generate", "pairs": "generate",
-        "attack-lora": "train",
-        "defend-tar": "train", "attack-gcg": "gcg", "attack-autodan": "prefill",
-        "probe": "prefill", "probe-sweep": "prefill", "score": "prefill"}
+        "defend-tar": "train", "probe": "prefill", "probe-sweep": "prefill", "score": "prefill"}
 _UNITS = {"K": 1e3, "M": 1e6, "B": 1e9}
 
 
@@ -152,6 +146,21 @@ def _counted(folder: Path) -> ParamCounts | None:
         return ParamCounts(total=size // 4, trainable=0, body=size // 4, head=0) if size else None
 
 
+def _attack(kind: str) -> Any:
+    """The registered attack of an `attack-<name>` node kind (None: not registered)."""
+    from refusalscope.attacks.registry import REGISTRY
+
+    return REGISTRY.get(kind.removeprefix("attack-"))
+
+
+def work_of(kind: str) -> str | None:
+    """The kind of measured work (a rate in the rates file) a node kind's FLOPs run at."""
+    if kind.startswith("attack-"):
+        a = _attack(kind)
+        return getattr(a, "work", "prefill") if a is not None else None
+    return WORK.get(kind)
+
+
 def node_flops(node: Node, p: ParamCounts) -> float | None:
     """The node's ledger FLOPs on a model with parameter classes `p` (see the module doc);
     None for a kind without a formula (counted as unknown)."""
@@ -162,19 +171,18 @@ def node_flops(node: Node, p: ParamCounts) -> float | None:
     if k == "defend-steer":
         return (len(q["alphas"]) * 2 * q["n"]
                 * generation_flops(p, PROMPT_TOKENS, q["max_new_tokens"]))
-    if k in ("attack-lora", "defend-tar"):
+    if k.startswith("attack-"):  # the attack's own formula (`Attack.cost`)
+        a = _attack(k)
+        if a is None:
+            return None
+        from refusalscope.attacks.runner import config_fields
+
+        n = 1 if q.get("mode") == "individual" else q.get("n", 1)
+        return a.cost(a.config_cls(**config_fields(a, q)), p, n)
+    if k == "defend-tar":
         tokens = q["batch_size"] * q["max_len"]
-        steps = (max(q["steps"]) if k == "attack-lora"
-                 else q["outer_steps"] * (q["inner_steps"] + 2))
+        steps = q["outer_steps"] * (q["inner_steps"] + 2)
         return steps * train_flops(p, tokens, tokens // 2)
-    if k == "attack-gcg":
-        rest = q["suffix_len"] + TAIL_TOKENS + TARGET_TOKENS - 1
-        grad = 2 * forward_flops(p, rest, TARGET_TOKENS, q["suffix_len"])
-        cands = q["search_width"] * forward_flops(p, rest, TARGET_TOKENS)
-        return q["n"] * (q["steps"] * (grad + cands) + forward_flops(p, PROMPT_TOKENS, 1))
-    if k == "attack-autodan":
-        return (q["generations"] * q["population"] * q["n"]
-                * forward_flops(p, AUTODAN_TOKENS + TARGET_TOKENS, TARGET_TOKENS))
     if k == "probe":
         return 2 * q["n"] * forward_flops(p, PROMPT_TOKENS, 1)
     if k == "probe-sweep":
@@ -204,7 +212,7 @@ def _minutes(node: Node, flops: float | None, p: ParamCounts | None, rates: Rate
         return None
     tokens = node.params.get("batch_size", 1) * node.params.get("max_len", 1024)
     r = (cpu.rate("prefill", MINILM_PARAMS) if node.kind == "score"
-         else rates.rate(WORK[node.kind], p.body if p else 0, tokens))
+         else rates.rate(work_of(node.kind) or "prefill", p.body if p else 0, tokens))
     if r is None:
         return None
     unit = "CPU" if node.kind == "score" else rates.unit

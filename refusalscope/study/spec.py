@@ -12,6 +12,7 @@ one-line `UserError` that names the key and where it is (`attacks.lora.stepz`).
                                 # control = true: never refuses, left out of size fits
     [attacks.lora]              # kind = "lora" (default: the table name); grid axes are lists
     [attacks.gcg]               # kind = "gcg"; after = "lora" attacks the LoRA-attacked model
+                                # (kinds: every registered attack; keys and defaults: ATTACK_KEYS)
     [probe]                     # optional: activations per model and per attacked model
     [defenses.tar|steer]        # TAR-defended models attacked again; steering after LoRA cells
     [pairs]                     # LoRA data made once by `data pairs` (generator, steer, samples)
@@ -22,6 +23,7 @@ Shipped specs live in `refusalscope/study/specs/`; `load_spec("quickstart")` fin
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -30,18 +32,34 @@ from typing import Any
 from refusalscope.errors import UserError
 
 SCORERS = ("heuristic", "classifier", "ensemble")
-# Per attack kind: grid axes (lists; one value allowed) and fixed options with their defaults.
-ATTACK_KEYS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
-    "lora": ({"n_data": [16], "steps": [16], "lr": [2e-4], "rank": [8], "alpha": [16.0]},
-             {"batch_size": 4, "max_len": 256, "target_kind": "auto", "data": None,
-              "dropout": 0.0}),
-    "gcg": ({"steps": [20]},
-            {"search_width": 64, "topk": 64, "suffix_len": 10, "mode": "universal", "n": 4,
-             "split": "attack-train", "max_new_tokens": 32}),
-    "autodan": ({"generations": [4]},
-                {"population": 8, "mode": "universal", "n": 2, "split": "attack-train",
-                 "max_new_tokens": 32}),
-}
+
+
+class _AttackKeys(Mapping[str, tuple[dict[str, Any], dict[str, Any]]]):
+    """Per attack kind: grid axes (lists; one value allowed) and fixed options with their
+    defaults, read live from the attack registry (`attacks.registry.study_keys`, so an attack
+    registered later is a spec kind too). A key a spec leaves out takes the attack config's
+    default, except where the attack declares a study default (`study_defaults`): a study's
+    deliberately cheaper CPU values, e.g. GCG 20 steps x 64 candidates (the config and
+    `attack gcg`: 250 x 512), AutoDAN 4 generations x 8 (config: 100 x 64), LoRA 16 pairs
+    (config: 64). The shipped specs set the values they use explicitly."""
+
+    def __getitem__(self, kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        from refusalscope.attacks.registry import REGISTRY, study_keys
+
+        return study_keys(REGISTRY[kind])
+
+    def __iter__(self) -> Iterator[str]:
+        from refusalscope.attacks.registry import REGISTRY
+
+        return iter(list(REGISTRY))
+
+    def __len__(self) -> int:
+        from refusalscope.attacks.registry import REGISTRY
+
+        return len(REGISTRY)
+
+
+ATTACK_KEYS = _AttackKeys()
 ATTACK_COMMON = ("kind", "after")
 # Per attack kind: options kept in a node's params only when the spec sets them (so adding one
 # leaves every existing node id as it was). lora target_modules: e.g. ["gate_proj", "up_proj"].
@@ -281,10 +299,16 @@ def _check_after(attacks: tuple[AttackSpec, ...]) -> None:
                 raise UserError(f"cycle in attacks: {' -> '.join([*seen, cur.after])}")
             seen.append(cur.after)
             cur = by_name[cur.after]
+    from refusalscope.attacks.registry import REGISTRY
+
+    def weights(x: AttackSpec) -> bool:
+        return REGISTRY[x.kind].kind == "weights"
+
     for a in attacks:
-        if a.after is not None and (a.kind == "lora" or by_name[a.after].kind != "lora"):
-            raise UserError(f"attacks.{a.name}.after: a prompt attack (gcg, autodan) can follow "
-                            "a lora attack (it then attacks the LoRA-attacked model); nothing else")
+        if a.after is not None and (weights(a) or not weights(by_name[a.after])):
+            raise UserError(f"attacks.{a.name}.after: a prompt attack (gcg, autodan, template) "
+                            "can follow a weights attack such as lora (it then attacks the "
+                            "LoRA-attacked model); nothing else")
 
 
 def parse_spec(data: dict[str, Any], *, base: Path | None = None) -> Spec:

@@ -1,0 +1,44 @@
+"""Every attack by name: the CLI, the study, the cost planner and `rs.attack` read this.
+
+Adding an attack is one module (a frozen config class and an object with the `Attack`
+protocol's attributes and methods) and one line here, `register(mymodule.ATTACK)`, or the
+same line in your own code for an attack that lives outside the package.
+
+Example:
+    >>> sorted(REGISTRY)
+    ['autodan', 'gcg', 'lora', 'template']
+    >>> get("gcg").kind
+    'prompt'
+"""
+
+from __future__ import annotations
+
+from refusalscope.attacks import autodan_run, gcg_run, lora_attack, template_run
+from refusalscope.attacks.base import KINDS, Attack, AttackResult, config_defaults, study_keys
+from refusalscope.errors import UserError
+
+__all__ = ["REGISTRY", "Attack", "AttackResult", "config_defaults", "get", "register",
+           "study_keys"]
+REGISTRY: dict[str, Attack] = {}
+
+
+def register(attack: Attack) -> None:
+    """Make `attack` known by its `name` (a later registration of a name replaces it)."""
+    if attack.kind not in KINDS:
+        raise ValueError(f"attack {attack.name!r}: kind must be one of {KINDS}, "
+                         f"not {attack.kind!r}")
+    REGISTRY[attack.name] = attack
+
+
+def get(name: str) -> Attack:
+    """The attack called `name`; an unknown name is a `UserError` listing the known ones."""
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise UserError(f"unknown attack {name!r}: one of {', '.join(sorted(REGISTRY))}") from None
+
+
+register(lora_attack.ATTACK)
+register(gcg_run.ATTACK)
+register(autodan_run.ATTACK)
+register(template_run.ATTACK)
