@@ -333,3 +333,15 @@ def test_spec_reference_is_current() -> None:
     current = (ROOT / "docs" / "spec.md").read_text(encoding="utf-8")
     assert out.stdout == current, ("docs/spec.md is stale: run "
                                    "`.venv/bin/python scripts/spec_reference.py`")
+
+
+def test_readme_opens_with_the_two_commands() -> None:
+    """The first two commands a reader meets are the main job and the tests (`.ci/run` calls
+    the second); they stay exactly these."""
+    lang, body, _ = code_blocks((ROOT / "README.md").read_text(encoding="utf-8"))[0]
+    assert body.splitlines()[:2] == [
+        "bash scripts/quickstart.sh   # set up .venv, pull models + data, run the `quickstart` "
+        "study (LoRA attack on 2 models, 3 model sizes, RRR/RD/CE) and write its report",
+        "bash scripts/test.sh         # set up .venv and run the whole test suite (unit tests on "
+        "tiny models + slow end-to-end tests)"]
+    assert "scripts/test.sh" in (ROOT / ".ci" / "run").read_text()
