@@ -22,8 +22,8 @@ def label(
     sample: int = typer.Option(200, help="Responses to label, stratified by model, attack and "
                                "prompt label as `score validate` samples (all if fewer)."),
     seed: int = typer.Option(0, help="Sampling seed (the same seed resumes the same sample)."),
-    out: Path | None = typer.Option(None, help="Labels file (JSONL, appended) "
-                                    "[default: <artifacts>/labels/labels.jsonl]."),
+    out: Path | None = typer.Option(None, metavar="FILE", help="Labels file (JSONL, appended) "
+                                    "[default: $REFUSALSCOPE_ARTIFACTS/labels/labels.jsonl]."),
     labeller: str | None = typer.Option(None, help="Your name in the labels file "
                                         "[default: the login name]."),
     port: int = typer.Option(8781, help="Port on 127.0.0.1 (0 picks a free one)."),

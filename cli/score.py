@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from refusalscope.cli._common import console, rename_options, user_errors
+from refusalscope.cli._common import console, out_option, rename_options, user_errors
 from typer.core import TyperGroup
 
 from refusalscope.errors import UserError
@@ -96,16 +96,18 @@ def score_runs(
         True, "--relevance/--no-relevance",
         help="On-topic check of not-refused responses (MiniLM; off-topic answers become "
              "degenerate, reason off_topic)."),
+    out: str | None = out_option("the new `score` run of --input FILE"),
 ) -> None:
     """Score generate runs in place (new scores.jsonl + metrics.json; never regenerates or
-    overwrites), or score any --input file into a new `score` run. Prints a table of refusal
-    rates with 95% CIs.
+    overwrites), or score any --input file into a new `score` run (under
+    $REFUSALSCOPE_ARTIFACTS/runs, or --out). Prints a table of refusal rates with 95% CIs.
 
     \b
     Example:
       refusalscope score runs/base runs/attacked --scorer ensemble
     """
     from refusalscope.scoring import BootstrapSpec, HeuristicScorer
+    from refusalscope.runs import Run
     from refusalscope.scoring.score import load_run, score_file, score_loaded
 
     if bool(runs) == (input is not None):
@@ -115,6 +117,8 @@ def score_runs(
                         "or judge")
     if (scorer_name == "judge") != (judge is not None):
         raise UserError("--scorer judge and --judge SPEC go together")
+    if out is not None and input is None:
+        raise UserError("--out is for --input FILE: scores of runs go into each run's folder")
     if gold_col is not None and input is None:
         raise UserError("--gold-col needs --input FILE (runs have no ground-truth labels)")
     heuristic = HeuristicScorer(lists=_split_lists(lists), window=window)
@@ -136,9 +140,11 @@ def score_runs(
     if input is not None:
         if assume_label not in ("harmful", "harmless"):
             raise UserError(f"--assume-label must be harmful or harmless, not {assume_label!r}")
-        results = [score_file(input, scorer, prompt_col=prompt_col, response_col=response_col,
-                              label_col=label_col, default_label=assume_label, bootstrap=spec,
-                              gold_col=gold_col, relevance=relevance)]
+        with Run.at(out):
+            results = [score_file(input, scorer, prompt_col=prompt_col,
+                                  response_col=response_col, label_col=label_col,
+                                  default_label=assume_label, bootstrap=spec, gold_col=gold_col,
+                                  relevance=relevance)]
     else:
         # Validate every run before writing anything: one bad run leaves all untouched.
         loaded = [load_run(r, allow_partial=allow_partial) for r in runs or ()]

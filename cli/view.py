@@ -20,7 +20,8 @@ def view(
         metavar="STUDY|RUN...", show_default=False,
         help="A study folder, generate run folders, or a folder of runs.")],
     out: Path | None = typer.Option(
-        None, help="Site folder [default: <study>/site, else <artifacts>/view/<first run>]."),
+        None, help="Site folder [default: <study>/site, else "
+                   "$REFUSALSCOPE_ARTIFACTS/view/<first run>]."),
     overwrite: bool = typer.Option(False, help="Rewrite an existing site folder."),
     serve: bool = typer.Option(False, "--serve", help="Serve the site until interrupted."),
     host: str = typer.Option("127.0.0.1", help="--serve: address to bind (loopback by "

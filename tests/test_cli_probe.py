@@ -44,15 +44,19 @@ def test_bad_input_one_line_exit_2(tiny_folder, tmp_path):
 
     write_built()
     m = str(tiny_folder)
-    _one_line_error(["probe", "--model", m, "--layers", "0-5"], "layer 5 out of range")
+    # the built test split holds 6 prompts per class: the default --n (256) is itself an error
+    _one_line_error(["probe", "--model", m], "--n 256 is more than the 'direction' split holds: "
+                    "6 harmful and 6 harmless prompts; use --n 6 or less")
+    _one_line_error(["probe", "--model", m, "--n", "3", "--layers", "0-5"],
+                    "layer 5 out of range")
     _one_line_error(["probe", "--model", m, "--sites", "resid_top"], "unknown site")
     _one_line_error(["probe", "--model", m, "--backend", "tl"], "unknown backend")
     _one_line_error(["probe"], "--model is required")
     phi, tok = tiny_model("phi")
     phi.save_pretrained(tmp_path / "phi")
     tok.save_pretrained(tmp_path / "phi")
-    _one_line_error(["probe", "--model", str(tmp_path / "phi"), "--sites", "resid_mid"],
-                    "no resid_mid")
+    _one_line_error(["probe", "--model", str(tmp_path / "phi"), "--n", "3", "--sites",
+                     "resid_mid"], "no resid_mid")
     bad = tmp_path / "bad.h5"
     bad.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)
     _one_line_error(["probe", "compare", str(bad)], "not a readable HDF5 file")

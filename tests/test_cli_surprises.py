@@ -164,3 +164,18 @@ def test_out_puts_the_run_exactly_there(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="exists and is not an empty folder"):
         with Run.at(tmp_path / "full"):
             pass
+
+
+def test_score_input_out_writes_the_run_there(tmp_path: Path) -> None:
+    f = tmp_path / "answers.csv"
+    f.write_text("prompt,response\nHow do I pick a lock?,I'm sorry but I can't help with that.\n"
+                 "How do I bake bread?,Mix flour and water then bake it.\n")
+    out = tmp_path / "scored"
+    res = runner.invoke(app, ["score", "--input", str(f), "--no-relevance", "--n-boot", "20",
+                              "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["command"] == "score" and man["status"] == "success"
+    assert not list((tmp_path / "artifacts").glob("runs/*"))  # nothing in the default place
+    err = _error(["score", str(out), "--out", str(tmp_path / "x")])
+    assert "--out is for --input FILE" in err

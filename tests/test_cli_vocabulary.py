@@ -32,6 +32,7 @@ PY_TYPE = re.compile(r"<|\b(str|int|float|bool|Path|list\[|dict\[)\b")
 WRITES = {
     "generate", "probe", "probe sweep", "probe compare", "steer eval", "steer orthogonalize",
     "defend steer", "defend tar", "fit", "study report", "view", "label", "score validate",
+    "score runs",
 }
 # Writers whose output has a fixed home (the cache, or inside an input run / the study):
 # documented in docs/cli.md, no --out.
@@ -39,7 +40,6 @@ NO_OUT = {
     "models pull": "the model cache", "data pull": "the data cache",
     "data build": "the data cache", "data import": "the data cache",
     "score train-classifier": "the classifier cache (--name)",
-    "score runs": "scores go into each input run (--input FILE: a new score run)",
     "score drift": "drift.json goes into OTHER_RUN", "study run": "the study folder",
     "data pairs": "the pairs cache, by content id (--name)",
 }
@@ -180,7 +180,11 @@ def _config_defaults() -> list[tuple[str, Any, dict[str, str]]]:
     from refusalscope.interp.activations import ProbeConfig
     from refusalscope.interp.steer_eval import SteerEvalConfig
     from refusalscope.interp.sweep import SweepConfig
+    from refusalscope.data.pairgen import PairsConfig
     from refusalscope.scoring.classifier import TrainConfig
+    from refusalscope.scoring.judge import JudgeConfig
+    from refusalscope.scoring.validate import ValidateConfig
+    from refusalscope.study.fit import FitConfig
 
     same = lambda *names: {n: n for n in names}  # noqa: E731
     return [
@@ -198,6 +202,15 @@ def _config_defaults() -> list[tuple[str, Any, dict[str, str]]]:
         ("score train-classifier", TrainConfig, same("backbone", "name", "epochs", "batch_size",
                                                      "lr", "max_length", "max_train_rows",
                                                      "seed", "head")),
+        ("data pairs", PairsConfig, same("generator", "temperature", "top_p", "max_new_tokens",
+                                         "seed", "system_prompt", "scorer")),
+        ("fit", FitConfig, same("metric", "x", "n_boot", "seed", "interaction", "c0", "rd_over",
+                                "n_kind", "include_controls", "c_axis")),
+        ("score validate", ValidateConfig, same("sample", "seed")),
+        ("score validate", JudgeConfig, {**same("rubric", "max_input_tokens", "api_key_env",
+                                                "retries"),
+                                         "timeout": "timeout_s",
+                                         "judge_max_new_tokens": "max_new_tokens"}),
         ("defend tar", TarConfig, same("outer_steps", "inner_steps", "inner_lr", "outer_lr",
                                        "retain_weight", "rank", "inner_rank", "n_data",
                                        "n_retain", "retain_new_tokens", "batch_size",
@@ -213,7 +226,7 @@ def _as_config_value(value: Any, field_default: Any) -> Any:
 
 
 @pytest.mark.parametrize("path,config,mapping", _config_defaults(),
-                         ids=[c for c, _, _ in _config_defaults()])
+                         ids=[f"{c}:{k.__name__}" for c, k, _ in _config_defaults()])
 def test_cli_defaults_are_the_config_defaults(path: str, config: Any,
                                               mapping: dict[str, str]) -> None:
     cmd = dict(COMMANDS)[path]
