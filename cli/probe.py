@@ -25,7 +25,7 @@ probe_app = typer.Typer(
 )
 # Kept as a literal (checked against ProbeConfig.n by tests/test_cli_vocabulary.py): reading
 # the config here would import numpy for every `refusalscope --help`.
-DEFAULT_N = 256
+DEFAULT_N = 128
 rename_options("probe", {"--model-dtype": "--dtype"})
 rename_options("probe compare", {"--pos": "--position"})
 

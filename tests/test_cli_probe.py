@@ -44,8 +44,8 @@ def test_bad_input_one_line_exit_2(tiny_folder, tmp_path):
 
     write_built()
     m = str(tiny_folder)
-    # the built test split holds 6 prompts per class: the default --n (256) is itself an error
-    _one_line_error(["probe", "--model", m], "--n 256 is more than the 'direction' split holds: "
+    # the built test split holds 6 prompts per class: the default --n (128) is itself an error
+    _one_line_error(["probe", "--model", m], "--n 128 is more than the 'direction' split holds: "
                     "6 harmful and 6 harmless prompts; use --n 6 or less")
     _one_line_error(["probe", "--model", m, "--n", "3", "--layers", "0-5"],
                     "layer 5 out of range")

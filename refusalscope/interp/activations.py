@@ -39,7 +39,7 @@ class ProbeConfig:
     sites: tuple[str, ...] = ("resid_pre",)
     layers: str = "all"  # all | 0-27 | 3,5,7 (resolved against the model when it is loaded)
     positions: str = "post-instruction"
-    n: int = 256  # prompts per class
+    n: int = 128  # prompts per class (the `direction` split holds 158 harmless)
     dtype: str = "float32"
     backend: str = "native"
     split: str = "direction"
