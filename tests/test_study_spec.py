@@ -41,7 +41,8 @@ def test_shipped_specs_load_and_expand() -> None:
     ds = load_spec("defenses")
     assert {d.kind for d in ds.defenses} == {"tar", "steer"}
     kinds = [n.kind for n in expand(ds)]
-    assert kinds.count("defend-tar") == 1 and kinds.count("attack-lora") == 2
+    # TAR's own adversary and two held-out LoRA attacks, on the undefended and the TAR model
+    assert kinds.count("defend-tar") == 1 and kinds.count("attack-lora") == 6
     lg = expand(load_spec("lora-grid"))
     lora = [n for n in lg if n.kind == "attack-lora"]
     # the 0.5B: one trajectory per data size; the 1.5B: only its own step axis
