@@ -109,11 +109,24 @@ def _program_end(seg: list[str]) -> int | None:
     return None
 
 
+_CAPTURE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)=\$\((.*)\)\s*$")
+
+
+def split_capture(line: str) -> tuple[str, str] | None:
+    """`VAR=$(command ...)` (a comment after it allowed) -> (VAR, "command ..."), else None."""
+    m = _CAPTURE.match(_strip_comment(line))
+    return (m.group(1), m.group(2)) if m else None
+
+
 def block_commands(path: Path, body: str, first: int) -> list[DocCommand]:
-    """The refusalscope invocations of one shell block, with the block's variables filled in."""
+    """The refusalscope invocations of one shell block, with the block's variables filled in
+    (a captured `VAR=$(refusalscope ...)` stands for a run folder afterwards)."""
     env: dict[str, str] = {}
     out = []
     for line_no, line in logical_lines(body, first):
+        if cap := split_capture(line):
+            env[cap[0]] = f"runs/{cap[0].lower()}"
+            line = cap[1]
         words = _words(line)
         if not words:
             continue
@@ -300,12 +313,16 @@ def test_checker_accepts_doc_conventions() -> None:
 def test_block_parsing_follows_the_shell() -> None:
     body = ("M=qwen2.5-coder-0.5b  # a comment\n"
             "refusalscope generate -m $M --n 8 \\\n    --split eval | tail -n 1\n"
-            "echo done && .venv/bin/refusalscope score ${M}-run\n")
+            "echo done && .venv/bin/refusalscope score ${M}-run\n"
+            "RUN=$(refusalscope attack lora -m $M --steps 4)   # prints the run\n"
+            "refusalscope generate -m $M --adapter $RUN\n")
     cmds = block_commands(ROOT / "README.md", body, 10)
     assert [c.argv for c in cmds] == [
         ("generate", "-m", "qwen2.5-coder-0.5b", "--n", "8", "--split", "eval"),
-        ("score", "qwen2.5-coder-0.5b-run")]
-    assert [c.line for c in cmds] == [11, 13]
+        ("score", "qwen2.5-coder-0.5b-run"),
+        ("attack", "lora", "-m", "qwen2.5-coder-0.5b", "--steps", "4"),
+        ("generate", "-m", "qwen2.5-coder-0.5b", "--adapter", "runs/run")]
+    assert [c.line for c in cmds] == [11, 13, 14, 15]
 
 
 _LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")

@@ -6,6 +6,7 @@ lines set variables, every `refusalscope ...` line runs through the real CLI in 
 (`CliRunner`, so torch is imported once) and must exit 0. The only change from the README is the
 value of a few of the block's own variables (MODEL: a tiny model folder, SPEC: a tiny study,
 SCORER: heuristic, since the classifier is not trained in a test home), listed per recipe below.
+`VAR=$(refusalscope ...)` keeps the last line the command printed on stdout (the run folder).
 Lines that run another program are not run here and are named in the test. Each recipe's wall
 and CPU time is printed (`-s`) and written to `$REFUSALSCOPE_RECIPE_TIMES` when that is set.
 """
@@ -22,7 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from test_docs import _ASSIGN, _SEPARATORS, _program_end, _strip_comment, code_blocks, logical_lines
+from test_docs import (_ASSIGN, _SEPARATORS, _program_end, _strip_comment, code_blocks,
+                       logical_lines, split_capture)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,6 +77,9 @@ def run_block(body: str, first: int, overrides: dict[str, str], *,
     env: dict[str, str] = {}
     not_run = []
     for line_no, line in logical_lines(body, first):
+        capture = split_capture(line)
+        if capture:  # `VAR=$(refusalscope ... | cut -f1)`: the first tab field of its last line
+            line = re.sub(r"\s*\|\s*cut -f1\s*$", "", capture[1])
         words = shlex.split(_strip_comment(line))
         if not words:
             continue
@@ -98,6 +103,9 @@ def run_block(body: str, first: int, overrides: dict[str, str], *,
         res = CliRunner().invoke(app, words[end:], catch_exceptions=True)
         assert res.exit_code == 0, (f"README:{line_no}: refusalscope {' '.join(words[end:])}\n"
                                     f"exit {res.exit_code}\n{res.output[-3000:]}\n{res.exception!r}")
+        if capture:  # VAR=$(refusalscope ...): the last line it printed on stdout
+            last = [ln for ln in res.stdout.splitlines() if ln.strip()][-1]
+            env[capture[0]] = last.split("\t")[0].strip() if "cut -f1" in capture[1] else last.strip()
     return not_run
 
 
