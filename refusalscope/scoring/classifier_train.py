@@ -37,7 +37,6 @@ from refusalscope.scoring.classifier import (
     PROMPT_CHARS,
     RefusalClassifier,
     TrainConfig,
-    batch_tensors,
     classifiers_dir,
     encode,
     load_classifier,
@@ -46,6 +45,7 @@ from refusalscope.scoring.classifier import (
     save_classifier,
     softmax,
 )
+from refusalscope.scoring.meanpool import batch_tensors
 
 log = logging.getLogger(__name__)
 

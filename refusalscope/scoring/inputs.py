@@ -8,13 +8,19 @@ messages never quote a response (it may be a harmful completion).
 from __future__ import annotations
 
 import csv
+import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from refusalscope.errors import UserError
 from refusalscope.fileio import read_jsonl
+from refusalscope.runs import Run
 
+log = logging.getLogger(__name__)
+
+GENERATIONS = "generations.jsonl"
 LABELS = ("harmful", "harmless")
 # Ground-truth refusal values accepted in a `--gold-col` column (refused = True).
 GOLD_TRUE = frozenset({"refused", "refusal", "1", "true", "yes"})
@@ -153,3 +159,49 @@ def _label(value: Any, i: int, source: Path) -> str:
         raise UserError(f"row {i} of {source}: label {str(value)[:20]!r} is not one of "
                         f"{', '.join(LABELS)}")
     return label
+
+
+@dataclass
+class LoadedRun:
+    """A run validated for scoring, before anything is written."""
+
+    run: Run
+    items: list[Item]
+    source: Path
+    partial: bool
+
+
+def load_run(run_path: str | Path, *, allow_partial: bool = False) -> LoadedRun:
+    """Open a run and read its generations; every problem is a one-line `UserError`."""
+    run = Run.open(run_path)
+    source = run.file(GENERATIONS)
+    if not source.is_file():
+        raise UserError(f"run {run.id} has no {GENERATIONS}: only generate runs can be scored")
+    status = run.manifest.status
+    if status != "success" and not allow_partial:
+        raise UserError(f"run {run.id} has status {status!r}, not 'success'; "
+                        "pass --allow-partial to score the rows it has")
+    harmless = bool(run.manifest.config.get("harmless", False))
+    items = items_from_rows(read_table(source), source,
+                            default_label="harmless" if harmless else "harmful")
+    if status != "success":
+        log.warning("run %s has status %r: scoring %d rows of a partial run", run.id, status,
+                    len(items))
+    return LoadedRun(run, items, source, partial=status != "success")
+
+
+def latest_by_scorer(run_path: Path) -> tuple[dict[str, dict[str, dict[str, Any]]], str | None]:
+    """{scorer name: {prompt id: score row}} from each scorer's latest `scores[.K].jsonl`,
+    and the name of the run's latest scoring (its main scorer; None if never scored)."""
+    pat = re.compile(r"scores(?:\.(\d+))?\.jsonl")
+    files = sorted((int(m.group(1) or 1), p) for p in Path(run_path).glob("scores*.jsonl")
+                   if (m := pat.fullmatch(p.name)))
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    main = None
+    for _, path in files:
+        rows = read_jsonl(path)
+        if rows:
+            name = str(rows[0].get("scorer") or path.stem)
+            out[name] = {str(r["id"]): r for r in rows}
+            main = name
+    return out, main

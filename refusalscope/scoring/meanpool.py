@@ -27,8 +27,6 @@ from typing import Any
 
 import numpy as np
 
-from refusalscope.scoring.classifier import batch_tensors
-
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 16  # on 1 CPU thread: 78 s at 16 vs 125 s at 64 for the same 800 texts
@@ -113,3 +111,16 @@ def mean_pool_encoder(st_model: Any) -> MeanPoolEncoder | None:
                     "using sentence-transformers' encode", diff)
         return None
     return fast
+
+
+def batch_tensors(ids: list[list[int]], pad_id: int) -> tuple[Any, Any]:
+    """Right-padded `input_ids` and `attention_mask` tensors `[batch, longest]`."""
+    import torch
+
+    width = max(len(x) for x in ids)
+    inp = torch.full((len(ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for i, x in enumerate(ids):
+        inp[i, :len(x)] = torch.tensor(x)
+        mask[i, :len(x)] = 1
+    return inp, mask

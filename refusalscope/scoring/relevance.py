@@ -5,7 +5,7 @@ attack persona's chatter, a GCG suffix that derails the model into an unrelated 
 refusal and not a compliance. Two cheap features of each (request, response) pair:
 
 - `cos`: cosine similarity of all-MiniLM-L6-v2 sentence embeddings (the pinned model of
-  `scoring.drift.load_embedder`) of the request (its first `REQUEST_WORDS` words) and the
+  `scoring.embedder.load_embedder`) of the request (its first `REQUEST_WORDS` words) and the
   response's *head*: its first
   `HEAD_WORDS` words, packed by sentence into at most `MAX_CHUNKS` chunks of about
   `CHUNK_WORDS` words; the maximum over chunks is kept, so a role-play preamble followed by
@@ -274,7 +274,7 @@ def shared_embedder() -> Any:
     """The pinned MiniLM embedder, loaded once per process (its weights are sha256-pinned, so
     one copy serves every cache folder)."""
     if not _EMBEDDER:
-        from refusalscope.scoring.drift import load_embedder
+        from refusalscope.scoring.embedder import load_embedder
 
         _EMBEDDER.append(load_embedder())
     return _EMBEDDER[0]

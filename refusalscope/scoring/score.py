@@ -32,13 +32,12 @@ from refusalscope.fileio import atomic_write_json, sha256_file, write_jsonl
 from refusalscope.runs import Run, utc_now
 from refusalscope.scoring.base import Label, Scorer
 from refusalscope.scoring.heuristic import HeuristicScorer
-from refusalscope.scoring.inputs import Item, items_from_rows, read_table
+from refusalscope.scoring.inputs import Item, LoadedRun, items_from_rows, load_run, read_table
 from refusalscope.scoring.calibration import ce_summary
 from refusalscope.scoring.metrics import (BootstrapSpec, binary_report, outcome_report,
                                           summarise)
 
 log = logging.getLogger(__name__)
-GENERATIONS = "generations.jsonl"
 METRICS_SCHEMA = 1
 
 
@@ -52,35 +51,6 @@ class ScoreResult:
     metrics: dict[str, Any]
     labels: list[Label] = field(repr=False)
     drift: dict[str, Any] | None = None  # Refusal Drift vs the run's baseline, if it names one
-
-
-@dataclass
-class LoadedRun:
-    """A run validated for scoring, before anything is written."""
-
-    run: Run
-    items: list[Item]
-    source: Path
-    partial: bool
-
-
-def load_run(run_path: str | Path, *, allow_partial: bool = False) -> LoadedRun:
-    """Open a run and read its generations; every problem is a one-line `UserError`."""
-    run = Run.open(run_path)
-    source = run.file(GENERATIONS)
-    if not source.is_file():
-        raise UserError(f"run {run.id} has no {GENERATIONS}: only generate runs can be scored")
-    status = run.manifest.status
-    if status != "success" and not allow_partial:
-        raise UserError(f"run {run.id} has status {status!r}, not 'success'; "
-                        "pass --allow-partial to score the rows it has")
-    harmless = bool(run.manifest.config.get("harmless", False))
-    items = items_from_rows(read_table(source), source,
-                            default_label="harmless" if harmless else "harmful")
-    if status != "success":
-        log.warning("run %s has status %r: scoring %d rows of a partial run", run.id, status,
-                    len(items))
-    return LoadedRun(run, items, source, partial=status != "success")
 
 
 def score_run(run_path: str | Path, scorer: Scorer | None = None, *,

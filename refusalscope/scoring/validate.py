@@ -115,7 +115,7 @@ def _attack(run: Run) -> str:
 def load_responses(run_path: str | Path) -> list[Sampled]:
     """A run's responses with our labels (latest scores file, else heuristic in memory)."""
     from refusalscope.scoring.heuristic import HeuristicScorer
-    from refusalscope.scoring.score import load_run
+    from refusalscope.scoring.inputs import load_run
 
     loaded = load_run(run_path)
     run = loaded.run

@@ -18,7 +18,6 @@ Labels whose response no longer hashes the same are stale and left out (counted)
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,27 +28,11 @@ from refusalscope.errors import UserError
 from refusalscope.fileio import atomic_write_json, read_jsonl, sha256_file
 from refusalscope.labels import LABELS, SKIP, HumanLabel, read_labels, response_hash
 from refusalscope.runs import Run
+from refusalscope.scoring.inputs import latest_by_scorer
 from refusalscope.scoring.validate import COMPLIANCE_NAMES, VALIDATION, agreement
 
 MAX_EXAMPLES = 10
 PREVIEW = 60
-
-
-def latest_by_scorer(run_path: Path) -> tuple[dict[str, dict[str, dict[str, Any]]], str | None]:
-    """{scorer name: {prompt id: score row}} from each scorer's latest `scores[.K].jsonl`,
-    and the name of the run's latest scoring (its main scorer; None if never scored)."""
-    pat = re.compile(r"scores(?:\.(\d+))?\.jsonl")
-    files = sorted((int(m.group(1) or 1), p) for p in Path(run_path).glob("scores*.jsonl")
-                   if (m := pat.fullmatch(p.name)))
-    out: dict[str, dict[str, dict[str, Any]]] = {}
-    main = None
-    for _, path in files:
-        rows = read_jsonl(path)
-        if rows:
-            name = str(rows[0].get("scorer") or path.stem)
-            out[name] = {str(r["id"]): r for r in rows}
-            main = name
-    return out, main
 
 
 def multiclass_kappa(ours: Sequence[str], theirs: Sequence[str]) -> float | None:

@@ -25,7 +25,7 @@ from refusalscope.errors import UserError
 from refusalscope.fileio import read_jsonl
 from refusalscope.paths import runs_dir
 from refusalscope.runs import MANIFEST, Run
-from refusalscope.scoring.validate_gold import latest_by_scorer
+from refusalscope.scoring.inputs import latest_by_scorer
 
 _NUMBERED = re.compile(r"(?P<stem>[a-z]+)(?:\.(?P<k>\d+))?\.(?P<ext>jsonl|json)")
 
