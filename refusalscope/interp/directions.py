@@ -79,7 +79,9 @@ class Directions:
         return float(np.linalg.norm(self.diff[self.selected]))
 
 
-def _texts(handle: Any, prompts: Sequence[Any]) -> list[str]:
+def chat_texts(handle: Any, prompts: Sequence[Any]) -> list[str]:
+    """Each prompt (a string or anything with `.prompt`) wrapped in the model's chat template,
+    as the model reads it."""
     return [handle.format_prompt(p if isinstance(p, str) else p.prompt) for p in prompts]
 
 
@@ -145,9 +147,9 @@ def compute_directions(handle: Any, harmful: Sequence[Any], harmless: Sequence[A
 
     check_kind(kind)
     n_post = post_instruction_count(handle)
-    mh = class_means(handle, _texts(handle, harmful), kind=kind, n_post=n_post, site=site,
+    mh = class_means(handle, chat_texts(handle, harmful), kind=kind, n_post=n_post, site=site,
                      batch_size=batch_size)
-    ml = class_means(handle, _texts(handle, harmless), kind=kind, n_post=n_post, site=site,
+    ml = class_means(handle, chat_texts(handle, harmless), kind=kind, n_post=n_post, site=site,
                      batch_size=batch_size)
     return Directions(model=handle.name, fingerprint=model_fingerprint(handle), site=site,
                       positions=kind, n_post=n_post, n_harmful=len(harmful),

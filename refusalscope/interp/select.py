@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from refusalscope.errors import UserError
-from refusalscope.interp.directions import Directions, _texts, iter_activations
+from refusalscope.interp.directions import Directions, chat_texts, iter_activations
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ def select_direction(handle: Any, d: Directions, val_harmful: Sequence[Any],
 
     cfg = cfg or SelectConfig()
     ids = refusal_token_ids(handle.tokenizer, cfg.refusal_words)
-    th, tl = _texts(handle, val_harmful), _texts(handle, val_harmless)
+    th, tl = chat_texts(handle, val_harmful), chat_texts(handle, val_harmless)
     ah, base_h = _val_pass(handle, th, d, batch_size)
     al, base_l = _val_pass(handle, tl, d, batch_size)
     per = layer_metrics(d, ah, al)

@@ -108,13 +108,13 @@ def filter_prompts(handle: Any, tr_h: list[Any], tr_l: list[Any], va_h: list[Any
                    ) -> tuple[list[list[Any]], dict[str, Any]]:
     """The four prompt sets filtered by the model's baseline refusal score (one forward pass
     per prompt), and the counts per set for the manifest."""
-    from refusalscope.interp.directions import _texts
+    from refusalscope.interp.directions import chat_texts
     from refusalscope.interp.select import first_token_logits, refusal_scores, refusal_token_ids
 
     ids = refusal_token_ids(handle.tokenizer, refusal_words)
 
     def score(ps: list[Any]) -> Any:
-        return refusal_scores(first_token_logits(handle, _texts(handle, ps), (), batch_size), ids)
+        return refusal_scores(first_token_logits(handle, chat_texts(handle, ps), (), batch_size), ids)
 
     th, tl, train = filter_by_refusal(tr_h, tr_l, score(tr_h), score(tr_l), 2)
     vh, vl, val = filter_by_refusal(va_h, va_l, score(va_h), score(va_l), 1)
