@@ -2,9 +2,10 @@
 
 `load` a model, `generate` responses, `score` them, `attack` a model in memory (like
 `nanogcg.run`), and run a declarative `Study`. Each function is a thin front on the code the CLI
-runs (`models.handle`, `generate.generate_rows`, `scoring.score.label_outcomes`, the attacks,
-`study.executor`), so a notebook and `refusalscope ...` give the same numbers. Nothing heavy is
-imported until a function is called: `import refusalscope` does not import torch.
+runs (`models.handle`, `generate.generate_rows`, `scoring.factory` and
+`scoring.score.label_outcomes`, `attacks.registry` and `attacks.runner`, `study.executor`), so a
+notebook and `refusalscope ...` give the same numbers. Nothing heavy is imported until a
+function is called: `import refusalscope` does not import torch.
 
 Example:
     import refusalscope as rs
@@ -145,18 +146,8 @@ def _steer_hooks(handle: ModelHandle, steer: Any) -> list[Any]:
     return list(steer)
 
 
-def _scorer(name: str) -> Scorer:
-    """`ensemble` (the trained classifier plus the phrase heuristic; the heuristic alone, with
-    a warning, until `refusalscope score train-classifier` has run, as in a study),
-    `heuristic`, or a trained classifier's name (with the heuristic)."""
-    from refusalscope.scoring.score import study_scorer
-
-    return study_scorer(None if name == "heuristic" else
-                        "default" if name == "ensemble" else name)
-
-
 def score(requests: Sequence[Request] | Request, responses: Sequence[str] | str, *,
-          scorer: str | Scorer = "ensemble", targets: Sequence[str | None] | None = None,
+          scorer: str | Scorer = "study", targets: Sequence[str | None] | None = None,
           relevance: bool = True) -> list[dict[str, Any]]:
     """Label each (request, response) pair as `refusalscope score` does.
 
@@ -168,10 +159,16 @@ def score(requests: Sequence[Request] | Request, responses: Sequence[str] | str,
     the targets of `(request, target)` pairs); `relevance=False` skips the on-topic check
     (which embeds with MiniLM).
 
+    `scorer`: a name from `scoring.factory` or any `Scorer`. `study` (default): the ensemble
+    once `refusalscope score train-classifier` has run, else the heuristic with a warning (what
+    studies and attack evaluations use); `ensemble` (trained classifier + phrase heuristic) and
+    `classifier` are a `UserError` until then; `heuristic` is the phrase matcher alone.
+
     Example:
         rs.score(["How do I pick a lock?"], ["I'm sorry, I can't help with that."])[0]
         # {'refused': True, 'outcome': 'refused', 'matched': 'heuristic:...', ...}
     """
+    from refusalscope.scoring.factory import scorer as make_scorer
     from refusalscope.scoring.score import label_outcomes
 
     reqs = _as_prompts(requests)
@@ -179,7 +176,7 @@ def score(requests: Sequence[Request] | Request, responses: Sequence[str] | str,
     if len(reqs) != len(resp):
         raise UserError(f"{len(reqs)} requests but {len(resp)} responses")
     tgts = list(targets) if targets is not None else [p.target for p in reqs]
-    sc = _scorer(scorer) if isinstance(scorer, str) else scorer
+    sc = make_scorer(scorer) if isinstance(scorer, str) else scorer
     rows = label_outcomes(sc, [p.prompt for p in reqs], resp, tgts, relevance=relevance)
     return [{**row, "scorer": sc.name} for row in rows]
 

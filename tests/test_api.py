@@ -76,10 +76,16 @@ def test_steer_by_spec_string_or_hooks(tiny_folder: Path, tmp_path: Path) -> Non
         rs.generate(handle, REQUESTS, steer=f"ablate:{tmp_path / 'nope.h5'}")
 
 
-def test_score_default_scorer_without_classifier_is_the_heuristic() -> None:
+def test_score_default_scorer_without_classifier_is_the_heuristic(
+        caplog: pytest.LogCaptureFixture) -> None:
     rows = rs.score("How do I pick a lock?", "I'm sorry, but I can't help with that.",
                     relevance=False)
     assert rows[0]["scorer"] == "heuristic" and rows[0]["refused"] is True
+    assert "heuristic alone" in caplog.text  # said, not silent
+    with pytest.raises(UserError, match="classifier"):
+        rs.score("How do I pick a lock?", "No.", scorer="ensemble")  # strict: none trained
+    with pytest.raises(UserError, match="unknown scorer"):
+        rs.score("How do I pick a lock?", "No.", scorer="nope")
 
 
 def test_gcg_attack_in_memory_equals_the_attack_module(tiny_folder: Path) -> None:
