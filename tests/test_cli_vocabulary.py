@@ -156,7 +156,7 @@ def test_old_spelling_works_with_a_note(tmp_path: Any) -> None:
     r = CliRunner().invoke(app, ["steer", "eval", "-m", "x", "-d", str(tmp_path / "d.h5"),
                                  "--alpha", "zero"])
     assert r.exit_code == 2
-    assert "`refusalscope steer eval --alpha` is deprecated" in r.output
+    assert r.stderr.count("`refusalscope steer eval --alpha` is deprecated") == 1
     assert "--coef 'zero'" in r.output
 
 

@@ -176,7 +176,7 @@ def test_resolve_pairs_by_name_and_errors(tiny_folder):
 
 def test_cli_data_pairs_and_attack_lora_pairs(tiny_folder):
     write_built_all()
-    res = runner.invoke(app, ["data", "pairs", "--generator", str(tiny_folder), "--scorer",
+    res = runner.invoke(app, ["data", "pairs", "--model", str(tiny_folder), "--scorer",
                               "heuristic", "--n", "1000", "--samples", "1",
                               "--max-new-tokens", "24", "--name", "tp"])
     assert res.exit_code == 0, res.output
