@@ -95,10 +95,12 @@ def run_old(path: Path, tree: Path, classifier: str, out_dir: Path) -> dict[str,
     return {"version": info["version"], "outcomes": _outcomes(Path(info["scores"]))}
 
 
-def run_new(path: Path, classifier: str | None, scorer: str, out_dir: Path) -> dict[str, Any]:
-    """Score with the working tree's CLI and `--gold-col gold`; keeps the CLI's accuracy lines."""
-    cli = Path(sys.executable).parent / "refusalscope"
-    cmd = [str(cli), "score", "--input", str(path), "--scorer", scorer, "--gold-col", "gold",
+def run_new(path: Path, classifier: str | None, scorer: str, out_dir: Path,
+            cli: str | None = None) -> dict[str, Any]:
+    """Score with the working tree's CLI (or `cli`, a command line) and `--gold-col gold`;
+    keeps the CLI's accuracy lines."""
+    prefix = cli.split() if cli else [str(Path(sys.executable).parent / "refusalscope")]
+    cmd = [*prefix, "score", "--input", str(path), "--scorer", scorer, "--gold-col", "gold",
            "--n-boot", "1000"] + (["--classifier", classifier] if classifier else [])
     proc = subprocess.run(cmd, capture_output=True, text=True, env={
         **_env(out_dir / "new"), "COLUMNS": "200"})
@@ -111,7 +113,8 @@ def run_new(path: Path, classifier: str | None, scorer: str, out_dir: Path) -> d
         Path(scores).name.replace("scores", "metrics").replace(".jsonl", ".json")).read_text())
     cli_lines = [ln for ln in lines if ln.startswith(("outcome:", "  gold "))]
     return {"version": metrics["scorer"]["version"], "outcomes": _outcomes(Path(scores)),
-            "cli_lines": cli_lines, "command": " ".join(["refusalscope", *cmd[1:]]),
+            "cli_lines": cli_lines,
+            "command": " ".join(["refusalscope", *cmd[len(prefix):]]),
             "outcome_accuracy": metrics.get("outcome_accuracy")}
 
 
@@ -167,6 +170,8 @@ def main() -> None:
     ap.add_argument("--old-classifier", default=OLD_CLASSIFIER)
     ap.add_argument("--classifier", default=None, help="new: classifier (default: the CLI's)")
     ap.add_argument("--scorer", default="ensemble", help="new: --scorer for the CLI")
+    ap.add_argument("--cli", default=None,
+                    help="new: the command that runs the CLI [default: this venv's refusalscope]")
     ap.add_argument("--out", type=Path, default=None,
                     help="CSV, runs and results go here [default: <artifacts>/score_outcomes]")
     args = ap.parse_args()
@@ -188,7 +193,7 @@ def main() -> None:
     if args.only in (None, "old"):
         runs["old"] = run_old(path, args.old_tree, args.old_classifier, out_dir)
     if args.only in (None, "new"):
-        runs["new"] = run_new(path, args.classifier, args.scorer, out_dir)
+        runs["new"] = run_new(path, args.classifier, args.scorer, out_dir, args.cli)
     res = {name: per_class(rows, r["outcomes"]) for name, r in runs.items()}
     for name, r in runs.items():
         print(f"{name}: {r['version']}")

@@ -2,7 +2,7 @@
 # The main job on the embedded default: the `quickstart` study (SmolLM2-135M, Qwen2.5-Coder 0.5B
 # and 1.5B; a LoRA attack at 1/4/16 steps; RRR, RD and CE with CIs; fits and figures) and its report.
 # One-time costs on a fresh machine: the pinned stack, the models and benchmark data (pip-pulled,
-# sha256-checked) and training the outcome classifier the ensemble scorer uses (~14 CPU-minutes: 845 CPU-s measured).
+# sha256-checked) and training the outcome classifier the ensemble scorer uses (~20-30 CPU-minutes for `minilm-outcome-v6`: 1,895 CPU-s measured on 2 shared cores under load; v5 with 1,465 rows took 772-845 CPU-s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -10,7 +10,7 @@ rs=.venv/bin/refusalscope
 for m in smollm2-135m qwen2.5-coder-0.5b qwen2.5-coder-1.5b; do $rs models pull "$m"; done
 $rs data pull
 $rs data build
-if ! .venv/bin/python -c "import sys; from refusalscope.scoring.classifier import known_classifiers as k; sys.exit('minilm-outcome-v5' not in k())"; then
+if ! .venv/bin/python -c "import sys; from refusalscope.scoring.classifier import known_classifiers as k; from refusalscope.scoring.classifier import DEFAULT_NAME as d; sys.exit(d not in k())"; then
   $rs score train-classifier
 fi
 $rs study run quickstart

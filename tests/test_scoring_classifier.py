@@ -132,7 +132,7 @@ def test_cards_without_a_head_are_refusal_heads() -> None:
     old = {k: v for k, v in TrainConfig().to_dict().items() if k not in ("head",
                                                                           "max_train_rows")}
     assert TrainConfig.from_dict(old).head == "refusal"
-    assert DEFAULT_NAME == "minilm-outcome-v5" and TrainConfig().head == "outcome"
+    assert DEFAULT_NAME == "minilm-outcome-v6" and TrainConfig().head == "outcome"
 
 
 def test_multiclass_temperature_matches_the_binary_fit_for_two_classes() -> None:
