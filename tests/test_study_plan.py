@@ -59,10 +59,12 @@ def test_node_flops_are_the_ledgers() -> None:
     assert plan.node_flops(lora, P) == 5 * train_flops(P, 256, 128)
     gcg = Node("c", "attack-gcg", {"model": "m", "steps": 2, "n": 3, "search_width": 8,
                                    "suffix_len": 5})
-    rest = 5 + plan.TAIL_TOKENS + plan.TARGET_TOKENS - 1
-    step = 2 * forward_flops(P, rest, plan.TARGET_TOKENS, 5) \
-        + 8 * forward_flops(P, rest, plan.TARGET_TOKENS)
-    assert plan.node_flops(gcg, P) == 3 * (2 * step + forward_flops(P, plan.PROMPT_TOKENS, 1))
+    from refusalscope.attacks import gcg_run as g  # the attack owns its cost formula
+
+    rest = 5 + g.TAIL_TOKENS + g.TARGET_TOKENS - 1
+    step = 2 * forward_flops(P, rest, g.TARGET_TOKENS, 5) \
+        + 8 * forward_flops(P, rest, g.TARGET_TOKENS)
+    assert plan.node_flops(gcg, P) == 3 * (2 * step + forward_flops(P, g.PROMPT_TOKENS, 1))
 
 
 def test_params_of_a_folder_are_counted_exactly(tiny_folder: Path) -> None:

@@ -28,12 +28,15 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from refusalscope.attacks import autodan_ops as ops
 from refusalscope.attacks.autodan_prompts import load_prompt_group, model_names, render
 from refusalscope.compute import Ledger, count_params
 from refusalscope.errors import UserError
+
+if TYPE_CHECKING:
+    from refusalscope.models.handle import ModelHandle
 
 log = logging.getLogger(__name__)
 MAX_POPULATION = 256  # the paper's population
@@ -170,7 +173,7 @@ def sequence_losses(model: Any, prompts: Sequence[list[int]], target: Any, pad_i
 class AutoDAN:
     """The search's fixed parts for one handle and request set; `evolve(state)` mutates state."""
 
-    def __init__(self, handle: Any, requests: Sequence[tuple[str, str]], cfg: AutoDANConfig, *,
+    def __init__(self, handle: ModelHandle, requests: Sequence[tuple[str, str]], cfg: AutoDANConfig, *,
                  batch_size: int | None = None, texts: Sequence[str] | None = None):
         import torch
 
@@ -323,7 +326,7 @@ class AutoDAN:
         state.compute.step(len(self.requests))  # examples: the requests scored
 
 
-def run(handle: Any, requests: Sequence[tuple[str, str]], cfg: AutoDANConfig, *,
+def run(handle: ModelHandle, requests: Sequence[tuple[str, str]], cfg: AutoDANConfig, *,
         batch_size: int | None = None, state: AutoDANState | None = None,
         texts: Sequence[str] | None = None,
         on_generation: Callable[[dict[str, Any], AutoDANState], None] | None = None,

@@ -20,10 +20,13 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from refusalscope.compute import Ledger, count_params
 from refusalscope.errors import UserError
+
+if TYPE_CHECKING:
+    from refusalscope.models.handle import ModelHandle
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +124,7 @@ class GCGResult:
 class GCG:
     """The optimiser's fixed parts for one handle and prompt set; `step(state)` mutates state."""
 
-    def __init__(self, handle: Any, prompts: Sequence[tuple[str, str]], cfg: GCGConfig, *,
+    def __init__(self, handle: ModelHandle, prompts: Sequence[tuple[str, str]], cfg: GCGConfig, *,
                  batch_size: int | None = None, system: str | None = None):
         from refusalscope.attacks.gcg_loss import PrefixCache, build_slots
         from refusalscope.attacks.gcg_sample import forbidden_tokens
@@ -252,7 +255,7 @@ class GCG:
             log.info("GCG: %d prompts active", state.n_active)
 
 
-def _candidate_batch(handle: Any, slots: Sequence[Any], cfg: GCGConfig,
+def _candidate_batch(handle: ModelHandle, slots: Sequence[Any], cfg: GCGConfig,
                      batch_size: int | None) -> int | None:
     """Candidates per forward: the caller's; on CUDA as many as the free memory holds for the
     longest prompt (`memory.gcg_batch_size`); elsewhere None (all at once). Out-of-memory still
@@ -303,7 +306,7 @@ def _push(buffer: list[tuple[float, list[int]]], loss: float, ids: list[int], si
     return buffer[0][1] == ids and buffer[0][0] == loss
 
 
-def run(handle: Any, prompts: Sequence[tuple[str, str]], cfg: GCGConfig, *,
+def run(handle: ModelHandle, prompts: Sequence[tuple[str, str]], cfg: GCGConfig, *,
         batch_size: int | None = None, state: GCGState | None = None,
         on_step: Callable[[dict[str, Any], GCGState], None] | None = None) -> GCGResult:
     """Optimise one suffix for `(goal, target)` pairs (one pair: individual GCG).

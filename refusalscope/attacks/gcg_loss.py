@@ -14,9 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from refusalscope.errors import UserError
+
+if TYPE_CHECKING:
+    from refusalscope.models.handle import ModelHandle
 
 SUFFIX_MARK = "{optim_str}"
 
@@ -32,7 +35,7 @@ class PromptSlots:
     target_text: str
 
 
-def build_slots(handle: Any, goal: str, target: str, suffix_ids: list[int],
+def build_slots(handle: ModelHandle, goal: str, target: str, suffix_ids: list[int],
                 system: str | None = None) -> PromptSlots:
     """Tokenise `goal`'s chat prompt around the suffix slot; check the parts round-trip.
 

@@ -16,10 +16,13 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from refusalscope.attacks.lora import COMMAND, COMPUTE, LoraAttackConfig
 from refusalscope.errors import UserError
+
+if TYPE_CHECKING:
+    from refusalscope.models.handle import ModelHandle
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +154,7 @@ def run_grid(cfgs: Sequence[LoraAttackConfig], *, options: Any = None,
     return [results[c] for c in cfgs]
 
 
-def start_cell(run: Any, handle: Any, pairs: list[Any]) -> None:
+def start_cell(run: Any, handle: ModelHandle, pairs: list[Any]) -> None:
     """Mark `run` started and record the pairs, model and device it trains with."""
     from refusalscope.models.registry import size_fields
 
@@ -186,7 +189,7 @@ def finish_cell(run: Any, compute: dict[str, Any], wall: float, *, finish: bool 
              compute["flops_estimate"])
 
 
-def run_cell(handle: Any, pairs: list[Any], cfg: LoraAttackConfig, run: Any, *,
+def run_cell(handle: ModelHandle, pairs: list[Any], cfg: LoraAttackConfig, run: Any, *,
              on_step: Callable[[int, int, float], None] | None = None,
              snapshot: Callable[[int, Any, Any], None] | None = None,
              on_memory: Callable[[Any], None] | None = None) -> dict[str, Any]:
@@ -202,7 +205,7 @@ def run_cell(handle: Any, pairs: list[Any], cfg: LoraAttackConfig, run: Any, *,
     return compute
 
 
-def write_snapshot(run: Any, source: Any, model: Any, compute: Any, handle: Any,
+def write_snapshot(run: Any, source: Any, model: Any, compute: Any, handle: ModelHandle,
                    pairs: list[Any]) -> None:
     """Finish a shorter cell's `run` from the longest cell's trajectory at this step: its
     adapter, its prefix of `loss.jsonl` and the compute spent so far (`derived_from` says so)."""

@@ -18,12 +18,15 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from refusalscope.attacks.pairs import IGNORE, TARGET_KINDS, Pair, collate, encode_pair
 from refusalscope.compute import Ledger, count_params
 from refusalscope.errors import UserError
 from refusalscope.models.peft_quiet import quiet_peft
+
+if TYPE_CHECKING:
+    from refusalscope.models.handle import ModelHandle
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +131,7 @@ def attach_lora(model: Any, cfg: LoraAttackConfig, *,
     return peft_model
 
 
-def memory_plan(handle: Any, encoded: list[tuple[list[int], int]],
+def memory_plan(handle: ModelHandle, encoded: list[tuple[list[int], int]],
                 cfg: LoraAttackConfig) -> Any:
     """The step's memory estimate (`refusalscope.memory.lora_memory`) for the largest batch
     these pairs can make: `batch_size` rows padded to the longest pair, loss on the
@@ -180,7 +183,7 @@ def batch_indices(n: int, batch_size: int, seed: int, step: int) -> list[int]:
     return out
 
 
-def train(handle: Any, pairs: list[Pair], cfg: LoraAttackConfig, run: Any, *,
+def train(handle: ModelHandle, pairs: list[Pair], cfg: LoraAttackConfig, run: Any, *,
           on_step: StepFn | None = None, snapshot: SnapshotFn | None = None,
           on_memory: Callable[[Any], None] | None = None) -> dict[str, Any]:
     """Train a LoRA adapter on `pairs` into `run` (resuming from its checkpoint); return compute.
@@ -237,7 +240,7 @@ def train(handle: Any, pairs: list[Pair], cfg: LoraAttackConfig, run: Any, *,
 
 
 def _step(model: Any, opt: Any, encoded: list[tuple[list[int], int]], cfg: LoraAttackConfig,
-          step: int, handle: Any, compute: Ledger) -> float:
+          step: int, handle: ModelHandle, compute: Ledger) -> float:
     t0 = time.perf_counter()
     rows = [encoded[i] for i in batch_indices(len(encoded), cfg.batch_size, cfg.seed, step)]
     batch = {k: v.to(handle.device) for k, v in collate(rows, handle.tokenizer.pad_token_id).items()}

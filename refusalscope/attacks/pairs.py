@@ -28,9 +28,12 @@ import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from refusalscope.errors import UserError
+
+if TYPE_CHECKING:
+    from refusalscope.models.handle import ModelHandle
 
 IGNORE = -100
 TARGET_KINDS = ("auto", "advbench-target", "full-response")
@@ -185,7 +188,7 @@ def load_pair_file(path: str | Path) -> list[Pair]:
     return out
 
 
-def encode_pair(handle: Any, pair: Pair, max_len: int) -> tuple[list[int], int]:
+def encode_pair(handle: ModelHandle, pair: Pair, max_len: int) -> tuple[list[int], int]:
     """(token ids of chat-formatted prompt + response + eos, number of prompt tokens).
 
     Over `max_len` tokens, the response keeps at most half the window and the prompt loses

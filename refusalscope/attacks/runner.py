@@ -168,7 +168,7 @@ def evaluate(handle: ModelHandle, result: AttackResult, requests: list[Prompt],
                    extra={**result.extra, "eval_compute": comp})
 
 
-def _applied(a: Any, handle: Any, result: AttackResult, reqs: list[Any]) -> list[dict[str, Any]]:
+def _applied(a: Any, handle: ModelHandle, result: AttackResult, reqs: list[Any]) -> list[dict[str, Any]]:
     got = a.apply(handle, result, reqs)
     if not isinstance(got, list):
         raise TypeError(f"attack {a.name!r} is a prompt attack: apply must return rows")
@@ -296,7 +296,7 @@ def _scorer_names(result: AttackResult) -> list[str]:
     return [main, *[n for n in names if n != main]] if main else names
 
 
-def _write_attacked(run: Run, a: Any, handle: Any, result: AttackResult,
+def _write_attacked(run: Run, a: Any, handle: ModelHandle, result: AttackResult,
                     requests: list[Any]) -> None:
     from refusalscope.fileio import write_jsonl
 
@@ -319,7 +319,7 @@ def _load(cfg: RunConfig, options: Any) -> Any:
     return ModelHandle.load(cfg.model, adapter=cfg.adapter, options=options)
 
 
-def _hooks(cfg: RunConfig, handle: Any) -> list[Any]:
+def _hooks(cfg: RunConfig, handle: ModelHandle) -> list[Any]:
     if cfg.steer is None or handle is None:
         return []
     from refusalscope.interp.steering import SteerSpec
@@ -327,13 +327,13 @@ def _hooks(cfg: RunConfig, handle: Any) -> list[Any]:
     return SteerSpec.parse(cfg.steer).hooks(handle)
 
 
-def _on(handle: Any, hooks: list[Any]) -> Any:
+def _on(handle: ModelHandle, hooks: list[Any]) -> Any:
     from contextlib import nullcontext
 
     return handle.hooks(hooks) if handle is not None and hooks else nullcontext()
 
 
-def _model_info(handle: Any, cfg: RunConfig) -> dict[str, Any]:
+def _model_info(handle: ModelHandle, cfg: RunConfig) -> dict[str, Any]:
     from refusalscope.models.registry import size_fields
 
     return {"source": handle.source, "n_params": handle.n_params(), **size_fields(handle),

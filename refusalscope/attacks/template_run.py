@@ -124,7 +124,7 @@ class TemplateAttack:
     work = "generate"
     study_grid = ()  # the spec's `seeds` give each node its one sampling seed
     study_fixed = ("templates", "n_templates", "max_template_tokens", "n", "split",
-                   "max_new_tokens")
+                   "max_new_tokens")  # mode: universal (every request; a study node's default)
     # A study attacks each seed's draw of 1 template per family of the default set, on 2
     # requests (cheap CPU settings; every selected template would be 7 per request).
     study_defaults = {"n_templates": 1, "n": 2, "max_new_tokens": 32}

@@ -216,10 +216,11 @@ def run_prompt_attack_node(node: Any, ins: dict[str, dict[str, Any]],
                            work: Path) -> dict[str, Any]:
     """Any registered prompt attack (node kind `attack-<name>`) through `attacks.runner`:
     its config from the node's params (the attack's `study_grid` / `study_fixed` keys)."""
+    from refusalscope.attacks.evaluate import REQUEST_DEFAULTS
     from refusalscope.attacks.registry import get
     from refusalscope.attacks.runner import RunConfig, config_fields, run_attack
 
-    p = node.params
+    p = {**REQUEST_DEFAULTS, **node.params}
     name = node.kind.removeprefix("attack-")
     earlier = _runs(work, node.kind)
     if earlier and earlier[-1].manifest.status == "success":
