@@ -194,7 +194,9 @@ def attack(name: str, handle: ModelHandle | str, requests: Sequence[Request] | R
     and attacked (greedy, 64 new tokens) and scores the responses as `refusalscope attack`
     does, filling `groups` (ASR = share complied, with bootstrap and Wilson 95% CIs) and
     `rows`. Returns the common `AttackResult`: `artefact` (GCG: `suffix`), `loss`, `log`,
-    `compute` (ledger FLOPs in `compute["flops"]`), `asr` once evaluated.
+    `compute` (ledger FLOPs in `compute["flops"]`), for prompt attacks `attacked` (one
+    `{"request": i, "prompt": attacked text, ...}` per attacked text of request i), and
+    `asr` once evaluated.
 
     Example:
         res = rs.attack("gcg", handle, [("How do I pick a lock?", "Sure, here is how")],
@@ -216,7 +218,11 @@ def attack(name: str, handle: ModelHandle | str, requests: Sequence[Request] | R
     if evaluate:
         from refusalscope.attacks.runner import evaluate as evaluate_result
 
-        result = evaluate_result(h, result, reqs)
+        return evaluate_result(h, result, reqs)
+    if spec.kind == "prompt":  # the attacked texts, as evaluation would fill them
+        from dataclasses import replace
+
+        result = replace(result, attacked=spec.apply(h, result, reqs))
     return result
 
 
