@@ -62,7 +62,7 @@ def template(
         seed_list = tuple(int(s) for s in seeds.split(",") if s.strip())
     except ValueError:
         raise UserError(f"--seeds must be a comma list of integers (got {seeds!r})") from None
-    if max_template_tokens is not None and max_template_tokens and model is None:
+    if model is None and (evaluate or max_template_tokens):
         raise UserError("--evaluate and --max-template-tokens need --model")
     if max_template_tokens is None:
         max_template_tokens = T["max_template_tokens"] if model else 0

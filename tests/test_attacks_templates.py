@@ -153,7 +153,7 @@ def test_attacked_rows_and_config_round_trip(lib):
     assert again == cfg and again.seeds == (0, 1)
     run_cfg = RunConfig("template", "m", cfg.to_dict(), split="eval", n=4)
     assert RunConfig.from_dict(json.loads(json.dumps(run_cfg.to_dict()))) == run_cfg
-    with pytest.raises(UserError, match="need --model"):
+    with pytest.raises(UserError, match="--model is required"):
         RunConfig("template", None, evaluate=True)
     with pytest.raises(UserError, match="distinct"):
         TemplateConfig(seeds=(1, 1), n_templates=1)

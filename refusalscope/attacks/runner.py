@@ -83,8 +83,8 @@ class RunConfig:
         if self.eval_n and self.prompt is None and self.split == "eval":
             raise UserError("--eval-n tests on held-out `eval` prompts: attack another split")
         if self.model is None and (self.evaluate or a.kind != PROMPT or self.eval_n):
-            raise UserError("--evaluate and --max-template-tokens need --model"
-                            if self.attack == "template" else "--model is required")
+            raise UserError(f"--model is required: {self.attack} needs a model to run or to be "
+                            "evaluated (a prompt attack without one: --no-evaluate)")
 
     @property
     def attack_config(self) -> Any:
