@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from refusalscope.attacks.compute import ComputeLog
 from refusalscope.attacks.pairs import Pair, encode_pair, load_pairs
+from refusalscope.compute import Ledger
 from refusalscope.defenses.tar import (
     ATTACK, TarConfig, adversary, attach_adapters, inner_attack, param_counts,
 )
@@ -54,7 +54,7 @@ def test_drawn_adversary_trains_its_own_rank_and_modules():
                     adv_steps=(1, 2), adv_modules=("mlp", "attn"), adv_lrs=(1e-2,))
     model = attach_adapters(h.model, cfg)
     enc = [encode_pair(h, p, cfg.max_len) for p in PAIRS]
-    log = ComputeLog(param_counts(model, ATTACK))
+    log = Ledger(param_counts(model, ATTACK), steps=0, examples_seen=0)
     for step in range(6):
         adv = adversary(cfg, step)
         losses = inner_attack(model, enc, cfg, step, h, log)
