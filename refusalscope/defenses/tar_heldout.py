@@ -156,8 +156,8 @@ def heldout_rows(spec: Any, nodes: Sequence[Any], study: Path,
         if rec is None:
             continue
         gen = by_id[n.inputs["generate"]]
-        if "attack" in gen.inputs:
-            continue  # prompt attacks: not compared with TAR's adversary
+        if "attack" in gen.inputs or "steer" in gen.inputs:
+            continue  # prompt attacks and the steering defense: not about TAR's adversary
         atk = _attack_of(by_id[gen.inputs["adapter"]], spec.attacks) \
             if "adapter" in gen.inputs else None
         if "adapter" in gen.inputs and atk is None:
