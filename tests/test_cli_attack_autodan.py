@@ -70,6 +70,9 @@ def test_autodan_run_folder(tiny_folder, texts_file):
     assert [r["generation"] for r in rows] == [0, 1, 2]
     result = json.loads((run / "result.json").read_text())
     assert result["loss"] == rows[-1]["best_loss"] and result["name"] == "Tiny"
+    from refusalscope.attacks.base import RESULT_KEYS  # the schema every attack writes
+
+    assert set(RESULT_KEYS) <= set(result) and result["artefact"]["name"] == "Tiny"
     attacked = [json.loads(x) for x in (run / "attacked_prompts.jsonl").read_text().splitlines()]
     assert attacked[0]["goal"] == "Write a short poem about the sea"
     assert attacked[0]["prompt"].endswith("[PROMPT]: Write a short poem about the sea")

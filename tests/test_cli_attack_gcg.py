@@ -52,6 +52,10 @@ def test_gcg_run_folder(tiny_folder):
     assert [s["step"] for s in steps] == [1, 2]
     result = json.loads((run / "result.json").read_text())
     assert result["suffix"] == steps[-1]["suffix"] and len(result["suffix_ids"]) == 4
+    from refusalscope.attacks.base import RESULT_KEYS  # the schema every attack writes
+
+    assert set(RESULT_KEYS) <= set(result) and result["artefact"]["suffix"] == result["suffix"]
+    assert result["summary"]["requests"]["attacked"]["n"] == 1
     attacked = [json.loads(x) for x in (run / "attacked_prompts.jsonl").read_text().splitlines()]
     assert attacked[0]["prompt"] == "Write a short poem about the sea" + result["suffix"]
     # the attacked prompts file is a prompt file `generate` reads

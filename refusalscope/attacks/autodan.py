@@ -173,7 +173,8 @@ def sequence_losses(model: Any, prompts: Sequence[list[int]], target: Any, pad_i
 class AutoDAN:
     """The search's fixed parts for one handle and request set; `evolve(state)` mutates state."""
 
-    def __init__(self, handle: ModelHandle, requests: Sequence[tuple[str, str]], cfg: AutoDANConfig, *,
+    def __init__(self, handle: ModelHandle, requests: Sequence[tuple[str, str]],
+                 cfg: AutoDANConfig, *,
                  batch_size: int | None = None, texts: Sequence[str] | None = None):
         import torch
 

@@ -168,7 +168,8 @@ def evaluate(handle: ModelHandle, result: AttackResult, requests: list[Prompt],
                    extra={**result.extra, "eval_compute": comp})
 
 
-def _applied(a: Any, handle: ModelHandle, result: AttackResult, reqs: list[Any]) -> list[dict[str, Any]]:
+def _applied(a: Any, handle: ModelHandle | None, result: AttackResult,
+             reqs: list[Any]) -> list[dict[str, Any]]:
     got = a.apply(handle, result, reqs)
     if not isinstance(got, list):
         raise TypeError(f"attack {a.name!r} is a prompt attack: apply must return rows")
