@@ -251,8 +251,8 @@ def train_classifier_cmd(
                                help="Use the PyRIT human-labelled responses."),
     handwritten: bool = typer.Option(
         True, "--handwritten/--no-handwritten",
-        help="Use the 169 hand-written labelled responses "
-             "(scoring/resources/handwritten_outcomes.jsonl)."),
+        help="Use the hand-written labelled responses "
+             "(scoring/resources/handwritten_outcomes*.jsonl)."),
     generated: bool = typer.Option(
         True, "--generated/--no-generated",
         help="Add the generated moralising / partial-refusal / off-topic / error / persona / "

@@ -242,3 +242,14 @@ def test_cli_defaults_are_the_config_defaults(path: str, config: Any,
         from refusalscope.cli.probe import DEFAULT_N
 
         assert DEFAULT_N == fields["n"].default
+
+
+def test_score_classifier_default_is_the_scoring_default() -> None:
+    """`score --classifier` and `train-classifier --name` name the package's default classifier
+    (kept as literals so `refusalscope --help` does not import the scoring stack)."""
+    from refusalscope.scoring.classifier import DEFAULT_NAME
+
+    tree = dict(COMMANDS)
+    assert {p.name: p.default for p in tree["score runs"].params}["classifier"] == DEFAULT_NAME
+    assert {p.name: p.default for p in tree["score train-classifier"].params}["name"] \
+        == DEFAULT_NAME
