@@ -119,7 +119,7 @@ MEANING: dict[str, dict[str, tuple[str, str]]] = {
     "defense:steer": {
         "alphas": ("list of float", "Steering coefficients searched (`defend steer --coef`; x the difference-in-means)."),
         "n": ("int", "Direction-split harmful and harmless prompts each for the search."),
-        "skip": ("int", "Skip the first k direction-split prompts: at least sweep_n + sweep_n_val keeps the search off the prompts the direction was made from."),
+        "skip": ("int", "Skip the first k direction-split prompts [default: sweep_n + sweep_n_val, the prompts the direction was made from; fewer is an error]."),
         "rule": ("string", "`margin` (max RRR - over-refusal) or `target` (smallest coefficient with RRR >= target)."),
         "target": ("float", "RRR to reach with rule = target."),
         "max_new_tokens": ("int", "Response length in the search, tokens."),

@@ -71,7 +71,7 @@ DEFENSE_KEYS: dict[str, dict[str, Any]] = {
             "retain_new_tokens": 48, "batch_size": 4, "max_len": 128, "target_kind": "auto",
             "data": None, "seed": 0,
             "adv_lrs": [], "adv_ranks": [], "adv_steps": [], "adv_modules": []},
-    "steer": {"alphas": [0.0, 0.25, 0.5, 1.0, 2.0, 4.0], "n": 16, "skip": 0, "rule": "margin",
+    "steer": {"alphas": [0.0, 0.25, 0.5, 1.0, 2.0, 4.0], "n": 16, "skip": None, "rule": "margin",
               "target": 0.9, "max_new_tokens": 48, "sweep_n": 32, "sweep_n_val": 16,
               "positions": "post-instruction", "seed": 0},
 }
@@ -277,6 +277,8 @@ def _defenses(raw: Any, attacks: tuple[AttackSpec, ...],
         params = {**DEFENSE_KEYS[kind], **{k: v for k, v in table.items() if k != "kind"}}
         if kind == "steer":
             params["alphas"] = _list(params["alphas"], f"{where}.alphas")
+            if params["skip"] is None:  # past the prompts the direction was selected on
+                params["skip"] = int(params["sweep_n"]) + int(params["sweep_n_val"])
             if not any(a.kind == "lora" for a in attacks):
                 raise UserError(f"{where}: the steering defense acts after a LoRA attack; "
                                 "the spec has no [attacks.*] of kind lora")
