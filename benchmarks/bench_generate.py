@@ -27,7 +27,7 @@ def hf_generate(handle: Any, prompts: list[Any], max_new_tokens: int) -> list[di
     """transformers' greedy `generate` on `prompts` as one left-padded batch -> rows by id."""
     import torch
 
-    from refusalscope.generate import _eos_ids, _split_completion
+    from refusalscope.generation import _eos_ids, _split_completion
 
     tok = handle.tokenizer
     enc = tok([handle.format_prompt(p.prompt) for p in prompts], return_tensors="pt",
@@ -47,7 +47,7 @@ def hf_generate(handle: Any, prompts: list[Any], max_new_tokens: int) -> list[di
 
 def paths(handle: Any, cfg: Any, args: argparse.Namespace) -> dict[str, Any]:
     """Each path as a function of one chunk of prompts -> rows."""
-    from refusalscope.generate import generate_rows
+    from refusalscope.generation import generate_rows
 
     def ours(bs: int, onednn: bool = True) -> Any:
         return lambda chunk: list(generate_rows(handle, chunk, cfg, batch_size=bs,
@@ -79,7 +79,7 @@ def main() -> None:
     import torch
 
     from refusalscope.data.load import load_split
-    from refusalscope.generate import GenerateConfig, generate_rows
+    from refusalscope.generation import GenerateConfig, generate_rows
     from refusalscope.models.handle import ModelHandle, RuntimeOptions
 
     handle = ModelHandle.load(args.model, options=RuntimeOptions(device=args.device,

@@ -75,7 +75,7 @@ def _end_to_end() -> None:
     import torch
 
     from refusalscope.data.load import Prompt
-    from refusalscope.generate import GenerateConfig, generate_rows
+    from refusalscope.generation import GenerateConfig, generate_rows
     from refusalscope.models.handle import ModelHandle
     from refusalscope.models.tiny import tiny_tokenizer
 

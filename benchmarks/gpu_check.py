@@ -127,7 +127,7 @@ def _hf_generate(handle: Any, texts: list[str], new: int) -> tuple[list[list[int
 def run_generate(handle: Any, texts: list[str], batch: int, new: int, path: str,
                  device: str) -> tuple[list[str], int, float]:
     """One pass over `texts` in batches of `batch`: (responses, new tokens, seconds)."""
-    from refusalscope.generate import GenerateConfig, generate_batch
+    from refusalscope.generation import GenerateConfig, generate_batch
 
     cfg = GenerateConfig(model=handle.name, max_new_tokens=new)
     out: list[str] = []

@@ -13,7 +13,7 @@ from refusalscope.cli._common import (
     out_option,
     user_errors,
 )
-from refusalscope.generate import GenerateConfig
+from refusalscope.generation import GenerateConfig
 
 
 def register(app: typer.Typer) -> None:
@@ -78,7 +78,7 @@ def _with_progress(cfg, opts, batch_size, resume, compile):  # type: ignore[no-u
     """Run generation with a progress bar (prompts done, tokens/s) shown once work starts."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from refusalscope.generate import run_generate
+    from refusalscope.generation import run_generate
 
     con = console()
     con.stderr = True

@@ -14,9 +14,6 @@ see docs/library.md):
     report = rs.Study("quickstart").run().report()
 """
 
-import sys as _sys
-from types import ModuleType as _ModuleType
-
 __version__ = "0.1.0"
 
 __all__ = ["Study", "UserError", "__version__", "attack", "generate", "load", "prompts", "score"]
@@ -39,19 +36,3 @@ def __getattr__(name: str) -> object:
 
 def __dir__() -> list[str]:
     return sorted({*globals(), *__all__})
-
-
-class _Package(_ModuleType):
-    """Keeps `rs.generate` the API function: importing the submodule `refusalscope.generate`
-    would otherwise bind the module over it (the import system sets each submodule as an
-    attribute of its package). The submodule is still imported by its full name
-    (`from refusalscope.generate import generate_rows`); `from refusalscope import generate`
-    gives the function."""
-
-    def __setattr__(self, name: str, value: object) -> None:
-        if name in _API and isinstance(value, _ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-_sys.modules[__name__].__class__ = _Package

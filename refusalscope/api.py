@@ -122,7 +122,7 @@ def generate(handle: ModelHandle | str, requests: Sequence[Request] | Request, *
     Example:
         rs.generate(handle, ["Write a haiku about rain."], max_new_tokens=24)
     """
-    from refusalscope.generate import GenerateConfig, generate_rows
+    from refusalscope.generation import GenerateConfig, generate_rows
 
     h = _handle(handle)
     batch = _as_prompts(requests)

@@ -65,7 +65,7 @@ def _number(body: dict[str, Any], key: str, default: float, lo: float, hi: float
 
 def complete(handle: Any, body: dict[str, Any]) -> dict[str, Any]:
     """Answer one chat-completions request body with an OpenAI-style response dict."""
-    from refusalscope.generate import GenerateConfig, generate_batch
+    from refusalscope.generation import GenerateConfig, generate_batch
 
     text = render_messages(handle, body.get("messages"))
     max_tokens = int(_number(body, "max_tokens", MAX_TOKENS_DEFAULT, 1, MAX_TOKENS_LIMIT))

@@ -33,7 +33,7 @@ def test_import_refusalscope_does_not_import_torch() -> None:
 
 def test_notebook_load_generate_score(tiny_folder: Path) -> None:
     from refusalscope.data.load import Prompt
-    from refusalscope.generate import GenerateConfig, generate_rows
+    from refusalscope.generation import GenerateConfig, generate_rows
     from refusalscope.models.handle import ModelHandle
 
     handle = rs.load(tiny_folder, device="cpu", dtype="float32")

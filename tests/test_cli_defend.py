@@ -84,8 +84,8 @@ def test_defend_steer_searches_on_direction_split_then_evaluates(attacked, tiny_
                                                                  monkeypatch):
     import importlib
 
-    gen_mod = importlib.import_module("refusalscope.generate")  # rs.generate is the API function
-    from refusalscope.generate import generate_rows as real_rows
+    gen_mod = importlib.import_module("refusalscope.generation")  # rs.generate is the API function
+    from refusalscope.generation import generate_rows as real_rows
     from refusalscope.interp import steer_eval
 
     texts, dirs, attack = attacked

@@ -70,7 +70,7 @@ def test_generate_compile_gives_the_default_tokens(tiny_folder, prompt_file, mon
     """`generate --compile` (transformers' `generate` with a static KV cache) writes the same
     responses, token counts and finish reasons as the default path (our own KV-cached loop that
     drops finished rows), on a left-padded batch; and it really takes the static-cache path."""
-    import refusalscope.generate as gen
+    import refusalscope.generation as gen
 
     calls = []
     real = gen._hf_generate

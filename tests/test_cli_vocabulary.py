@@ -176,7 +176,7 @@ def _config_defaults() -> list[tuple[str, Any, dict[str, str]]]:
     options mirror a config."""
     from refusalscope.defenses.steer import SteerDefenseConfig
     from refusalscope.defenses.tar import TarConfig
-    from refusalscope.generate import GenerateConfig
+    from refusalscope.generation import GenerateConfig
     from refusalscope.interp.activations import ProbeConfig
     from refusalscope.interp.steer_eval import SteerEvalConfig
     from refusalscope.interp.sweep import SweepConfig

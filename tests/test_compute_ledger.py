@@ -199,7 +199,7 @@ def test_autodan_and_generation_flops_are_the_sum_of_their_passes() -> None:
 
 def test_generation_ledger_matches_decoding() -> None:
     from refusalscope.data.load import Prompt
-    from refusalscope.generate import GenerateConfig, generate_rows, generation_ledger
+    from refusalscope.generation import GenerateConfig, generate_rows, generation_ledger
 
     h = tiny_handle("llama", seed=1)
     prompts = [Prompt(id=f"q{i}", prompt="word " * (3 * i + 1), split="eval", label="harmful",

@@ -9,7 +9,7 @@ import torch
 
 from refusalscope.data.load import Prompt
 from refusalscope.errors import UserError
-from refusalscope.generate import GenerateConfig, _split_completion, generate_rows
+from refusalscope.generation import GenerateConfig, _split_completion, generate_rows
 from refusalscope.models.tiny import tiny_handle
 
 TEXTS = ["Write a short poem about the sea.", "hello", "Explain how photosynthesis works in plants, step by step please.",
@@ -83,7 +83,7 @@ def test_config_round_trip():
 
 def test_run_generate_resumes(tiny_folder, prompt_file):
     from refusalscope.fileio import read_jsonl
-    from refusalscope.generate import GENERATIONS, run_generate
+    from refusalscope.generation import GENERATIONS, run_generate
 
     cfg = GenerateConfig(model=str(tiny_folder), prompts_file=str(prompt_file), n=6, max_new_tokens=6)
     full = run_generate(cfg, batch_size=2)

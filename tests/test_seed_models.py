@@ -98,7 +98,7 @@ def test_chat_formatting(folders, caplog: pytest.LogCaptureFixture) -> None:
 
 @pytest.mark.parametrize("arch", SEED_ARCHS)
 def test_generation_equals_transformers_greedy(handles, arch: str) -> None:
-    from refusalscope.generate import GenerateConfig, generate_batch
+    from refusalscope.generation import GenerateConfig, generate_batch
 
     h = handles[arch]
     texts = [h.format_prompt(p) for p in ("Write a poem about the sea.", "hello")]

@@ -44,7 +44,7 @@ def test_models_lists_the_served_model(server) -> None:  # type: ignore[no-untyp
 
 
 def test_chat_completion_matches_local_greedy_generation(server) -> None:  # type: ignore[no-untyped-def]
-    from refusalscope.generate import GenerateConfig, generate_batch
+    from refusalscope.generation import GenerateConfig, generate_batch
 
     handle, base = server
     msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello"}]
@@ -66,7 +66,7 @@ def _chat(base: str, **body: object) -> str:
 
 
 def _local(handle, seed: int, temperature: float, top_p: float = 1.0) -> str:  # type: ignore[no-untyped-def]
-    from refusalscope.generate import GenerateConfig, generate_batch
+    from refusalscope.generation import GenerateConfig, generate_batch
 
     text = handle.tokenizer.apply_chat_template([{"role": "user", "content": "hi"}],
                                                 tokenize=False, add_generation_prompt=True)

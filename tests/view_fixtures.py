@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from refusalscope.fileio import append_jsonl, write_jsonl
-from refusalscope.generate import GenerateConfig
+from refusalscope.generation import GenerateConfig
 from refusalscope.runs import Run
 from refusalscope.scoring.base import Label
 

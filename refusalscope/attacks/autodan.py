@@ -261,7 +261,7 @@ class AutoDAN:
     def check(self, body: str, comp: Ledger) -> list[dict[str, Any]]:
         """Greedy replies of `check_tokens` tokens to every request with `body`, labelled."""
         from refusalscope.data.load import Prompt
-        from refusalscope.generate import GenerateConfig, generate_rows
+        from refusalscope.generation import GenerateConfig, generate_rows
         from refusalscope.scoring.heuristic import HeuristicScorer
 
         prompts = [Prompt(id=f"r{i}", prompt=render(body, g, self.name, self.developer),

@@ -213,7 +213,7 @@ def _generate(cfg: PairsConfig, folder: Path, todo: list[Any], n: int, kept: int
     """Generate `todo` in order, sample by sample, scoring and appending each batch; stop
     once `n` are kept. Returns (answers generated, pairs kept in all)."""
     from refusalscope.fileio import append_jsonl
-    from refusalscope.generate import GenerateConfig, generate_rows
+    from refusalscope.generation import GenerateConfig, generate_rows
     from refusalscope.models.handle import ModelHandle
     from refusalscope.scoring.relevance import RelevanceChecker
 

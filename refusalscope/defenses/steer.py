@@ -165,7 +165,7 @@ def search(handle: Any, cfg: SteerDefenseConfig, prompts: tuple[list[Any], list[
            hooks: dict[float, list[Any]], sink: Any, *, batch_size: int = 16,
            on_alpha: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
     """One row per alpha: harmful RRR and harmless over-refusal with Wilson CIs."""
-    from refusalscope.generate import GenerateConfig
+    from refusalscope.generation import GenerateConfig
     from refusalscope.interp.steer_eval import eval_condition, make_scorer
 
     scorer = make_scorer(cfg.scorer)
@@ -222,7 +222,7 @@ def run_defend_steer(cfg: SteerDefenseConfig, *, options: Any = None, batch_size
     import time
 
     from refusalscope.fileio import atomic_write_json, read_jsonl, sha256_file
-    from refusalscope.generate import generation_ledger
+    from refusalscope.generation import generation_ledger
     from refusalscope.interp.directions import load_directions
     from refusalscope.models.handle import ModelHandle
     from refusalscope.runs import Run
@@ -267,7 +267,7 @@ def evaluate(cfg: Any, alpha: float, *, options: Any = None,
 
     The alpha is an argument: it was fixed on the direction split before this is called.
     """
-    from refusalscope.generate import GenerateConfig, run_generate
+    from refusalscope.generation import GenerateConfig, run_generate
     from refusalscope.interp.steer_eval import make_scorer
     from refusalscope.scoring import BootstrapSpec
     from refusalscope.scoring.score import score_run

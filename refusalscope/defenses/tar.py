@@ -215,7 +215,7 @@ def refusal_pairs(pairs: Sequence[Pair]) -> list[Pair]:
 
 def own_replies(handle: Any, prompts: Sequence[Any], max_new_tokens: int) -> list[Pair]:
     """The model's greedy replies to `prompts` (`data.load.Prompt`s), as retain pairs."""
-    from refusalscope.generate import GenerateConfig, generate_rows
+    from refusalscope.generation import GenerateConfig, generate_rows
 
     cfg = GenerateConfig(model=handle.name, n=len(prompts), max_new_tokens=max_new_tokens)
     rows = {r["id"]: r for r in generate_rows(handle, prompts, cfg)}

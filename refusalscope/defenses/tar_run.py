@@ -144,7 +144,7 @@ def _retain(handle: Any, cfg: TarConfig, run: Any) -> tuple[list[Any], dict[str,
         pairs = own_replies(handle, prompts, cfg.retain_new_tokens)
         write_jsonl(path, [{"id": p.id, "prompt": p.prompt, "response": p.response,
                             "source": p.source} for p in pairs])
-    from refusalscope.generate import generation_ledger
+    from refusalscope.generation import generation_ledger
 
     tok = handle.tokenizer
     special = not handle.has_chat_template

@@ -94,7 +94,7 @@ def eval_condition(handle: Any, name: str, prompts: list[Any], hooks: list[Any],
     and `refused`) to the JSONL file `sink`; return the condition's summary (rates, Wilson CIs).
     """
     from refusalscope.fileio import append_jsonl
-    from refusalscope.generate import generate_rows
+    from refusalscope.generation import generate_rows
 
     rows = [{**r, "condition": name} for r in generate_rows(
         handle, prompts, gcfg, batch_size=batch_size, interventions=hooks)]
@@ -111,7 +111,7 @@ def run_steer_eval(cfg: SteerEvalConfig, *, options: Any = None, batch_size: int
 
     from refusalscope.data.load import load_split
     from refusalscope.fileio import atomic_write_json, sha256_file
-    from refusalscope.generate import GenerateConfig
+    from refusalscope.generation import GenerateConfig
     from refusalscope.interp.directions import load_directions
     from refusalscope.interp.steering import SteerSpec
     from refusalscope.models.handle import ModelHandle

@@ -116,7 +116,7 @@ class LocalJudge:
     def answer(self, messages: Sequence[tuple[str, str]], max_new_tokens: int,
                on_step: ProgressFn | None = None) -> list[str]:
         from refusalscope.cpu_kernels import onednn_linears
-        from refusalscope.generate import GenerateConfig, generate_batch
+        from refusalscope.generation import GenerateConfig, generate_batch
 
         cfg = GenerateConfig(model=self.handle.name, max_new_tokens=max_new_tokens)
         texts = [self.handle.format_prompt(user, system) for system, user in messages]

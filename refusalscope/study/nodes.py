@@ -67,7 +67,7 @@ def _attacked_prompts(p: dict[str, Any], attack: dict[str, Any], work: Path) -> 
     AutoDAN text, each template), as a prompt file."""
     from refusalscope.attacks.registry import get
     from refusalscope.attacks.runner import load_result
-    from refusalscope.generate import GenerateConfig, load_prompts
+    from refusalscope.generation import GenerateConfig, load_prompts
     from refusalscope.runs import config_id
 
     base = load_prompts(GenerateConfig(model=p["model"], split=p["split"], n=p["n"],
@@ -91,7 +91,7 @@ def _attacked_prompts(p: dict[str, Any], attack: dict[str, Any], work: Path) -> 
 
 
 def run_generate_node(node: Any, ins: dict[str, dict[str, Any]], work: Path) -> dict[str, Any]:
-    from refusalscope.generate import GenerateConfig, run_generate
+    from refusalscope.generation import GenerateConfig, run_generate
 
     p = node.params
     prompts = _attacked_prompts(p, ins["attack"], work) if "attack" in ins else p["prompts"]
