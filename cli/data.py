@@ -12,7 +12,9 @@ app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode=None,
     help="Pull the hash-pinned harmful-request benchmarks, build seeded splits "
-         "(attack-train / direction / eval) with a harmless contrast set, or import your own file.",
+         "(attack-train / direction / eval) with a harmless contrast set, or import your own file. "
+         "Everything goes under $REFUSALSCOPE_HOME/data.\n\n\b\nExample:\n"
+         "  refusalscope data pull && refusalscope data build",
 )
 
 _PREVIEW = 80

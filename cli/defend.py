@@ -8,7 +8,9 @@ defend_app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode=None,
     help="Defend a model: tamper-resistant fine-tuning (tar) before attacks, refusal-direction "
-         "steering (steer) after them. Evaluate with the same attacks, `generate` and `score`.",
+         "steering (steer) after them. Evaluate with the same attacks, `generate` and `score`."
+         "\n\n\b\nExample:\n"
+         "  refusalscope defend tar -m qwen2.5-coder-0.5b",
 )
 
 

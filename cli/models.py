@@ -13,7 +13,9 @@ from refusalscope.cli._common import user_errors
 app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode=None,
-    help="Known models, pulling them into the cache, and what a model is (params, template, hash).",
+    help="Known models, pulling them into the cache ($REFUSALSCOPE_HOME/models), and what a "
+         "model is (params, template, hash).\n\n\b\nExample:\n"
+         "  refusalscope models pull qwen2.5-coder-0.5b",
 )
 
 _INFO_ORDER = ("name", "description", "kind", "is_chat", "hub_id", "architecture", "params",

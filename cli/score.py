@@ -40,7 +40,8 @@ score_app = typer.Typer(
     rich_markup_mode=None,
     help="Label responses as refusals and report refusal rates with 95% CIs. "
          "`refusalscope score RUN...` is short for `refusalscope score runs RUN...`; "
-         "see `refusalscope score runs --help`.",
+         "see `refusalscope score runs --help`.\n\n\b\nExample:\n"
+         "  refusalscope score RUN --scorer ensemble",
 )
 
 

@@ -11,7 +11,9 @@ study_app = typer.Typer(
     rich_markup_mode=None,
     help="Run a study spec (TOML: models x attacks x seeds x eval x scorers) as a graph of runs "
          "that resumes where it stopped. SPEC is a .toml file or a shipped spec name "
-         "(quickstart, seed-plan, defenses).",
+         "(quickstart, seed-plan, defenses). Studies live under $REFUSALSCOPE_ARTIFACTS/studies."
+         "\n\n\b\nExample:\n"
+         "  refusalscope study plan quickstart && refusalscope study run quickstart",
 )
 
 _SPEC = typer.Argument(..., metavar="SPEC", help="A spec .toml file or a shipped spec name.")

@@ -253,3 +253,22 @@ def test_score_classifier_default_is_the_scoring_default() -> None:
     assert {p.name: p.default for p in tree["score runs"].params}["classifier"] == DEFAULT_NAME
     assert {p.name: p.default for p in tree["score train-classifier"].params}["name"] \
         == DEFAULT_NAME
+
+
+def _groups(cmd: Any, path: tuple[str, ...] = ()) -> list[tuple[str, Any]]:
+    subs = getattr(cmd, "commands", None) or {}
+    out = [(" ".join(path), cmd)] if path and subs else []
+    for name, sub in subs.items():
+        out.extend(_groups(sub, (*path, name)))
+    return out
+
+
+GROUPS = _groups(typer.main.get_command(app))
+
+
+@pytest.mark.parametrize("path,cmd", GROUPS, ids=[p for p, _ in GROUPS])
+def test_group_help_ends_with_an_example(path: str, cmd: Any) -> None:
+    """`refusalscope score --help` etc.: the group's own help closes with an example too."""
+    lines = [ln.strip() for ln in (cmd.help or "").strip().splitlines() if ln.strip()]
+    assert len(lines) >= 2 and lines[-2] == "Example:", f"{path}: {lines[-2:]!r}"
+    assert lines[-1].startswith(f"refusalscope {path}"), f"{path}: {lines[-1]!r}"
