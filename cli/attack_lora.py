@@ -48,6 +48,7 @@ def lora(
     device: str = typer.Option("auto", metavar="DEVICE", help="auto | cpu | cuda | cuda:N"),
     dtype: str = typer.Option("auto", metavar="DTYPE", help="auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16"),
     resume: str | None = typer.Option(None, metavar="RUN", help="Continue an interrupted attack-lora run (folder or id)."),
+    out: str | None = typer.Option(None, "--out", metavar="DIR", help="Folder for the cells' run folders (made if missing) instead of $REFUSALSCOPE_ARTIFACTS/runs; finished cells already in it are skipped."),
 ) -> None:
     """Fine-tune LoRA adapters on harmful prompt -> compliant response pairs (attack-train split).
 
@@ -57,7 +58,8 @@ def lora(
     unfinished one continues from its checkpoint. Single values default to
     `LoraAttackConfig`'s; --n-data and --steps default to a sweep.
 
-    No --out: a sweep writes one run per cell, found again by its config id (resume).
+    With --out DIR the cells' run folders go in DIR instead (a sweep writes one run per cell,
+    found again there by its config id: rerunning the same command resumes).
 
     \b
     Example:
@@ -104,8 +106,13 @@ def lora(
     def on_memory(plan) -> None:  # type: ignore[no-untyped-def]
         typer.echo(f"  {plan.summary()}", err=True)
 
+    from pathlib import Path
+
+    root = Path(out).expanduser() if out else None
+    if root is not None and root.exists() and not root.is_dir():
+        raise UserError(f"--out {out}: exists and is not a folder")
     for res in run_grid(cfgs, options=opts, on_cell=on_cell, on_step=on_step,
-                        on_memory=on_memory):
+                        on_memory=on_memory, root=root):
         c = res.config
         flops = res.compute.get("flops_estimate", 0)
         tag = "skipped (finished)" if res.skipped else "done"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -73,3 +74,23 @@ def test_resume_finished_run_is_an_error(tiny_folder, tmp_path):
     path = res.stdout.split("\t")[0]
     assert "already finished" in _one_line_error(runner.invoke(app, ["attack", "lora",
                                                                      "--resume", path]))
+
+
+def test_attack_lora_out_puts_cells_in_the_folder_and_resumes_there(tmp_path, tiny_folder):
+    """`attack lora --out DIR`: every cell's run folder is made in DIR (not under the artifacts
+    runs folder), and the same command again finds the finished cells there and skips them."""
+    out = tmp_path / "sweep"
+    args = ["attack", "lora", "-m", str(tiny_folder), "--data", _pairs(tmp_path),
+            "--n-data", "3", "--steps", "1,2", "--batch-size", "2", "--max-len", "48",
+            "--out", str(out)]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    lines = [ln for ln in first.stdout.splitlines() if ln.strip()]
+    runs = [Path(ln.split("\t")[0]) for ln in lines]
+    assert len(runs) == 2
+    assert all(r.parent == out and (r / "manifest.json").is_file() for r in runs)
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert [ln.split("\t")[0] for ln in again.stdout.splitlines() if ln.strip()] == \
+        [str(r) for r in runs]
+    assert all(ln.endswith("skipped (finished)") for ln in again.stdout.splitlines() if ln.strip())

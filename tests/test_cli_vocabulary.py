@@ -20,9 +20,8 @@ from typer.testing import CliRunner
 from refusalscope.cli._common import RENAMED
 from refusalscope.cli.app import app
 
-# `attack ...` belongs to the attack helper (issue 19), who applies the same vocabulary there;
-# until then these known gaps are allowed for attack commands only, and nowhere else.
-ATTACK_ALLOWED = {"no_help", "no_example", "no_out", "forbidden"}  # attack helper, issue 19
+# `attack ...` commands are checked by `test_attack_commands_have_no_gaps` (the same rules).
+ATTACK_ALLOWED: set[str] = set()
 
 # Spellings that are not the vocabulary (each has a replacement in docs/cli.md).
 FORBIDDEN = ("--n-eval", "--max-length", "--pos", "--model-dtype", "--alpha")
@@ -120,8 +119,9 @@ def test_writers_take_out_and_name_the_artifacts_folder() -> None:
             assert "$REFUSALSCOPE_ARTIFACTS" in (cmd.help or ""), path
 
 
-def test_attack_gaps_are_listed_not_silent() -> None:
-    """What attack commands still miss (the attack helper's part); printed for the report."""
+def test_attack_commands_have_no_gaps() -> None:
+    """Attack commands follow the vocabulary too: help on every option, a closing example,
+    `--out`, no forbidden spelling."""
     gaps = []
     for path, cmd in COMMANDS:
         if not path.startswith("attack"):
@@ -135,7 +135,6 @@ def test_attack_gaps_are_listed_not_silent() -> None:
         if spellings(cmd) & set(FORBIDDEN):
             gaps.append((path, "forbidden"))
     assert {kind for _, kind in gaps} <= ATTACK_ALLOWED, gaps
-    print("attack gaps (issue 19):", gaps)
 
 
 # --- Old spellings keep working for one release -------------------------------------------

@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from refusalscope.attacks.lora import COMMAND, COMPUTE, LoraAttackConfig
@@ -64,12 +65,13 @@ def expand_grid(model: str, grid: dict[str, Sequence[Any]], **fixed: Any) -> lis
             for combo in itertools.product(*(grid[k] for k in keys))]
 
 
-def find_run(cfg: LoraAttackConfig) -> Any:
-    """The latest run of exactly this config (by the config id in folder names), or None."""
+def find_run(cfg: LoraAttackConfig, root: Path | None = None) -> Any:
+    """The latest run of exactly this config (by the config id in folder names) in `root`
+    (default: `paths.runs_dir()`), or None."""
     from refusalscope.paths import runs_dir
     from refusalscope.runs import Run, config_id
 
-    root = runs_dir()
+    root = root or runs_dir()
     if not root.is_dir():
         return None
     want = cfg.to_dict()
@@ -94,9 +96,12 @@ class CellResult:
 def run_grid(cfgs: Sequence[LoraAttackConfig], *, options: Any = None,
              on_cell: Callable[[int, int, LoraAttackConfig], None] | None = None,
              on_step: Callable[[int, int, float], None] | None = None,
-             on_memory: Callable[[Any], None] | None = None) -> list[CellResult]:
+             on_memory: Callable[[Any], None] | None = None,
+             root: Path | None = None) -> list[CellResult]:
     """Train every cell not finished yet, on one loaded model; returns one result per cell.
-    `on_memory(plan)` gets each trained cell's memory estimate (`lora.memory_plan`).
+    `on_memory(plan)` gets each trained cell's memory estimate (`lora.memory_plan`). `root`: the
+    folder that holds the cells' run folders (default `paths.runs_dir()`); finished cells found
+    there are skipped.
 
     All bad input (data sizes, target modules) fails before the first run folder is made.
     """
@@ -108,7 +113,7 @@ def run_grid(cfgs: Sequence[LoraAttackConfig], *, options: Any = None,
         raise UserError("a grid trains one model: give one --model")
     data = {c: load_pairs(c.n_data, seed=c.seed, target_kind=c.target_kind,
                           data_file=c.data_file) for c in cfgs}
-    existing = {c: find_run(c) for c in cfgs}
+    existing = {c: find_run(c, root) for c in cfgs}
     results: dict[LoraAttackConfig, CellResult] = {}
     for c, run in existing.items():
         if run is not None and run.manifest.status == "success":
@@ -128,7 +133,7 @@ def run_grid(cfgs: Sequence[LoraAttackConfig], *, options: Any = None,
             cells.sort(key=lambda c: c.steps)
             longest, shorter = cells[-1], {c.steps: c for c in cells[:-1]}
             runs = {c: existing[c] or Run.create(COMMAND, c.to_dict(), model=c.model,
-                                                 seed=c.seed, harmful_content=True)
+                                                 seed=c.seed, harmful_content=True, root=root)
                     for c in cells}
             done += 1
             if on_cell is not None:
