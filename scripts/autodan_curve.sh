@@ -19,7 +19,7 @@ if [[ -n "$last" ]] && ! grep -q '"status": "success"' "$last/manifest.json"; th
 else
   nice -n 5 "$PY" -m refusalscope attack autodan -m qwen2.5-coder-0.5b \
     --no-early-stop --population "$POPULATION" --generations "$GENERATIONS" \
-    --n-eval "$N_EVAL" --max-new-tokens 48 --seed 0
+    --eval-n "$N_EVAL" --max-new-tokens 48 --seed 0
 fi
 run=$(ls -d "$REFUSALSCOPE_ARTIFACTS"/runs/*attack-autodan* | tail -n 1)
 "$PY" - "$run" <<'PYEOF'
