@@ -143,19 +143,12 @@ def heldout_rows(spec: Any, nodes: Sequence[Any], study: Path,
                  ) -> list[dict[str, Any]]:
     """One row per finished score node of a LoRA cell or baseline: model (``undefended`` or
     ``TAR``), attack, its label and axes, steps, RRR with its bootstrap and Wilson 95% CIs."""
-    import json
-
-    from refusalscope.study.executor import record
-    from refusalscope.study.report import latest_metrics
+    from refusalscope.study.report import node_metrics, scored_nodes
 
     comparisons = compare_spec(spec) if comparisons is None else comparisons
     by_id = {n.id: n for n in nodes}
     rows = []
-    for n in nodes:
-        rec = record(study, n) if n.kind == "score" else None
-        if rec is None:
-            continue
-        gen = by_id[n.inputs["generate"]]
+    for n, rec, gen in scored_nodes(nodes, study):
         if "attack" in gen.inputs or "steer" in gen.inputs:
             continue  # prompt attacks and the steering defense: not about TAR's adversary
         atk = _attack_of(by_id[gen.inputs["adapter"]], spec.attacks) \
@@ -164,8 +157,7 @@ def heldout_rows(spec: Any, nodes: Sequence[Any], study: Path,
             continue
         steps = gen.params.get("adapter_steps")
         comp = comparisons.get((atk.name, steps)) if atk is not None else None
-        path = latest_metrics(Path(rec["outputs"]["metrics"]), n.params["scorer"])
-        rrr = json.loads(path.read_text(encoding="utf-8")).get("rrr") or {}
+        rrr = node_metrics(n, rec).get("rrr") or {}
         lora = by_id[gen.inputs["adapter"]].params if atk is not None else {}
         rows.append({
             "model": "TAR" if "defended" in gen.inputs else "undefended",

@@ -20,6 +20,7 @@ import csv
 import datetime as _dt
 import io
 import json
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,16 +79,27 @@ def latest_metrics(metrics: Path, scorer: str) -> Path:
     return latest if latest.is_file() else metrics
 
 
+def scored_nodes(nodes: Sequence[Node], study: Path
+                 ) -> Iterator[tuple[Node, dict[str, Any], Node]]:
+    """(score node, its record, the generate node it scored) for every finished score node."""
+    by_id = {n.id: n for n in nodes}
+    for n in nodes:
+        rec = record(study, n) if n.kind == "score" else None
+        if rec is not None:
+            yield n, rec, by_id[n.inputs["generate"]]
+
+
+def node_metrics(node: Node, rec: dict[str, Any]) -> dict[str, Any]:
+    """A finished score node's metrics: its scorer's latest `metrics*.json` in the run."""
+    return _json(latest_metrics(Path(rec["outputs"]["metrics"]), node.params["scorer"]))
+
+
 def results(nodes: list[Node], study: Path) -> list[dict[str, Any]]:
     """One row per finished score node (see `COLUMNS`)."""
     by_id = {n.id: n for n in nodes}
     rows = []
-    for n in nodes:
-        rec = record(study, n) if n.kind == "score" else None
-        if rec is None:
-            continue
-        gen = by_id[n.inputs["generate"]]
-        m = _json(latest_metrics(Path(rec["outputs"]["metrics"]), n.params["scorer"]))
+    for n, rec, gen in scored_nodes(nodes, study):
+        m = node_metrics(n, rec)
         rrr = m.get("rrr") or {}
         harmful = (m.get("outcomes", {}).get("by_label", {}) or {}).get("harmful") or {}
         drift = _json(rec["outputs"]["drift"]) if rec["outputs"].get("drift") else {}
