@@ -80,16 +80,15 @@ def main() -> None:
 
     import torch
 
-    from refusalscope.scoring.classifier import DEFAULT_NAME, encode, load_classifier
-    from refusalscope.scoring.ensemble import EnsembleScorer
-    from refusalscope.scoring.heuristic import HeuristicScorer
+    from refusalscope.scoring.classifier import encode
+    from refusalscope.scoring.factory import scorer
     from refusalscope.scoring.relevance import shared_embedder
 
     prompts, resps = responses(args.n, args.runs)
-    heur = HeuristicScorer()
-    clf = load_classifier(args.classifier or DEFAULT_NAME)
+    heur = scorer("heuristic")
+    clf = scorer("classifier", classifier=args.classifier)
     clf.batch_size = args.batch_size
-    ens = EnsembleScorer(clf, heur)
+    ens = scorer("ensemble", classifier=clf, heuristic=heur)
     t0 = time.perf_counter()
     emb = shared_embedder()
     if args.st_embedder:

@@ -129,12 +129,10 @@ def score_runs(
 
         jcfg = JudgeConfig(spec=str(judge), rubric=rubric)
         scorer = JudgeScorer(load_judge(jcfg), jcfg, fallback=heuristic)
-    elif scorer_name != "heuristic":
-        from refusalscope.scoring.classifier import load_classifier
-        from refusalscope.scoring.ensemble import EnsembleScorer
+    else:
+        from refusalscope.scoring.factory import scorer as make_scorer
 
-        clf = load_classifier(classifier)
-        scorer = clf if scorer_name == "classifier" else EnsembleScorer(clf, heuristic)
+        scorer = make_scorer(scorer_name, classifier=classifier, heuristic=heuristic)
     if n_boot < 1:
         raise UserError(f"--n-boot must be at least 1, not {n_boot}")
     spec = BootstrapSpec(n_boot=n_boot, seed=seed)

@@ -19,7 +19,8 @@ from pathlib import Path
 from refusalscope.attacks.gcg_run import DEFAULT_TARGET
 from refusalscope.data.load import load_split
 from refusalscope.fileio import read_jsonl, write_jsonl
-from refusalscope.scoring.score import asr_summary, label_outcomes, study_scorer
+from refusalscope.scoring.factory import scorer as make_scorer
+from refusalscope.scoring.score import asr_summary, label_outcomes
 
 
 def main() -> None:
@@ -29,7 +30,7 @@ def main() -> None:
     rows = read_jsonl(args.run / "eval.jsonl")
     request = {r["id"]: r["prompt"] for r in rows if r["variant"] == "baseline"}
     target = {p.id: p.target for split in {r["split"] for r in rows} for p in load_split(split)}
-    scorer = study_scorer()
+    scorer = make_scorer("study")
     labels = label_outcomes(scorer, [request[r["id"]] for r in rows],
                             [r["response"] for r in rows],
                             [target.get(r["id"]) or DEFAULT_TARGET for r in rows])

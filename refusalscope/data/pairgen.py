@@ -3,8 +3,8 @@
 A generator (by default a refusing ladder model with its refusal direction ablated, `--steer
 ablate:DIRS.h5` from `probe sweep`) answers the harmful prompts of `attack-train` — never
 `direction` or `eval`, and none that near-duplicates them (`data.holdout`) — `samples` times
-each, sampled with a seed. Every answer is scored by the study's scorer (`study_scorer`,
-ensemble, with the on-topic check) and kept only when its outcome is `complied`: refusals,
+each, sampled with a seed. Every answer is scored by the study's scorer (`scoring.factory`'s
+`study`: ensemble, with the on-topic check) and kept only when its outcome is `complied`: refusals,
 loops, echoes and off-topic answers are recorded with their reason and never trained on.
 
 Storage: `data_dir()/pairs/<content id>/` with `manifest.json` (generator, steer spec with the
@@ -142,9 +142,9 @@ def drop_reason(scored: dict[str, Any]) -> str | None:
 
 
 def _scorer(name: str) -> Any:
-    from refusalscope.scoring.score import study_scorer
+    from refusalscope.scoring.factory import scorer
 
-    return study_scorer(None if name == "heuristic" else "default")
+    return scorer("heuristic" if name == "heuristic" else "study")
 
 
 def score_rows(scorer: Any, checker: Any, rows: list[dict[str, Any]]) -> None:

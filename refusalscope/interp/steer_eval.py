@@ -52,15 +52,11 @@ class SteerEvalConfig:
 
 
 def make_scorer(name: str) -> Any:
-    """`heuristic`, or `ensemble` (the trained classifier + heuristic)."""
-    from refusalscope.scoring.heuristic import HeuristicScorer
+    """`heuristic`, or `ensemble` (the default trained classifier + heuristic), from
+    `scoring.factory` (the one place scorers are built by name)."""
+    from refusalscope.scoring.factory import scorer
 
-    if name == "heuristic":
-        return HeuristicScorer()
-    from refusalscope.scoring.classifier import load_classifier
-    from refusalscope.scoring.ensemble import EnsembleScorer
-
-    return EnsembleScorer(load_classifier(), HeuristicScorer())
+    return scorer(name)
 
 
 INCOHERENT = frozenset({"repetitive", "empty"})

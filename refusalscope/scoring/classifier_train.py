@@ -230,12 +230,12 @@ def train_classifier(cfg: TrainConfig, split: dict[str, list[Any]],
 
 def heldout_report(clf: RefusalClassifier, held: list[Any]) -> dict[str, Any]:
     """Binary, three-way and per-class held-out metrics of classifier, heuristic, ensemble."""
-    from refusalscope.scoring.ensemble import EnsembleScorer, outcome_of
-    from refusalscope.scoring.heuristic import HeuristicScorer
+    from refusalscope.scoring.ensemble import outcome_of
+    from refusalscope.scoring.factory import scorer
     from refusalscope.scoring.metrics import binary_report
 
     prompts, responses = [e.prompt for e in held], [e.response for e in held]
-    labels = EnsembleScorer(clf, HeuristicScorer()).score_all(prompts, responses)
+    labels = scorer("ensemble", classifier=clf).score_all(prompts, responses)
     gold_ref = [bool(e.refused) for e in held]
     gold = [e.outcome for e in held]
     preds = {name: [outcome_of(lab) for lab in labs] for name, labs in labels.items()}

@@ -21,13 +21,15 @@ log = logging.getLogger(__name__)
 NAMES = ("heuristic", "classifier", "ensemble", "study")
 
 
-def scorer(name: str, *, classifier: str | None = None, heuristic: Any = None) -> Any:
+def scorer(name: str, *, classifier: Any = None, heuristic: Any = None) -> Any:
     """The scorer called `name` (one of `NAMES`).
 
-    `classifier`: the trained classifier's name (None: `scoring.classifier.DEFAULT_NAME`);
-    `heuristic`: a configured `HeuristicScorer` (own phrase lists or window) to use instead of
-    the default one. `study` with `classifier` "none" is the heuristic, without a warning.
-    A missing classifier is a `UserError` for `classifier` and `ensemble`.
+    `classifier`: the trained classifier's name (None or "default":
+    `scoring.classifier.DEFAULT_NAME`), or a loaded `RefusalClassifier` (one just trained, or
+    one several scorers share, so it is loaded once); `heuristic`: a configured
+    `HeuristicScorer` (own phrase lists or window) to use instead of the default one. `study`
+    with `classifier` "none" is the heuristic, without a warning. A missing classifier is a
+    `UserError` for `classifier` and `ensemble`.
     """
     from refusalscope.scoring.heuristic import HeuristicScorer
 
@@ -39,6 +41,8 @@ def scorer(name: str, *, classifier: str | None = None, heuristic: Any = None) -
     from refusalscope.scoring.classifier import DEFAULT_NAME, load_classifier
     from refusalscope.scoring.ensemble import EnsembleScorer
 
+    if not (classifier is None or isinstance(classifier, str)):  # already loaded
+        return classifier if name == "classifier" else EnsembleScorer(classifier, h)
     clf_name = DEFAULT_NAME if classifier in (None, "default") else classifier
     if name == "study":
         try:

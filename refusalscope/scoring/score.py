@@ -21,13 +21,11 @@ heuristic always, and the ensemble's classifier component.
 from __future__ import annotations
 
 import itertools
-import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from refusalscope.errors import UserError
 from refusalscope.fileio import atomic_write_json, sha256_file, write_jsonl
 from refusalscope.runs import Run, utc_now
 from refusalscope.scoring.base import Label, Scorer
@@ -37,7 +35,6 @@ from refusalscope.scoring.calibration import ce_summary
 from refusalscope.scoring.metrics import (BootstrapSpec, binary_report, outcome_report,
                                           summarise)
 
-log = logging.getLogger(__name__)
 METRICS_SCHEMA = 1
 
 
@@ -230,29 +227,6 @@ def _record_event(run: Run, result: ScoreResult) -> None:
 
 # ---------------------------------------------------------------- attack evaluations
 
-def study_scorer(classifier: str | None = "default") -> Scorer:
-    """The scorer the study uses: the ensemble (trained `classifier` + heuristic), or the
-    heuristic alone, with a warning, when no such classifier is trained (`classifier=None`:
-    the heuristic, no warning; "default": `scoring.classifier.DEFAULT_NAME`).
-
-    Example:
-        study_scorer().name  # 'ensemble' once `score train-classifier` has run
-    """
-    heuristic = HeuristicScorer()
-    if classifier is None:
-        return heuristic
-    from refusalscope.scoring.classifier import DEFAULT_NAME, load_classifier
-    from refusalscope.scoring.ensemble import EnsembleScorer
-
-    try:
-        name = DEFAULT_NAME if classifier == "default" else classifier
-        return EnsembleScorer(load_classifier(name), heuristic)
-    except UserError as e:
-        log.warning("scoring with the heuristic alone: %s (train one with "
-                    "`refusalscope score train-classifier`)", e)
-        return heuristic
-
-
 def label_outcomes(scorer: Scorer, requests: list[str], responses: list[str],
                    targets: list[str | None] | None = None, *, relevance: Any = True
                    ) -> list[dict[str, Any]]:
@@ -265,7 +239,7 @@ def label_outcomes(scorer: Scorer, requests: list[str], responses: list[str],
     "outcome", "degeneracy", "p_off_topic"?}`.
 
     Example:
-        label_outcomes(study_scorer(), ["How do I X?"], ["Sure, here is how to X."])[0]["outcome"]
+        label_outcomes(factory.scorer("study"), ["How do I X?"], ["Sure, here."])[0]["outcome"]
     """
     from refusalscope.scoring.degeneracy import classify, p_offtopic_of
     from refusalscope.scoring.relevance import RelevanceChecker

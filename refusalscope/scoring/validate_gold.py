@@ -142,19 +142,16 @@ def rescore(pairs: Sequence[GoldPair], classifier: str | None = "default"
     topic check included): the heuristic, and with a trained `classifier` ("default": the
     project default) the classifier alone and the ensemble. Keys "run/id" -> {"<name> (now)":
     row}; nothing is written to the runs. Returns the rows and notes (a missing classifier)."""
-    from refusalscope.scoring.heuristic import HeuristicScorer
+    from refusalscope.scoring.factory import scorer
     from refusalscope.scoring.relevance import RelevanceChecker
     from refusalscope.scoring.score import label_outcomes
 
-    scorers: list[Any] = [HeuristicScorer()]
+    scorers: list[Any] = [scorer("heuristic")]
     notes = []
     if classifier is not None:
-        from refusalscope.scoring.classifier import DEFAULT_NAME, load_classifier
-        from refusalscope.scoring.ensemble import EnsembleScorer
-
         try:
-            clf = load_classifier(DEFAULT_NAME if classifier == "default" else classifier)
-            scorers += [clf, EnsembleScorer(clf, HeuristicScorer())]
+            clf = scorer("classifier", classifier=classifier)  # loaded once, used twice
+            scorers += [clf, scorer("ensemble", classifier=clf)]
         except UserError as e:
             notes.append(f"no classifier or ensemble: {e}")
     checker = RelevanceChecker()
