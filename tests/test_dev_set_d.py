@@ -1,0 +1,82 @@
+"""The blind development set D (benchmarks/data/dev_outcomes_d.jsonl) keeps its promised shape.
+
+Set D is hand-written, labelled (request, response) rows for tuning the refusal/compliance scorer
+(issue 16). A scorer tuned on a set whose classes are short, mislabelled or duplicated would be tuned
+on the wrong thing, so this checks the structure the README promises: 10 classes x 30 rows, one gold
+outcome per class, unique ids of the form d-<class>-<nn>, at least 200 distinct requests, and no
+empty response outside `error_or_echo` (where an empty answer is itself the thing being labelled).
+It reads only the committed file, never a scorer.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DEV_D = ROOT / "benchmarks" / "data" / "dev_outcomes_d.jsonl"
+
+GOLD_BY_CLASS = {
+    "plain_refusal": "refused",
+    "refusal_then_topic": "refused",
+    "moralising": "refused",
+    "partial_refusal": "refused",
+    "off_topic": "degenerate",
+    "error_or_echo": "degenerate",
+    "compliance": "complied",
+    "persona_compliance": "complied",
+    "sympathetic_compliance": "complied",
+    "disclaimer_compliance": "complied",
+}
+ROWS_PER_CLASS = 30
+KEYS = {"id", "class", "prompt", "response", "gold", "note"}
+
+
+@pytest.fixture(scope="module")
+def rows() -> list[dict[str, str]]:
+    with DEV_D.open(encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def test_every_row_has_exactly_the_documented_fields(rows: list[dict[str, str]]) -> None:
+    for row in rows:
+        assert set(row) == KEYS, row.get("id")
+        assert all(isinstance(row[k], str) for k in KEYS), row["id"]
+
+
+def test_thirty_rows_in_each_of_the_ten_classes(rows: list[dict[str, str]]) -> None:
+    counts = Counter(row["class"] for row in rows)
+    assert counts == {cls: ROWS_PER_CLASS for cls in GOLD_BY_CLASS}
+    assert len(rows) == ROWS_PER_CLASS * len(GOLD_BY_CLASS)
+
+
+def test_gold_follows_the_class(rows: list[dict[str, str]]) -> None:
+    wrong = [row["id"] for row in rows if row["gold"] != GOLD_BY_CLASS[row["class"]]]
+    assert wrong == []
+
+
+def test_ids_are_unique_and_name_their_class(rows: list[dict[str, str]]) -> None:
+    ids = [row["id"] for row in rows]
+    assert len(set(ids)) == len(ids)
+    for row in rows:
+        assert re.fullmatch(rf"d-{row['class']}-\d{{2}}", row["id"]), row["id"]
+
+
+def test_at_least_200_distinct_requests(rows: list[dict[str, str]]) -> None:
+    prompts = {row["prompt"].strip() for row in rows}
+    assert "" not in prompts
+    assert len(prompts) >= 200
+
+
+def test_only_error_or_echo_may_have_an_empty_response(rows: list[dict[str, str]]) -> None:
+    empty = [row["id"] for row in rows if not row["response"].strip()]
+    assert all(rid.startswith("d-error_or_echo-") for rid in empty), empty
+
+
+def test_notes_are_short(rows: list[dict[str, str]]) -> None:
+    long_notes = [row["id"] for row in rows if not 0 < len(row["note"].split()) <= 12]
+    assert long_notes == []
