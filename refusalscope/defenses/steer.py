@@ -31,13 +31,20 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from refusalscope.defenses.base import RUNTIME, DefendedHandle, DefenseResult, Progress
 from refusalscope.errors import UserError
+
+if TYPE_CHECKING:
+    from refusalscope.compute import ParamCounts
+    from refusalscope.models.handle import ModelHandle
+    from refusalscope.runs import Run
 
 log = logging.getLogger(__name__)
 
 COMMAND = "defend-steer"
+SEARCH_GENERATIONS = "search_generations.jsonl"
 RULES = ("margin", "target")
 
 
@@ -212,48 +219,124 @@ def spec_string(cfg: SteerDefenseConfig, alpha: float) -> str:
 
 def run_defend_steer(cfg: SteerDefenseConfig, *, options: Any = None, batch_size: int = 16,
                      on_alpha: Callable[[dict[str, Any]], None] | None = None) -> Any:
-    """Search alpha on the direction split, then (optionally) evaluate; returns the Run.
+    """Search alpha on the direction split, then (optionally) evaluate; returns the Run
+    (`runner.run_defense` with this module's `STEER`).
 
     Example:
         run = run_defend_steer(SteerDefenseConfig(model="qwen2.5-coder-0.5b",
                                adapter="artifacts/runs/<attack-lora run>",
                                directions="artifacts/runs/<probe-sweep run>/directions.h5"))
     """
-    import time
+    from refusalscope.defenses.runner import run_defense
 
-    from refusalscope.fileio import atomic_write_json, read_jsonl, sha256_file
-    from refusalscope.generation import generation_ledger
-    from refusalscope.interp.directions import load_directions
-    from refusalscope.models.handle import ModelHandle
-    from refusalscope.runs import Run
+    return run_defense(STEER, cfg, options=options, progress=on_alpha, batch_size=batch_size)
 
-    prompts = direction_prompts(cfg)
-    handle = ModelHandle.load(cfg.model, adapter=cfg.adapter, options=options)
-    assert cfg.directions is not None
-    load_directions(cfg.directions, handle)  # missing / other model: one line, before any run
-    hooks = _hooks(handle, cfg)
-    cfg = replace(cfg, directions=str(Path(cfg.directions).resolve()),
-                  directions_sha256=sha256_file(cfg.directions))
-    run = Run.create(COMMAND, cfg.to_dict(), model=cfg.model, seed=cfg.seed,
-                     harmful_content=True, input_runs=[cfg.adapter] if cfg.adapter else None)
-    with run.guard():
+
+class SteerDefense:
+    """The refusal direction added back while generating (module doc): kind runtime."""
+
+    name = "steer"
+    kind = RUNTIME
+    config_cls = SteerDefenseConfig
+    work = "generate"  # `study plan`'s measured rate
+    resumable = False  # a search is redone from the start
+    harmful_content = True
+    study_keys = ("alphas", "n", "skip", "rule", "target", "max_new_tokens", "seed",
+                  "sweep_n", "sweep_n_val", "positions")
+    # The sweep that makes the direction (study only); skip None: past its prompts.
+    study_defaults = {"skip": None, "sweep_n": 32, "sweep_n_val": 16,
+                      "positions": "post-instruction"}
+    study_inputs = {"directions": ("sweep_n", "sweep_n_val", "positions")}
+
+    def cost(self, cfg: SteerDefenseConfig, model_info: ParamCounts) -> float:
+        """Both sides' `n` prompts generated at every alpha (steering's d FLOPs per position
+        left out; the `eval_n` evaluation runs count their own)."""
+        from refusalscope.attacks.gcg_run import PROMPT_TOKENS
+        from refusalscope.compute import generation_flops
+
+        return float(len(cfg.alphas) * 2 * cfg.n
+                     * generation_flops(model_info, PROMPT_TOKENS, cfg.max_new_tokens))
+
+    def resources(self, cfg: SteerDefenseConfig | None) -> dict[str, float]:
+        return {"cpus": 2, "gpus": 1}
+
+    def prepare(self, handle: ModelHandle | None, cfg: SteerDefenseConfig) -> SteerDefenseConfig:
+        """Search prompts held out from the sweep (before loading); then the directions file
+        of this model and its layers, pinned by path and sha256."""
+        from refusalscope.fileio import sha256_file
+        from refusalscope.interp.directions import load_directions
+
+        if handle is None:
+            direction_prompts(cfg)
+            return cfg
+        assert cfg.directions is not None
+        load_directions(cfg.directions, handle)  # missing / other model: one line
+        _hooks(handle, cfg)  # bad layers fail here
+        return replace(cfg, directions=str(Path(cfg.directions).resolve()),
+                       directions_sha256=sha256_file(cfg.directions))
+
+    def run(self, handle: ModelHandle, cfg: SteerDefenseConfig, *, run: Run | None = None,
+            progress: Progress | None = None, batch_size: int | None = None) -> DefenseResult:
+        """The alpha search (generations into `run`, or a temporary file) and the choice."""
+        import tempfile
+        import time
+
+        from refusalscope.fileio import read_jsonl
+        from refusalscope.generation import generation_ledger
+
+        prompts = direction_prompts(cfg)
+        sink = (run.file(SEARCH_GENERATIONS) if run is not None
+                else Path(tempfile.mkdtemp(prefix="refusalscope-steer-")) / SEARCH_GENERATIONS)
         t0 = time.perf_counter()
-        table = search(handle, cfg, prompts, hooks, run.file("search_generations.jsonl"),
-                       batch_size=batch_size, on_alpha=on_alpha)
-        compute = generation_ledger(handle, read_jsonl(run.file("search_generations.jsonl")),
+        table = search(handle, cfg, prompts, _hooks(handle, cfg), sink,
+                       batch_size=batch_size or 16, on_alpha=progress)
+        compute = generation_ledger(handle, read_jsonl(sink),
                                     time.perf_counter() - t0).to_dict()
-        atomic_write_json(run.file("compute.json"), compute)
         alpha, why = select_alpha(table, cfg.rule, cfg.target)
         chosen = {"alpha": alpha, "why": why, "steer": spec_string(cfg, alpha),
                   "prompt_ids": {"harmful": [p.id for p in prompts[0]],
                                  "harmless": [p.id for p in prompts[1]]}}
-        del handle, hooks
-        ev = evaluate(cfg, alpha, options=options, batch_size=batch_size) if cfg.eval_n else {}
-        write_outputs(run, cfg, table, chosen, ev)
-    run.manifest.extra.update({"defense": "steer", "chosen": chosen, "eval": ev,
-                               "compute": compute})
-    run.finish("success")
-    return run
+        return DefenseResult(self.name, self.kind, cfg.to_dict(),
+                             {"steer": chosen["steer"], "alpha": alpha}, compute, log=table,
+                             extra={"chosen": chosen})
+
+    def apply(self, handle: ModelHandle, result: DefenseResult) -> ModelHandle:
+        """`handle` with the chosen addition hooks always on."""
+        from refusalscope.interp.steering import SteerSpec
+
+        hooks = SteerSpec.parse(result.artefact["steer"]).hooks(handle)
+        return DefendedHandle(handle, hooks=hooks, defense=self.name)
+
+    def write(self, run: Run, result: DefenseResult, *, options: Any = None,
+              batch_size: int | None = None) -> None:
+        """`compute.json`, the eval runs (`eval_n` > 0), the tables, `steer.txt`, the figure."""
+        from refusalscope.fileio import atomic_write_json
+
+        cfg = SteerDefenseConfig.from_dict(result.config)
+        chosen = result.extra["chosen"]
+        atomic_write_json(run.file("compute.json"), result.compute)
+        ev = (evaluate(cfg, chosen["alpha"], options=options, batch_size=batch_size or 16)
+              if cfg.eval_n else {})
+        result.extra["eval"] = ev
+        write_outputs(run, cfg, result.log, chosen, ev)
+        run.manifest.extra.update({"chosen": chosen, "eval": ev})
+
+    def outputs(self, run: Run) -> dict[str, Any]:
+        chosen = run.manifest.extra["chosen"]
+        return {"alpha": chosen["alpha"], "steer": chosen["steer"]}
+
+    def generation(self, outputs: dict[str, Any]) -> dict[str, Any]:
+        return {"steer": outputs["steer"]}
+
+    def study_table(self, params: dict[str, Any], where: str) -> dict[str, Any]:
+        """`alphas` a non-empty list; `skip` (None) past the sweep's n + n_val prompts."""
+        alphas = params["alphas"] if isinstance(params["alphas"], list) else [params["alphas"]]
+        if not alphas:
+            raise UserError(f"empty grid at {where}.alphas: give at least one value")
+        skip = params["skip"]
+        if skip is None:
+            skip = int(params["sweep_n"]) + int(params["sweep_n_val"])
+        return {**params, "alphas": alphas, "skip": skip}
 
 
 # ---------------------------------------------------------------- evaluation and files
@@ -335,3 +418,6 @@ def plot_defense(table: list[dict[str, Any]], alpha: float, ev: dict[str, Any], 
     ax.axvline(alpha, color="k", ls=":", lw=1, label=f"chosen alpha {alpha:g}")
     save_rate_figure(fig, ax, png, xlabel="addition coefficient alpha (x difference-in-means)",
                      ylabel="refusal rate", title=f"{title}: steering defense after the attack")
+
+
+STEER = SteerDefense()

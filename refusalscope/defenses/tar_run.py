@@ -1,4 +1,5 @@
-"""`defend tar` as a run: the outer loop with checkpoints, and the defended model saved in the run.
+"""`defend tar` as a run: the outer loop with checkpoints, the defended model saved in the run,
+and `TAR`, the registered defense (`defenses.registry`; kind weights).
 
 The run folder holds `model/` (the base model with the defense adapter merged in, safetensors +
 tokenizer + a `refusalscope.json` stamp naming base and defense; load it with `--model RUN` or
@@ -19,15 +20,21 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from refusalscope.compute import Ledger, combine
+from refusalscope.defenses.base import WEIGHTS, DefenseResult, Progress
 from refusalscope.defenses.tar import (
     DEFENSE, METHOD, StepFn, TarConfig, TarData, activate, attach_adapters, defense_params,
     inner_attack, outer_update, own_replies, param_counts, refusal_pairs,
 )
 from refusalscope.errors import UserError
 from refusalscope.models.peft_quiet import quiet_peft
+
+if TYPE_CHECKING:
+    from refusalscope.compute import ParamCounts
+    from refusalscope.models.handle import ModelHandle
+    from refusalscope.runs import Run
 
 log = logging.getLogger(__name__)
 
@@ -169,44 +176,142 @@ def load_data(cfg: TarConfig) -> tuple[list[Any], list[Any]]:
     return pairs, retain
 
 
-def run_tar(cfg: TarConfig, *, options: Any = None, resume: str | None = None,
+def run_tar(cfg: TarConfig | None = None, *, options: Any = None, resume: str | None = None,
             on_step: StepFn | None = None) -> Any:
-    """Train a defended model into a new run (or continue `resume`); returns the finished Run.
+    """Train a defended model into a new run (or continue `resume`); returns the finished Run
+    (`runner.run_defense` with this module's `TAR`).
 
     Example:
         run = run_tar(TarConfig(model="qwen2.5-coder-0.5b", outer_steps=8, inner_steps=4))
         # then: refusalscope attack lora --model {run.path}/model ...
     """
-    from refusalscope.attacks.lora import LoraAttackConfig, target_modules_for
-    from refusalscope.models.handle import ModelHandle
-    from refusalscope.models.registry import size_fields
-    from refusalscope.runs import Run, open_unfinished
+    from refusalscope.defenses.runner import run_defense
 
-    run = None
-    if resume is not None:
-        run = open_unfinished(resume, COMMAND)
-        cfg = TarConfig.from_dict(run.manifest.config)
-    pairs, _ = load_data(cfg)
-    handle = ModelHandle.load(cfg.model, options=options)
-    target_modules_for(handle.model, LoraAttackConfig(model=cfg.model))
-    if run is None:
-        run = Run.create(COMMAND, cfg.to_dict(), model=cfg.model, seed=cfg.seed)
-    t0 = time.perf_counter()
-    with run.guard():
-        retain, gen = _retain(handle, cfg, run)
+    def progress(row: dict[str, Any]) -> None:
+        if on_step is not None:
+            on_step(row["step"], row["steps"], row)
+
+    return run_defense(TAR, cfg, resume=resume, options=options, progress=progress)
+
+
+class TarDefense:
+    """TAR-style tamper-resistant fine-tuning (module doc of `defenses.tar`): kind weights."""
+
+    name = "tar"
+    kind = WEIGHTS
+    config_cls = TarConfig
+    work = "train"  # `study plan`'s measured rate
+    resumable = True  # `checkpoint.pt` every `save_every` outer steps
+    harmful_content = False
+    study_keys = ("outer_steps", "inner_steps", "inner_lr", "outer_lr", "retain_weight", "rank",
+                  "inner_rank", "n_data", "n_retain", "retain_new_tokens", "batch_size",
+                  "max_len", "target_kind", "data", "seed", "adv_lrs", "adv_ranks", "adv_steps",
+                  "adv_modules")
+    study_defaults = {"data": None}  # the spec's name for `data_file` (relative to the spec)
+    study_inputs: dict[str, tuple[str, ...]] = {}
+
+    def cost(self, cfg: TarConfig, model_info: ParamCounts) -> float:
+        """Per outer step: the inner attack's steps (their mean over a sampled adversary's
+        `adv_steps`) + 2 (the refusal and retain passes of the outer step), each batch x
+        max_len tokens with the loss on half of them. Retain generation is left out."""
+        from refusalscope.compute import train_flops
+
+        tokens = cfg.batch_size * cfg.max_len
+        inner = sum(cfg.adv_steps) / len(cfg.adv_steps) if cfg.adv_steps else cfg.inner_steps
+        return cfg.outer_steps * (inner + 2) * train_flops(model_info, tokens, tokens // 2)
+
+    def resources(self, cfg: TarConfig | None) -> dict[str, float]:
+        return {"cpus": 2, "gpus": 1}
+
+    def prepare(self, handle: ModelHandle | None, cfg: TarConfig) -> TarConfig:
+        """Too few pairs or no built data fail before the model is loaded; LoRA target modules
+        the model lacks, once it is."""
+        from refusalscope.attacks.lora import LoraAttackConfig, target_modules_for
+
+        if handle is None:
+            load_data(cfg)
+        else:
+            target_modules_for(handle.model, LoraAttackConfig(model=cfg.model))
+        return cfg
+
+    def run(self, handle: ModelHandle, cfg: TarConfig, *, run: Run | None = None,
+            progress: Progress | None = None, batch_size: int | None = None) -> DefenseResult:
+        """Train into `run` (resuming from its checkpoint) and save the defended model there;
+        without `run`, a copy of the model is trained in a temporary folder kept until the
+        process ends. With `run`, `handle` ends holding the defended weights."""
+        from refusalscope.fileio import read_jsonl
+
+        own = run if run is not None else _temporary_run(cfg)
+        work = handle if run is not None else _copy(handle)
+        pairs, _ = load_data(cfg)
+        t0 = time.perf_counter()
+        retain, gen = _retain(work, cfg, own)
         data = TarData(pairs, refusal_pairs(pairs), retain)
-        run.manifest.extra.update({
-            "defense": "tar", "method": METHOD, "data_ids": data.ids(),
-            "model_info": {"source": handle.source, "n_params": handle.n_params(),
-                           **size_fields(handle),
-                           "n_layers": handle.n_layers, "d_model": handle.d_model},
-            "device": str(handle.device)})
-        run.save()
-        logs = train_tar(handle, data, cfg, run, on_step=on_step)
-        model_dir = save_defended(handle, run, cfg)
+        own.manifest.extra.update({
+            "defense": self.name, "method": METHOD, "data_ids": data.ids(),
+            "model_info": _model_info(work), "device": str(work.device)})
+        own.save()
+
+        def on_step(step: int, total: int, row: dict[str, Any]) -> None:
+            if progress is not None:
+                progress({**row, "steps": total})
+
+        logs = train_tar(work, data, cfg, own, on_step=on_step)
+        model_dir = save_defended(work, own, cfg)
         compute = _totals(logs, gen, time.perf_counter() - t0)
-        _finish(run, compute, model_dir)
-    return run
+        return DefenseResult(self.name, self.kind, cfg.to_dict(),
+                             {"model": str(model_dir.resolve()),
+                              "adapter": str(own.file("defense_adapter").resolve())},
+                             compute, log=read_jsonl(own.file(LOSS)),
+                             extra={"method": METHOD, "data_ids": data.ids()})
+
+    def apply(self, handle: ModelHandle, result: DefenseResult) -> ModelHandle:
+        """The defended model, loaded from its folder on the handle's device and dtype."""
+        from refusalscope.models.handle import ModelHandle, RuntimeOptions
+
+        dtype = str(next(handle.model.parameters()).dtype).removeprefix("torch.")
+        return ModelHandle.load(result.artefact["model"],
+                                options=RuntimeOptions(device=str(handle.device), dtype=dtype))
+
+    def write(self, run: Run, result: DefenseResult, *, options: Any = None,
+              batch_size: int | None = None) -> None:
+        """`compute.json`, `loss.png`; the checkpoint goes (the model is the result)."""
+        _finish(run, result.compute, Path(result.artefact["model"]))
+
+    def outputs(self, run: Run) -> dict[str, Any]:
+        return {"model": str(run.path / MODEL_DIR)}
+
+    def generation(self, outputs: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    def study_table(self, params: dict[str, Any], where: str) -> dict[str, Any]:
+        return params
+
+
+def _temporary_run(cfg: TarConfig) -> Any:
+    import tempfile
+
+    from refusalscope.runs import Manifest, Run
+
+    return Run(Path(tempfile.mkdtemp(prefix="refusalscope-tar-")),
+               Manifest(command=COMMAND, config=cfg.to_dict(), model=cfg.model, seed=cfg.seed))
+
+
+def _copy(handle: ModelHandle) -> ModelHandle:
+    """A handle on a copy of the model (training merges the defense into the weights)."""
+    import copy
+
+    from refusalscope.models.handle import ModelHandle
+
+    return ModelHandle(copy.deepcopy(handle.model), handle.tokenizer, handle.name,
+                       source=handle.source, adapter=handle.adapter)
+
+
+def _model_info(handle: ModelHandle) -> dict[str, Any]:
+    from refusalscope.models.registry import size_fields
+
+    return {"source": handle.source, "n_params": handle.n_params(), **size_fields(handle),
+            "n_layers": handle.n_layers, "d_model": handle.d_model}
 
 
 def save_defended(handle: Any, run: Any, cfg: TarConfig) -> Path:
@@ -238,7 +343,9 @@ def _finish(run: Any, compute: dict[str, Any], model_dir: Path) -> None:
     plot_loss(run)
     run.file(CHECKPOINT).unlink(missing_ok=True)  # finished: the model is the result
     run.manifest.extra.update({"compute": compute, "model_path": str(model_dir.resolve())})
-    run.finish("success")
     log.info("defend-tar %s: %d outer steps, %.3g FLOPs", run.id, compute["outer_steps"],
              compute["flops_estimate"])
 
+
+
+TAR = TarDefense()

@@ -10,7 +10,8 @@ Three checks per node, each a one-line `Problem` naming the node:
   machine's RAM, with `memory.HEADROOM` kept free. A lower bound: activations and optimiser state come on top.
 - **gated**: a gated hub model (the registry's `gated`) not yet in the local hub cache needs a
   token (`HF_TOKEN`, or `huggingface-cli login`).
-- **held out**: a `defend steer` node must skip the prompts its input sweep was selected on.
+- **held out**: a defense node reading a sweep's direction (`defend steer`) must skip the
+  prompts that sweep was selected on.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 from refusalscope.errors import UserError
 from refusalscope.memory import GiB, HEADROOM
 
-TRAINS_ON_PAIRS = ("attack-lora", "defend-tar")
+TRAINS_ON_PAIRS = ("attack-lora",)  # and every defense whose config takes `n_data` (TAR)
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,8 @@ def check_nodes(nodes: Iterable[Any], *, budget: Callable[[str], int | None] = f
         for p in check_nodes(expand(load_spec("quickstart"))):
             print(p.node, p.check, p.message)
     """
+    from refusalscope.defenses.registry import node_defense
+
     nodes = list(nodes)
     by_id = {n.id: n for n in nodes}
     budgets: dict[str, int | None] = {}
@@ -158,9 +161,12 @@ def check_nodes(nodes: Iterable[Any], *, budget: Callable[[str], int | None] = f
             if dev not in budgets:
                 budgets[dev] = budget(dev)
             found += [("gated", _gated(model)), ("memory", _memory(model, dev, budgets[dev]))]
-        if n.kind in TRAINS_ON_PAIRS and p.get("n_data") is not None and "pairs" not in n.inputs:
+        d = node_defense(n.kind)
+        trains = n.kind in TRAINS_ON_PAIRS or (
+            d is not None and "n_data" in d.config_cls.__dataclass_fields__)
+        if trains and p.get("n_data") is not None and "pairs" not in n.inputs:
             found.append(("pairs", _pairs(p, pairs_cache)))
-        if n.kind == "defend-steer":
+        if d is not None and "directions" in n.inputs:
             found.append(("held-out", _held_out(n, by_id)))
         out += [Problem(n.id, n.label, check, msg) for check, msg in found if msg]
     return out

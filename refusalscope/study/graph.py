@@ -6,10 +6,11 @@
     attack-gcg / attack-autodan (per grid combo x seed) -> generate over the attacked eval
       prompts -> score;  `after = "lora"`: the prompt attack targets the LoRA-attacked model
     probe per model and per attacked model (when the spec has [probe])
-    defenses: [defenses.tar] -> defend-tar per model, then the model's whole subgraph again
-      with the defended model (every node reads it from its `defended` input);
-      [defenses.steer] -> probe-sweep per model (the direction), then per LoRA cell
-      defend-steer (alpha chosen on the direction split) -> generate --steer -> score
+    defenses (`defenses.registry`): a weights defense ([defenses.tar]) -> defend-tar per
+      model, then the model's whole subgraph again with the defended model (every node reads
+      it from its `defended` input); a runtime defense ([defenses.steer]) -> per LoRA cell
+      defend-steer (alpha chosen on the direction split, from a probe-sweep per model) ->
+      generate with it on (`Defense.generation`) -> score
     [pairs] -> (probe-sweep of the generator when steer = "ablate") -> one pairs node
       (`data pairs`) -> every attack-lora node without its own `data`
 
@@ -33,12 +34,15 @@ from refusalscope.study.spec import AttackSpec, ModelSpec, Spec
 
 
 class _Resources(dict[str, dict[str, float]]):
-    """`attack-<name>` kinds ask the attack registry (`Attack.resources`), the rest are below."""
+    """`attack-<name>` kinds ask the attack registry (`Attack.resources`), `defend-<name>`
+    kinds the defense registry (`Defense.resources`), the rest are below."""
 
     def __missing__(self, kind: str) -> dict[str, float]:
         from refusalscope.attacks.registry import REGISTRY
+        from refusalscope.defenses.registry import node_defense
 
         a = REGISTRY.get(kind.removeprefix("attack-")) if kind.startswith("attack-") else None
+        a = a or node_defense(kind)
         if a is None:
             raise KeyError(kind)
         return a.resources(None)
@@ -53,9 +57,8 @@ class _Resources(dict[str, dict[str, float]]):
 # How many CPUs / GPUs a node of each kind asks a scheduler for (Ray). Scoring is light.
 RESOURCES: dict[str, dict[str, float]] = _Resources({
     "generate": {"cpus": 2, "gpus": 1}, "score": {"cpus": 1, "gpus": 0},
-    "probe": {"cpus": 2, "gpus": 1},
-    "defend-tar": {"cpus": 2, "gpus": 1}, "probe-sweep": {"cpus": 2, "gpus": 1},
-    "defend-steer": {"cpus": 2, "gpus": 1}, "pairs": {"cpus": 2, "gpus": 1},
+    "probe": {"cpus": 2, "gpus": 1}, "probe-sweep": {"cpus": 2, "gpus": 1},
+    "pairs": {"cpus": 2, "gpus": 1},
 })
 
 
@@ -129,14 +132,18 @@ class _Builder:
         self.add(make_node("probe", params, inputs, f"{label} | probe"))
 
     def model(self, m: ModelSpec) -> None:
+        """The model's subgraph, then again on each weights defense's defended model."""
+        from refusalscope.defenses.base import WEIGHTS
+        from refusalscope.defenses.registry import get
+
         short = m.name.rsplit("/", 1)[-1]
         self.variant(m, short)
         for d in self.spec.defenses:
-            if d.kind == "tar":
-                tar = self.add(make_node("defend-tar", {"model": m.name, **d.params,
-                                                        "device": self.spec.device}, {},
-                                         f"{short} defend {d.name}"))
-                self.defended = {"defended": tar.id}
+            if get(d.kind).kind == WEIGHTS:
+                made = self.add(make_node(f"defend-{d.kind}", {"model": m.name, **d.params,
+                                                               "device": self.spec.device}, {},
+                                          f"{short} defend {d.name}"))
+                self.defended = {"defended": made.id}
                 self.variant(m, f"{short}+{d.name}")
                 self.defended = {}
 
@@ -190,7 +197,7 @@ class _Builder:
                                 inputs, f"{tag} steps={s} seed={seed}")
                 self.scored(gen, f"{tag} steps={s} seed={seed}")
                 self.probe(model, f"{tag} steps={s} seed={seed}", {"adapter": atk.id}, s)
-                self.steer_defenses(model, f"{tag} steps={s} seed={seed}", atk, s, inputs)
+                self.runtime_defenses(model, f"{tag} steps={s} seed={seed}", atk, s, inputs)
             for b in chosen:
                 if b.after == a.name:
                     self.attack(model, f"{short} {a.name}[{max(steps)}]", b, base, chosen,
@@ -218,23 +225,40 @@ class _Builder:
         return self.add(make_node("pairs", params, inputs,
                                   f"pairs from {p['generator'].rsplit('/', 1)[-1]}")).id
 
-    def steer_defenses(self, model: str, tag: str, atk: Node, steps: int,
-                       inputs: dict[str, str]) -> None:
-        """After one LoRA cell: alpha search on the direction split, then the eval generate."""
-        if self.defended:  # the direction is the undefended base model's
+    def runtime_defenses(self, model: str, tag: str, atk: Node, steps: int,
+                         inputs: dict[str, str]) -> None:
+        """After one LoRA cell, each runtime defense: its node (e.g. steer's alpha search on
+        the direction split, reading a probe-sweep's direction), then the eval generate with
+        it on (input role: the defense's kind)."""
+        from refusalscope.defenses.base import RUNTIME
+        from refusalscope.defenses.registry import get
+
+        if self.defended:  # a direction is the undefended base model's
             return
-        for d in (d for d in self.spec.defenses if d.kind == "steer"):
-            p = d.params
-            sweep = self.sweep(model, p["sweep_n"], p["sweep_n_val"], p["positions"])
-            search = {k: v for k, v in p.items() if not k.startswith("sweep_")
-                      and k != "positions"}
-            ds = self.add(make_node("defend-steer", {
-                "model": model, "adapter_steps": steps, **search, "device": self.spec.device},
-                {"adapter": atk.id, "directions": sweep.id}, f"{tag} defend {d.name}"))
+        for d in self.spec.defenses:
+            defense = get(d.kind)
+            if defense.kind != RUNTIME:
+                continue
+            made = self.defense_inputs(model, d.params, defense.study_inputs)
+            own = {k: v for k, v in d.params.items()
+                   if not any(k in keys for keys in defense.study_inputs.values())}
+            ds = self.add(make_node(f"defend-{d.kind}", {
+                "model": model, "adapter_steps": steps, **own, "device": self.spec.device},
+                {"adapter": atk.id, **made}, f"{tag} defend {d.name}"))
             gen = self.add(make_node("generate", {**self.eval_params(model),
                                                   "adapter_steps": steps, "defense": d.name},
-                                     {**inputs, "steer": ds.id}, f"{tag} +{d.name}"))
+                                     {**inputs, d.kind: ds.id}, f"{tag} +{d.name}"))
             self.scored(gen, f"{tag} +{d.name}")
+
+    def defense_inputs(self, model: str, params: dict[str, Any],
+                       wanted: dict[str, tuple[str, ...]]) -> dict[str, str]:
+        """Input role -> node id for what a defense reads; `directions`: the model's sweep."""
+        out = {}
+        for role, keys in wanted.items():
+            if role != "directions":
+                raise UserError(f"a defense reads {role!r}: a study makes only 'directions'")
+            out[role] = self.sweep(model, *(params[k] for k in keys)).id
+        return out
 
 
 def expand(spec: Spec) -> list[Node]:

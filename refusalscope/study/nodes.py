@@ -52,7 +52,8 @@ def _runs(work: Path, command: str) -> list[Any]:
 
 
 def _model(p: dict[str, Any], ins: dict[str, dict[str, Any]]) -> str:
-    """The model a node reads: the defended model of a `defend-tar` input, else `p["model"]`."""
+    """The model a node reads: the defended model of a weights defense's node (its `model`
+    output, input role `defended`), else `p["model"]`."""
     return str(ins["defended"]["model"]) if "defended" in ins else str(p["model"])
 
 
@@ -99,8 +100,8 @@ def run_generate_node(node: Any, ins: dict[str, dict[str, Any]], work: Path) -> 
     cfg = GenerateConfig(model=_model(p, ins), split=p["split"], n=n,
                          prompts_file=prompts, adapter=_adapter(p, ins),
                          max_new_tokens=p["max_new_tokens"],
-                         steer=ins["steer"]["steer"] if "steer" in ins else None,
-                         baseline=ins["baseline"]["run"] if "baseline" in ins else None)
+                         baseline=ins["baseline"]["run"] if "baseline" in ins else None,
+                         **_runtime_defenses(ins))
     earlier = _runs(work, "generate")
     if earlier and earlier[-1].manifest.status == "success":
         return {"run": str(earlier[-1].path)}
@@ -110,6 +111,20 @@ def run_generate_node(node: Any, ins: dict[str, dict[str, Any]], work: Path) -> 
     run = run_generate(cfg, options=_options(p), batch_size=p.get("batch_size", 16),
                        resume=resume)
     return {"run": str(run.path)}
+
+
+def _runtime_defenses(ins: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """`GenerateConfig` fields of the runtime defenses a generate node reads (input role: the
+    defense's name; `Defense.generation` of its node's outputs)."""
+    from refusalscope.defenses.base import RUNTIME
+    from refusalscope.defenses.registry import REGISTRY
+
+    out: dict[str, Any] = {}
+    for role, outputs in ins.items():
+        d = REGISTRY.get(role)
+        if d is not None and d.kind == RUNTIME:
+            out.update(d.generation(outputs))
+    return out
 
 
 @contextmanager
@@ -247,9 +262,9 @@ def run_probe_node(node: Any, ins: dict[str, dict[str, Any]], work: Path) -> dic
 
 
 # ---------------------------------------------------------------- defenses
-# `defend-tar`, `probe-sweep` (the direction the steering defense adds back) and
-# `defend-steer` adopt a finished run of an earlier attempt; an interrupted `defend-tar`
-# resumes from its checkpoint, the other two start over (they have no resume).
+# `defend-<name>` nodes and `probe-sweep` (the direction the steering defense adds back) adopt
+# a finished run of an earlier attempt; an interrupted run of a resumable defense (TAR)
+# continues from its checkpoint, the others start over.
 
 def _earlier(work: Path, command: str, *, resumable: bool) -> tuple[Any, str | None]:
     """(a finished run to adopt or None, a run to resume or None); drops what cannot resume."""
@@ -263,17 +278,24 @@ def _earlier(work: Path, command: str, *, resumable: bool) -> tuple[Any, str | N
     return None, None
 
 
-def run_tar_node(node: Any, ins: dict[str, dict[str, Any]], work: Path) -> dict[str, Any]:
-    from refusalscope.defenses.tar import TarConfig
-    from refusalscope.defenses.tar_run import COMMAND, MODEL_DIR, run_tar
+def run_defense_node(node: Any, ins: dict[str, dict[str, Any]], work: Path) -> dict[str, Any]:
+    """Any registered defense (node kind `defend-<name>`) through `defenses.runner`: its config
+    from the node's params (the defense's `study_keys`), the model (the defended one in a
+    weights-defense variant), the attacked cell's adapter and the files of its inputs."""
+    from refusalscope.defenses.base import config_from
+    from refusalscope.defenses.registry import node_defense
+    from refusalscope.defenses.runner import command, run_defense
 
-    p = dict(node.params)
-    done, resume = _earlier(work, COMMAND, resumable=True)
+    d = node_defense(node.kind)
+    assert d is not None, node.kind
+    p = node.params
+    done, resume = _earlier(work, command(d), resumable=d.resumable)
     if done is None:
-        p["data_file"] = p.pop("data")
-        cfg = TarConfig.from_dict(p)
-        done = run_tar(cfg, options=_options(p), resume=resume)
-    return {"run": str(done.path), "model": str(done.path / MODEL_DIR)}
+        files = {role: ins[role][role] for role in d.study_inputs}
+        cfg = None if resume else config_from(d, {**p, "model": _model(p, ins),
+                                                  "adapter": _adapter(p, ins), **files})
+        done = run_defense(d, cfg, resume=resume, options=_options(p))
+    return {"run": str(done.path), **d.outputs(done)}
 
 
 def run_sweep_node(node: Any, ins: dict[str, dict[str, Any]], work: Path) -> dict[str, Any]:
@@ -287,30 +309,18 @@ def run_sweep_node(node: Any, ins: dict[str, dict[str, Any]], work: Path) -> dic
     return {"run": str(done.path), "directions": str(done.path / DIRECTIONS)}
 
 
-def run_defend_steer_node(node: Any, ins: dict[str, dict[str, Any]],
-                          work: Path) -> dict[str, Any]:
-    from refusalscope.defenses.steer import COMMAND, SteerDefenseConfig, run_defend_steer
-
-    p = node.params
-    done, _ = _earlier(work, COMMAND, resumable=False)
-    if done is None:
-        cfg = SteerDefenseConfig(model=p["model"], directions=ins["directions"]["directions"],
-                                 adapter=_adapter(p, ins), alphas=tuple(p["alphas"]), n=p["n"],
-                                 skip=p["skip"], rule=p["rule"], target=p["target"],
-                                 max_new_tokens=p["max_new_tokens"], seed=p["seed"])
-        done = run_defend_steer(cfg, options=_options(p))
-    chosen = done.manifest.extra["chosen"]
-    return {"run": str(done.path), "alpha": chosen["alpha"], "steer": chosen["steer"]}
-
-
 class _Kinds(dict[str, Runner]):
     """Node kinds; `attack-<name>` of any registered prompt attack runs `run_prompt_attack_node`
-    (looked up when asked for, so an attack registered later is found too)."""
+    and `defend-<name>` of any registered defense `run_defense_node` (looked up when asked
+    for, so an attack or defense registered later is found too)."""
 
     def __missing__(self, kind: str) -> Runner:
         from refusalscope.attacks.base import PROMPT
         from refusalscope.attacks.registry import REGISTRY
+        from refusalscope.defenses.registry import node_defense
 
+        if node_defense(kind) is not None:
+            return run_defense_node
         a = REGISTRY.get(kind.removeprefix("attack-")) if kind.startswith("attack-") else None
         if a is None or a.kind != PROMPT:
             raise KeyError(kind)
@@ -323,7 +333,5 @@ NODE_KINDS: dict[str, Runner] = _Kinds({
     "attack-lora": run_lora_node,
     "probe": run_probe_node,
     "pairs": run_pairs_node,
-    "defend-tar": run_tar_node,
     "probe-sweep": run_sweep_node,
-    "defend-steer": run_defend_steer_node,
 })

@@ -22,8 +22,9 @@ Token counts (upper bounds where the real count depends on the model's replies):
 - pairs (`data pairs`): every attack-train prompt answered `samples` times, as generate (the
   run stops once n pairs are kept; the scoring of each answer is left out);
 - attack-<name>: the registered attack's own `cost` formula (`attacks.registry`; e.g.
-  `gcg_run.GCGAttack.cost`), timed at its `work` rate; defend-tar: batch x max_len tokens per
-  step, the loss on half of them;
+  `gcg_run.GCGAttack.cost`), timed at its `work` rate; defend-<name>: the registered
+  defense's `cost` (`defenses.registry`; TAR: batch x max_len tokens per step, the loss on
+  half of them; steer: every alpha's generations), timed at its `work` rate;
 - probe / probe-sweep: 2 classes x prompts x PROMPT_TOKENS (sweep x SWEEP_PASSES: the
   selection re-runs the validation prompts per candidate layer, a rough factor);
 - score: the MiniLM classifier over SCORE_ROWS responses of 96 tokens.
@@ -38,8 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from refusalscope.compute import (ParamCounts, forward_flops, generation_flops,
-                                  train_flops)
+from refusalscope.compute import ParamCounts, forward_flops, generation_flops
 from refusalscope.errors import UserError
 from refusalscope.study.graph import Node
 
@@ -50,9 +50,9 @@ LOAD_S = {"CPU": 3.0, "GPU": 10.0}
 MINILM_PARAMS = 22.7e6
 SCORE_ROWS = 64  # responses per scored run (the plan does not read the generate node's n)
 DEFAULT_RATES = Path(__file__).with_name("rates_cpu.json")
-# Attack kinds say their own (`Attack.work`, `work_of`).
-WORK = {"generate": "generate", "defend-steer": "generate", "pairs": "generate",
-        "defend-tar": "train", "probe": "prefill", "probe-sweep": "prefill", "score": "prefill"}
+# Attack and defense kinds say their own (`Attack.work`, `Defense.work`, `work_of`).
+WORK = {"generate": "generate", "pairs": "generate", "probe": "prefill",
+        "probe-sweep": "prefill", "score": "prefill"}
 _UNITS = {"K": 1e3, "M": 1e6, "B": 1e9}
 
 
@@ -153,12 +153,20 @@ def _attack(kind: str) -> Any:
     return REGISTRY.get(kind.removeprefix("attack-"))
 
 
+def _defense(kind: str) -> Any:
+    """The registered defense of a `defend-<name>` node kind (None: not a defense)."""
+    from refusalscope.defenses.registry import node_defense
+
+    return node_defense(kind)
+
+
 def work_of(kind: str) -> str | None:
     """The kind of measured work (a rate in the rates file) a node kind's FLOPs run at."""
     if kind.startswith("attack-"):
         a = _attack(kind)
         return getattr(a, "work", "prefill") if a is not None else None
-    return WORK.get(kind)
+    d = _defense(kind)
+    return d.work if d is not None else WORK.get(kind)
 
 
 def node_flops(node: Node, p: ParamCounts) -> float | None:
@@ -168,9 +176,8 @@ def node_flops(node: Node, p: ParamCounts) -> float | None:
     k = node.kind
     if k == "generate":
         return q["n"] * generation_flops(p, PROMPT_TOKENS, q["max_new_tokens"])
-    if k == "defend-steer":
-        return (len(q["alphas"]) * 2 * q["n"]
-                * generation_flops(p, PROMPT_TOKENS, q["max_new_tokens"]))
+    if (d := _defense(k)) is not None:  # the defense's own formula (`Defense.cost`)
+        return _defense_cost(d, node, p)
     if k.startswith("attack-"):  # the attack's own formula (`Attack.cost`)
         a = _attack(k)
         if a is None:
@@ -179,10 +186,6 @@ def node_flops(node: Node, p: ParamCounts) -> float | None:
 
         n = 1 if q.get("mode") == "individual" else q.get("n", 1)
         return a.cost(a.config_cls(**config_fields(a, q)), p, n)
-    if k == "defend-tar":
-        tokens = q["batch_size"] * q["max_len"]
-        steps = q["outer_steps"] * (q["inner_steps"] + 2)
-        return steps * train_flops(p, tokens, tokens // 2)
     if k == "probe":
         return 2 * q["n"] * forward_flops(p, PROMPT_TOKENS, 1)
     if k == "probe-sweep":
@@ -191,6 +194,16 @@ def node_flops(node: Node, p: ParamCounts) -> float | None:
         return (q.get("samples", 1) * ATTACK_TRAIN_PROMPTS
                 * generation_flops(p, PROMPT_TOKENS, q["max_new_tokens"]))
     return None
+
+
+def _defense_cost(d: Any, node: Node, p: ParamCounts) -> float:
+    """`Defense.cost` of the node's config; the files of inputs not made yet (a direction)
+    are named by a stand-in, which no formula reads."""
+    from refusalscope.defenses.base import config_from
+
+    planned = {role: f"<{role} of {node.inputs.get(role, 'an input')}>"
+               for role in d.study_inputs}
+    return d.cost(config_from(d, {**node.params, **planned}), p)
 
 
 @dataclass(frozen=True)

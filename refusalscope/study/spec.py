@@ -15,6 +15,7 @@ one-line `UserError` that names the key and where it is (`attacks.lora.stepz`).
                                 # (kinds: every registered attack; keys and defaults: ATTACK_KEYS)
     [probe]                     # optional: activations per model and per attacked model
     [defenses.tar|steer]        # TAR-defended models attacked again; steering after LoRA cells
+                                # (kinds: every registered defense; keys and defaults: DEFENSE_KEYS)
     [pairs]                     # LoRA data made once by `data pairs` (generator, steer, samples)
 
 Shipped specs live in `refusalscope/study/specs/`; `load_spec("quickstart")` finds them by name.
@@ -64,17 +65,30 @@ ATTACK_COMMON = ("kind", "after")
 # Per attack kind: options kept in a node's params only when the spec sets them (so adding one
 # leaves every existing node id as it was). lora target_modules: e.g. ["gate_proj", "up_proj"].
 ATTACK_OPTIONAL: dict[str, tuple[str, ...]] = {"lora": ("target_modules",)}
-# Per defense kind: options and defaults (`defend tar`; `probe sweep` + `defend steer`).
-DEFENSE_KEYS: dict[str, dict[str, Any]] = {
-    "tar": {"outer_steps": 16, "inner_steps": 4, "inner_lr": 2e-4, "outer_lr": 1e-4,
-            "retain_weight": 1.0, "rank": 8, "inner_rank": 8, "n_data": 16, "n_retain": 16,
-            "retain_new_tokens": 48, "batch_size": 4, "max_len": 128, "target_kind": "auto",
-            "data": None, "seed": 0,
-            "adv_lrs": [], "adv_ranks": [], "adv_steps": [], "adv_modules": []},
-    "steer": {"alphas": [0.0, 0.25, 0.5, 1.0, 2.0, 4.0], "n": 16, "skip": None, "rule": "margin",
-              "target": 0.9, "max_new_tokens": 48, "sweep_n": 32, "sweep_n_val": 16,
-              "positions": "post-instruction", "seed": 0},
-}
+
+
+class _DefenseKeys(Mapping[str, dict[str, Any]]):
+    """Per defense kind: the keys of a `[defenses.NAME]` table with their defaults, read live
+    from the defense registry (`defenses.registry.study_keys`: the config class's defaults, or
+    the defense's `study_defaults`), so a defense registered later is a spec kind too."""
+
+    def __getitem__(self, kind: str) -> dict[str, Any]:
+        from refusalscope.defenses.registry import REGISTRY, study_keys
+
+        return study_keys(REGISTRY[kind])
+
+    def __iter__(self) -> Iterator[str]:
+        from refusalscope.defenses.registry import REGISTRY
+
+        return iter(list(REGISTRY))
+
+    def __len__(self) -> int:
+        from refusalscope.defenses.registry import REGISTRY
+
+        return len(REGISTRY)
+
+
+DEFENSE_KEYS = _DefenseKeys()
 EVAL_KEYS = {"split": "eval", "prompts": None, "n": 32, "max_new_tokens": 64, "batch_size": 16}
 # `[pairs]`: the LoRA attacks' training pairs, made once by `data pairs` (`data.pairgen`) and fed
 # to every LoRA cell without its own `data`. steer: "ablate" (the generator's own refusal
@@ -108,7 +122,7 @@ class AttackSpec:
 @dataclass(frozen=True)
 class DefenseSpec:
     name: str
-    kind: str  # tar | steer
+    kind: str  # a registered defense (`defenses.registry`): tar | steer | ...
     params: dict[str, Any]
 
 
@@ -267,21 +281,26 @@ def _resolve_data(table: dict[str, Any], base: Path | None) -> None:
 
 def _defenses(raw: Any, attacks: tuple[AttackSpec, ...],
               base: Path | None) -> tuple[DefenseSpec, ...]:
-    """`[defenses.NAME]` tables: kind (default: the name), then that kind's options."""
+    """`[defenses.NAME]` tables: kind (default: the name), then that kind's options, completed
+    by the defense (`Defense.study_table`). A runtime defense acts after weights attacks."""
+    from refusalscope.attacks.base import WEIGHTS
+    from refusalscope.attacks.registry import REGISTRY as ATTACKS
+    from refusalscope.defenses.base import RUNTIME
+    from refusalscope.defenses.registry import get
+
     if not isinstance(raw, dict):
         raise UserError("defenses must be tables: [defenses.NAME]")
     out = []
     for name, table in raw.items():
         where, kind = _kind("defenses", name, table, DEFENSE_KEYS)
-        _unknown(table, ("kind", *DEFENSE_KEYS[kind]), where)
-        params = {**DEFENSE_KEYS[kind], **{k: v for k, v in table.items() if k != "kind"}}
-        if kind == "steer":
-            params["alphas"] = _list(params["alphas"], f"{where}.alphas")
-            if params["skip"] is None:  # past the prompts the direction was selected on
-                params["skip"] = int(params["sweep_n"]) + int(params["sweep_n_val"])
-            if not any(a.kind == "lora" for a in attacks):
-                raise UserError(f"{where}: the steering defense acts after a LoRA attack; "
-                                "the spec has no [attacks.*] of kind lora")
+        keys = DEFENSE_KEYS[kind]
+        _unknown(table, ("kind", *keys), where)
+        d = get(kind)
+        params = d.study_table({**keys, **{k: v for k, v in table.items() if k != "kind"}},
+                               where)
+        if d.kind == RUNTIME and not any(ATTACKS[a.kind].kind == WEIGHTS for a in attacks):
+            raise UserError(f"{where}: the {kind} defense acts after a LoRA attack (a weights "
+                            "attack); the spec has no [attacks.*] of kind lora")
         _resolve_data(params, base)
         out.append(DefenseSpec(name, kind, params))
     return tuple(out)
