@@ -362,3 +362,28 @@ def test_readme_opens_with_the_two_commands() -> None:
         "bash scripts/test.sh         # set up .venv and run the whole test suite (unit tests on "
         "tiny models + slow end-to-end tests)"]
     assert "scripts/test.sh" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_attacks_doc_names_the_result_keys() -> None:
+    """docs/attacks.md's result.json table lists exactly `RESULT_KEYS` (in order), its text
+    names every field of a rates block and of a per-request row, and nowhere names a flat key
+    of the old per-attack schema (`evaluate.legacy_rates`), which is not part of the schema."""
+    from refusalscope.attacks.base import RESULT_KEYS, per_request
+    from refusalscope.attacks.evaluate import legacy_rates
+    from refusalscope.scoring.score import asr_summary
+
+    text = (ROOT / "docs" / "attacks.md").read_text(encoding="utf-8")
+    assert "\n## result.json\n" in text
+    section = text.split("\n## result.json\n", 1)[1].split("\n## ", 1)[0]
+    table = re.findall(r"^\| `([a-z_]+)` \|", section, re.M)
+    assert tuple(table) == RESULT_KEYS
+    named = set(re.findall(r"`([A-Za-z_][A-Za-z0-9_]*)`", section))
+    rates = asr_summary(["complied", "refused"], n_boot=10)
+    row = per_request([{"id": "q0", "split": "eval", "variant": "baseline", "outcome": "refused"}])
+    fields = {*rates, *rates["not_refused"], *rates["outcomes"], *row[0]}
+    assert fields <= named, sorted(fields - named)
+    groups = {"requests": {"attacked": rates, "baseline": rates},
+              "heldout": {"attacked": rates, "baseline": rates}}
+    old = set(legacy_rates(groups)) - set(RESULT_KEYS)
+    assert old and not old & set(re.findall(r"`([A-Za-z_][A-Za-z0-9_]*)`", text)), \
+        sorted(old & set(re.findall(r"`([A-Za-z_][A-Za-z0-9_]*)`", text)))
