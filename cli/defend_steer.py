@@ -55,7 +55,9 @@ def steer(
     Example:
       refusalscope defend steer -m smollm2-135m --adapter runs/lora -d runs/sweep/directions.h5
     """
-    from refusalscope.defenses.steer import run_defend_steer, sweep_prompts_used
+    from refusalscope.defenses.registry import get
+    from refusalscope.defenses.runner import run_defense
+    from refusalscope.defenses.steer import sweep_prompts_used
     from refusalscope.errors import UserError
     from refusalscope.interp.steering import parse_layers
     from refusalscope.models.handle import RuntimeOptions
@@ -79,8 +81,8 @@ def steer(
                    f"{r['over_refusal']:.2f} (direction split, n={r['n']})", err=True)
 
     with Run.at(out):
-        run = run_defend_steer(cfg, options=RuntimeOptions(device=device, dtype=dtype),
-                               batch_size=batch_size, on_alpha=on_alpha)
+        run = run_defense(get("steer"), cfg, options=RuntimeOptions(device=device, dtype=dtype),
+                          batch_size=batch_size, progress=on_alpha)
     ch = run.manifest.extra["chosen"]
     typer.echo(f"chosen coef {ch['alpha']:g} ({ch['why']}); generate --steer {ch['steer']}",
                err=True)

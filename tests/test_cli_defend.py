@@ -55,10 +55,37 @@ def test_defend_tar_then_attack_and_generate_on_the_defended_model(tiny_folder, 
     assert gman["extra"]["model"]["source"] == f"folder:{(run / 'model').resolve()}"
 
 
+def test_defend_tar_sets_alphas_and_the_adversary_distribution(tiny_folder, tmp_path):
+    """--lora-alpha, --inner-lora-alpha and the held-out adversary options reach TarConfig;
+    the run's result.json has the one defense schema."""
+    from refusalscope.defenses.base import RESULT_KEYS
+    from refusalscope.defenses.tar import TarConfig, adversary
+
+    write_built_all()
+    run = _last(runner.invoke(app, [
+        "defend", "tar", "--model", str(tiny_folder), "--data", pair_file(tmp_path), *TAR,
+        "--outer-steps", "2", "--lora-alpha", "4", "--inner-lora-alpha", "8",
+        "--adv-lrs", "1e-3,1e-2", "--adv-ranks", "2,4", "--adv-steps", "1,2",
+        "--adv-modules", "attn,mlp"]))
+    cfg = json.loads((run / "manifest.json").read_text())["config"]
+    assert (cfg["alpha"], cfg["inner_alpha"]) == (4.0, 8.0)
+    assert (cfg["adv_lrs"], cfg["adv_ranks"], cfg["adv_steps"], cfg["adv_modules"]) == \
+        ([1e-3, 1e-2], [2, 4], [1, 2], ["attn", "mlp"])
+    result = json.loads((run / "result.json").read_text())
+    assert set(RESULT_KEYS) <= set(result) and result["defense"] == "tar"
+    assert result["kind"] == "weights" and result["artefact"]["model"] == str(run / "model")
+    drawn = [adversary(TarConfig.from_dict(cfg), s).steps for s in range(2)]
+    assert result["compute"]["inner_steps"] == sum(drawn)  # each outer step's drawn attack
+
+
 @pytest.mark.parametrize("extra, needle", [
     (["--inner-steps", "0"], "--inner-steps must be at least 1 (got 0)"),
     (["--outer-steps", "0"], "--outer-steps must be at least 1 (got 0)"),
     (["--n-data", "99"], "--n-data 99 is more than the 5 pairs"),
+    (["--adv-modules", "attn,heads"], "unknown --adv-modules ['heads']"),
+    (["--adv-steps", "1,x"], "--adv-steps: 'x' is not a int"),
+    (["--lora-alpha", "0"], "--lora-alpha must be > 0 (got 0.0)"),
+    (["--inner-lora-alpha", "-1"], "--inner-lora-alpha must be > 0 (got -1.0)"),
 ])
 def test_defend_tar_bad_input(tiny_folder, tmp_path, extra, needle):
     write_built_all()

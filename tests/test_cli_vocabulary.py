@@ -210,10 +210,12 @@ def _config_defaults() -> list[tuple[str, Any, dict[str, str]]]:
                                                 "retries"),
                                          "timeout": "timeout_s",
                                          "judge_max_new_tokens": "max_new_tokens"}),
-        ("defend tar", TarConfig, same("outer_steps", "inner_steps", "inner_lr", "outer_lr",
-                                       "retain_weight", "rank", "inner_rank", "n_data",
-                                       "n_retain", "retain_new_tokens", "batch_size",
-                                       "max_len", "target_kind", "seed", "save_every")),
+        ("defend tar", TarConfig, {**same("outer_steps", "inner_steps", "inner_lr", "outer_lr",
+                                          "retain_weight", "rank", "inner_rank", "n_data",
+                                          "n_retain", "retain_new_tokens", "batch_size",
+                                          "max_len", "target_kind", "seed", "save_every",
+                                          "adv_lrs", "adv_ranks", "adv_steps", "adv_modules"),
+                                   "lora_alpha": "alpha", "inner_lora_alpha": "inner_alpha"}),
     ]
 
 

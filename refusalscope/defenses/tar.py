@@ -114,10 +114,10 @@ class TarConfig:
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1 "
                                 f"(got {getattr(self, name)})")
-        for name in ("inner_lr", "outer_lr", "alpha", "inner_alpha"):
+        for name, flag in (("inner_lr", "--inner-lr"), ("outer_lr", "--outer-lr"),
+                           ("alpha", "--lora-alpha"), ("inner_alpha", "--inner-lora-alpha")):
             if not getattr(self, name) > 0:
-                raise UserError(f"--{name.replace('_', '-')} must be > 0 "
-                                f"(got {getattr(self, name)})")
+                raise UserError(f"{flag} must be > 0 (got {getattr(self, name)})")
         if self.retain_weight < 0:
             raise UserError(f"--retain-weight must be >= 0 (got {self.retain_weight})")
         if self.max_len < 8 or self.save_every < 0:
