@@ -217,13 +217,13 @@ def test_split_pairs_are_attack_train_targets(data_home):
 
 
 def test_full_responses_avoid_eval_and_come_first(data_home):
-    from refusalscope.attacks.pairs import _norm, pyrit_full_responses
+    from refusalscope.attacks.pairs import prompt_key, pyrit_full_responses
     from refusalscope.data.load import load_split
 
     full = pyrit_full_responses()
     assert len(full) == 190  # 191 rated compliant, one objective is an eval prompt
-    eval_prompts = {_norm(p.prompt) for p in load_split("eval")}
-    assert not any(_norm(p.prompt) in eval_prompts for p in full)
+    eval_prompts = {prompt_key(p.prompt) for p in load_split("eval")}
+    assert not any(prompt_key(p.prompt) in eval_prompts for p in full)
     assert sum(len(p.response) > 200 for p in full) > 150  # full answers, not one-line targets
     auto = load_pairs(len(full) + 5, seed=1)
     assert {p.source for p in auto[:len(full)]} == {"pyrit-scorer-evals"}

@@ -25,6 +25,18 @@ import pytest
 # An entry that no longer matches anything fails the test, so the lists only shrink.
 ALLOWED_CYCLE_EDGES: set[tuple[str, str]] = set()
 ALLOWED_PRIVATE: set[tuple[str, str, str]] = set()
+# The same rule for the tests (test file, module imported from, private name). Each of these
+# tests a helper its module keeps private; its owner makes the helper public (or tests it through
+# a public function) and removes the entry.
+ALLOWED_TEST_PRIVATE: set[tuple[str, str, str]] = {
+    ("test_cli_vocabulary.py", "refusalscope.cli._common", "_rewrite"),
+    ("test_generate.py", "refusalscope.generation", "_split_completion"),
+    ("test_interp_geometry.py", "refusalscope.interp.geometry_report", "_label"),
+    ("test_interp_geometry.py", "refusalscope.interp.geometry_report", "_short"),
+    ("test_interp_steering.py", "refusalscope.interp.steer_eval", "_summary"),
+    ("test_scoring_labelled.py", "refusalscope.scoring.labelled", "_pyrit_verdict"),
+    ("test_study_run.py", "refusalscope.study.report", "_ci95"),
+}
 
 Edges = dict[str, dict[str, int]]  # importer -> {imported module: line of its first import}
 Private = list[tuple[str, str, str, int]]  # (importer, module imported from, name, line)
@@ -206,6 +218,23 @@ def test_no_private_names_imported_across_modules(graph: tuple[Edges, Private]) 
     bad = sorted(p for p in private if p[:3] not in ALLOWED_PRIVATE)
     assert not bad, "private names imported from another module (make them public):\n" + \
         "\n".join(f"    {m} line {ln}: from {s} import {n}" for m, s, n, ln in bad)
+
+
+def test_tests_import_no_private_names() -> None:
+    """`from refusalscope.x import _y` in a test ties it to a name its module may change at
+    will: tests use public names (`ALLOWED_TEST_PRIVATE` lists the old ones, and only shrinks)."""
+    mods = modules()
+    found = set()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("refusalscope"):
+                found.update((path.name, node.module, a.name) for a in node.names
+                             if a.name.startswith("_") and not a.name.startswith("__")
+                             and f"{node.module}.{a.name}" not in mods)
+    assert not ALLOWED_TEST_PRIVATE - found, \
+        f"allow-listed entries that no longer exist (remove them): {ALLOWED_TEST_PRIVATE - found}"
+    assert not found - ALLOWED_TEST_PRIVATE, \
+        f"tests importing private names (use or make a public one): {found - ALLOWED_TEST_PRIVATE}"
 
 
 def test_the_checks_see_a_function_local_cycle_and_a_private_import(

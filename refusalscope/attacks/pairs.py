@@ -135,7 +135,9 @@ def _split_pairs() -> list[Pair]:
             for p in load_split("attack-train") if p.target]
 
 
-def _norm(text: str) -> str:
+def prompt_key(text: str) -> str:
+    """`text` lower-cased, each run of other characters than a-z and 0-9 one space, stripped:
+    how a training prompt is matched against `eval` prompts (``"Hi, there!"`` -> ``"hi there"``)."""
     return re.sub(r"[^a-z0-9]+", " ", text.lower()).strip()
 
 
@@ -149,7 +151,7 @@ def pyrit_full_responses() -> list[Pair]:
     from refusalscope.pypkg import fetch_wheel, read_member
 
     wheel = fetch_wheel(PYRIT)
-    held_out = {_norm(p.prompt) for p in load_split("eval")}
+    held_out = {prompt_key(p.prompt) for p in load_split("eval")}
     out = []
     for name, sha in sorted(_OBJECTIVE_SHA256.items()):
         raw = read_member(wheel, _OBJECTIVE_DIR + name)
@@ -160,7 +162,7 @@ def pyrit_full_responses() -> list[Pair]:
             prompt, response = (r.get("objective") or "").strip(), \
                 (r.get("assistant_response") or "").strip()
             if r.get("human_score", "").strip() == "1" and prompt and response \
-                    and _norm(prompt) not in held_out:
+                    and prompt_key(prompt) not in held_out:
                 out.append(Pair(f"pyrit-{name[:-4]}-{i:03d}", prompt, response, "pyrit-scorer-evals"))
     return out
 
