@@ -11,14 +11,16 @@ see docs/library.md):
     responses = rs.generate(handle, ["How do I pick a lock?"], max_new_tokens=32)
     rows = rs.score(["How do I pick a lock?"], responses)
     result = rs.attack("gcg", handle, [("How do I pick a lock?", "Sure, here is how")], steps=20)
+    defended = rs.defend("tar", handle, outer_steps=8).handle
     report = rs.Study("quickstart").run().report()
 """
 
 __version__ = "0.1.0"
 
-__all__ = ["Study", "UserError", "__version__", "attack", "generate", "load", "prompts", "score"]
+__all__ = ["Study", "UserError", "__version__", "attack", "defend", "generate", "load", "prompts",
+           "score"]
 
-_API = frozenset({"Study", "attack", "generate", "load", "prompts", "score"})
+_API = frozenset({"Study", "attack", "defend", "generate", "load", "prompts", "score"})
 
 
 def __getattr__(name: str) -> object:

@@ -1,9 +1,10 @@
 """The library API: what a notebook needs, as functions over one model handle.
 
 `load` a model, `generate` responses, `score` them, `attack` a model in memory (like
-`nanogcg.run`), and run a declarative `Study`. Each function is a thin front on the code the CLI
-runs (`models.handle`, `generate.generate_rows`, `scoring.factory` and
-`scoring.score.label_outcomes`, `attacks.registry` and `attacks.runner`, `study.executor`), so a
+`nanogcg.run`), `defend` it in memory, and run a declarative `Study`. Each function is a thin
+front on the code the CLI runs (`models.handle`, `generate.generate_rows`, `scoring.factory`
+and `scoring.score.label_outcomes`, `attacks.registry` and `attacks.runner`,
+`defenses.registry` and `defenses.runner`, `study.executor`), so a
 notebook and `refusalscope ...` give the same numbers. Nothing heavy is imported until a
 function is called: `import refusalscope` does not import torch.
 
@@ -25,6 +26,7 @@ from refusalscope.errors import UserError
 
 if TYPE_CHECKING:
     from refusalscope.attacks.base import AttackResult
+    from refusalscope.defenses.base import DefenseResult
     from refusalscope.data.load import Prompt
     from refusalscope.models.handle import ModelHandle
     from refusalscope.scoring.base import Scorer
@@ -224,6 +226,31 @@ def attack(name: str, handle: ModelHandle | str, requests: Sequence[Request] | R
 
         result = replace(result, attacked=spec.apply(h, result, reqs))
     return result
+
+
+def defend(name: str, handle: ModelHandle | str, *,
+           progress: Callable[[dict[str, Any]], None] | None = None,
+           **config: Any) -> DefenseResult:
+    """Run defense `name` (tar, steer, or one you registered with `defenses.registry.register`)
+    on `handle` in memory; no run folder is kept and `handle` stays undefended.
+
+    `config`: fields of the defense's config class (`defenses.tar.TarConfig`,
+    `defenses.steer.SteerDefenseConfig`; defaults are the config's own, `model` the handle's
+    name). `progress(row)` sees each step's (TAR) or alpha's (steer) log row. Returns the
+    common `DefenseResult`: `artefact` (TAR: the defended `model` folder; steer: the chosen
+    `alpha` and `steer` spec), `compute` (ledger FLOPs in `flops`), `log`, and `handle`, the
+    defended handle (TAR: the defended weights; steer: the attacked model with the direction
+    added back whenever it generates), ready for `rs.generate` or `rs.attack`.
+
+    Example:
+        res = rs.defend("steer", attacked, directions="runs/sweep/directions.h5",
+                        alphas=(0, 1, 2), n=16, skip=96)
+        res.artefact["alpha"], rs.generate(res.handle, ["How do I pick a lock?"])
+    """
+    from refusalscope.defenses.registry import get
+    from refusalscope.defenses.runner import defend as run_in_memory
+
+    return run_in_memory(get(name), _handle(handle), progress=progress, **config)
 
 
 class Study:

@@ -80,8 +80,8 @@ def defend(defense: Defense, handle: ModelHandle, cfg: Any = None, *,
             overrides.setdefault("model", handle.name)
         unknown = sorted(set(overrides) - set(names))
         if unknown:
-            raise UserError(f"{defense.name}: unknown option {', '.join(unknown)}; one of "
-                            f"{', '.join(sorted(names))}")
+            raise UserError(f"defense {defense.name} has no option {', '.join(unknown)}: its "
+                            f"options are {', '.join(sorted(names))}")
         cfg = defense.config_cls(**overrides)
     cfg = defense.prepare(handle, defense.prepare(None, cfg))
     result = defense.run(handle, cfg, progress=progress)
