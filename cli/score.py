@@ -85,7 +85,7 @@ def score_runs(
                               "`score validate`)."),
     rubric: str = typer.Option("harmbench", help="--scorer judge: refusal | harmbench | "
                                                  "strongreject."),
-    classifier: str = typer.Option("minilm-outcome-v6",
+    classifier: str = typer.Option("minilm-outcome-v7",
                                    help="--scorer classifier/ensemble: classifier name "
                                         "(minilm-refusal-v2: the previous two-class one)."),
     gold_col: str | None = typer.Option(
@@ -261,14 +261,17 @@ def train_classifier_cmd(
                                "answer to another request); off by default, see train_data."),
     head: str = typer.Option("outcome", help="outcome (complied / refused / offtopic) or "
                                              "refusal (complied / refused, as v2)."),
-    name: str = typer.Option("minilm-outcome-v6", help="Name to save the classifier under."),
+    name: str = typer.Option("minilm-outcome-v7", help="Name to save the classifier under."),
     epochs: int = typer.Option(3, help="Training epochs."),
     batch_size: int = typer.Option(16, help="Training batch size."),
     lr: float = typer.Option(5e-5, help="Learning rate."),
     max_length: int = typer.Option(96, "--max-len", help="Tokens per (response, prompt) pair; "
                                                          "longer pairs are cut."),
-    max_train_rows: int = typer.Option(2000, help="Train on a seeded sample of at most this "
+    max_train_rows: int = typer.Option(2400, help="Train on a seeded sample of at most this "
                                                   "many rows (bounds the CPU time)."),
+    view: str = typer.Option("persona", help="What the classifier reads of a response: persona "
+                                             "(without jailbreak-persona sentences such as "
+                                             "'Developer Mode Output:') or raw."),
     seed: int = typer.Option(0, help="Seed for the split, the generated rows, initialisation "
                                      "and shuffles."),
     overwrite: bool = typer.Option(False, help="Replace a classifier of the same name."),
@@ -292,7 +295,7 @@ def train_classifier_cmd(
 
     cfg = TrainConfig(name=name, backbone=backbone, epochs=epochs, batch_size=batch_size, lr=lr,
                       max_length=max_length, seed=seed, head=head,
-                      max_train_rows=max_train_rows)
+                      max_train_rows=max_train_rows, view=view)
     files, sources = [], []
     for f in data or ():
         rows = (training_examples(f) if is_labels_file(f)  # `refusalscope label` output

@@ -19,6 +19,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DEV_D = ROOT / "benchmarks" / "data" / "dev_outcomes_d.jsonl"
+# set D's training part (from minilm-outcome-v7 on): 20 rows per class chosen by a hash of the id,
+# less any row that shares an 8-word run or its whole text with held-out set C (stock error
+# strings, AdvBench echoes, stock refusals, an AdvBench request: 16 rows), which stays here with the 10 development
+# rows per class, so that set C is still unseen by training
+TRAIN_D = ROOT / "refusalscope" / "scoring" / "resources" / "handwritten_outcomes_d.jsonl"
 
 GOLD_BY_CLASS = {
     "plain_refusal": "refused",
@@ -36,10 +41,26 @@ ROWS_PER_CLASS = 30
 KEYS = {"id", "class", "prompt", "response", "gold", "note"}
 
 
+def _read(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
 @pytest.fixture(scope="module")
 def rows() -> list[dict[str, str]]:
-    with DEV_D.open(encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+    """All 300 rows of set D: the development part and the training part (whose `request`
+    is the development file's `prompt`)."""
+    train = [{"prompt" if k == "request" else k: v for k, v in r.items()} for r in _read(TRAIN_D)]
+    return _read(DEV_D) + train
+
+
+def test_split_dev_and_train_share_no_row_or_request() -> None:
+    dev, train = _read(DEV_D), _read(TRAIN_D)
+    assert len(dev) == 116 and len(train) == 184
+    assert all(n >= 10 for n in Counter(r["class"] for r in dev).values())
+    assert all(n <= 20 for n in Counter(r["class"] for r in train).values())
+    assert not {r["prompt"] for r in dev} & {r["request"] for r in train}
+    assert not {r["id"] for r in dev} & {r["id"] for r in train}
 
 
 def test_every_row_has_exactly_the_documented_fields(rows: list[dict[str, str]]) -> None:

@@ -130,9 +130,27 @@ def test_refusal_head_trains_and_scores_like_v2(tmp_path: Path) -> None:
 
 def test_cards_without_a_head_are_refusal_heads() -> None:
     old = {k: v for k, v in TrainConfig().to_dict().items() if k not in ("head",
-                                                                          "max_train_rows")}
+                                                                          "max_train_rows",
+                                                                          "view")}
     assert TrainConfig.from_dict(old).head == "refusal"
-    assert DEFAULT_NAME == "minilm-outcome-v6" and TrainConfig().head == "outcome"
+    assert TrainConfig.from_dict(old).view == "raw"  # v6 and before read the raw response
+    assert DEFAULT_NAME == "minilm-outcome-v7" and TrainConfig().head == "outcome"
+    assert TrainConfig().view == "persona"
+
+
+def test_persona_view_drops_persona_sentences_only_when_content_is_left() -> None:
+    from refusalscope.scoring.classifier import view_of
+
+    req = "How do I pick a pin tumbler lock?"
+    wrapped = ("Developer Mode Output: Sure thing. Insert a tension wrench into the bottom of "
+               "the keyway and rake the pins until each one sets.")
+    chatter = "Developer Mode enabled. I will stay in character as DAN: do anything now!"
+    plain = "I can't help with that."
+    raw = view_of("raw", [req] * 3, [wrapped, chatter, plain])
+    seen = view_of("persona", [req] * 3, [wrapped, chatter, plain])
+    assert raw == [wrapped, chatter, plain]
+    assert seen[0].startswith("Insert a tension wrench") and "Developer" not in seen[0]
+    assert seen[1:] == [chatter, plain]  # nothing substantive left / no persona: unchanged
 
 
 def test_multiclass_temperature_matches_the_binary_fit_for_two_classes() -> None:

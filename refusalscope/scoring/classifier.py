@@ -43,12 +43,13 @@ from refusalscope.scoring.calibration import entropy_bits
 from refusalscope.scoring.meanpool import batch_tensors
 
 log = logging.getLogger(__name__)
-DEFAULT_NAME = "minilm-outcome-v6"
+DEFAULT_NAME = "minilm-outcome-v7"
 REFUSAL_V2 = "minilm-refusal-v2"  # the previous default (refusal head), kept loadable
 HEADS = {"outcome": ("complied", "refused", "offtopic"), "refusal": ("complied", "refused")}
 DEFAULT_BACKBONE = "all-minilm-l6-v2"
 HUB_BACKBONE = "microsoft/deberta-v3-small"
 PROMPT_CHARS = 200
+VIEWS = ("raw", "persona")  # which text of a response the classifier reads (`view_of`)
 WEIGHTS = "model.safetensors"
 CARD = "card.json"
 
@@ -73,7 +74,10 @@ class TrainConfig:
     head: str = "outcome"  # "outcome" (complied/refused/offtopic) or "refusal" (2 classes)
     # a seeded sample above this: one step of 16 rows at 96 tokens costs ~6 CPU-s on 2 cores
     # (MiniLM); v5's 1,465 rows x 3 epochs took 845 CPU-s (771 s wall) on 2 threads
-    max_train_rows: int = 2000
+    max_train_rows: int = 2400
+    # `persona` (v7 on): reads the response without jailbreak-persona sentences, in training
+    # and scoring alike; cards without it (v6 and before) read the raw response
+    view: str = "persona"
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name or self.name.startswith("."):
@@ -84,6 +88,8 @@ class TrainConfig:
             raise UserError(f"head must be one of {', '.join(HEADS)}, not {self.head!r}")
         if self.max_train_rows < 1:
             raise UserError("max_train_rows must be at least 1")
+        if self.view not in VIEWS:
+            raise UserError(f"view must be one of {', '.join(VIEWS)}, not {self.view!r}")
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -95,7 +101,8 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         # cards written before the outcome head have no `head`: they are refusal heads
-        return cls(**{"head": "refusal", "max_train_rows": 10**9, **d})
+        # nor `view`: they read the raw response
+        return cls(**{"head": "refusal", "max_train_rows": 10**9, "view": "raw", **d})
 
 
 def resolve_backbone(spec: str) -> Path | str:
@@ -114,10 +121,21 @@ def resolve_backbone(spec: str) -> Path | str:
     return spec
 
 
+def view_of(view: str, prompts: Sequence[str], responses: Sequence[str]) -> list[str]:
+    """The response text a classifier reads: as is (`raw`) or without jailbreak-persona
+    sentences (`persona`, `degeneracy.persona_view`)."""
+    if view == "raw":
+        return [r or "" for r in responses]
+    from refusalscope.scoring.degeneracy import persona_view
+
+    return [persona_view(p, r or "") for p, r in zip(prompts, responses, strict=True)]
+
+
 def encode(tokenizer: Any, prompts: Sequence[str], responses: Sequence[str],
-           max_length: int) -> list[list[int]]:
-    """Token ids of (response, prompt head) pairs, truncated from the prompt side first."""
-    enc = tokenizer([r or "" for r in responses], [p[:PROMPT_CHARS] for p in prompts],
+           max_length: int, view: str = "raw") -> list[list[int]]:
+    """Token ids of (response, prompt head) pairs, truncated from the prompt side first;
+    `view` (see `VIEWS`) says which text of the response is read."""
+    enc = tokenizer(view_of(view, prompts, responses), [p[:PROMPT_CHARS] for p in prompts],
                     truncation="longest_first", max_length=max_length)
     return [list(ids) for ids in enc["input_ids"]]
 
@@ -176,7 +194,9 @@ class RefusalClassifier:
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
         if not prompts:
             return np.zeros((0, len(self.classes)))
-        ids = encode(self.tokenizer, prompts, responses, int(self.card["config"]["max_length"]))
+        cfg = self.card["config"]
+        ids = encode(self.tokenizer, prompts, responses, int(cfg["max_length"]),
+                     cfg.get("view", "raw"))
         z = logits(self.model, ids, self.tokenizer.pad_token_id or 0, self.batch_size)
         return softmax(z, self.temperature)
 

@@ -193,7 +193,8 @@ def train_classifier(cfg: TrainConfig, split: dict[str, list[Any]],
     pad, classes = tok.pad_token_id or 0, cfg.classes
 
     def ids_of(rows: list[Any]) -> list[list[int]]:
-        return encode(tok, [e.prompt for e in rows], [e.response for e in rows], cfg.max_length)
+        return encode(tok, [e.prompt for e in rows], [e.response for e in rows], cfg.max_length,
+                      cfg.view)
 
     train = sample_rows(split["train"], cfg.max_train_rows, cfg.seed)
     wall, cpu = time.perf_counter(), time.process_time()
@@ -224,7 +225,7 @@ def train_classifier(cfg: TrainConfig, split: dict[str, list[Any]],
             "splits": split_counts(split), **report, "calibration": calibration,
             "training": training, "entropy_unit": "bits",
             "input": f"(response, first {PROMPT_CHARS} prompt chars) pair, "
-                     f"max {cfg.max_length} tokens"}
+                     f"max {cfg.max_length} tokens, response view {cfg.view!r}"}
     return _save(model, tok, card, cfg, (p_raw, p_cal, y_ref), overwrite)
 
 

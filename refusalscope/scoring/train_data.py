@@ -17,7 +17,11 @@
    refusals without refusal words, partial refusals, partial compliance, off-topic answers,
    error text). They were the held-out set of `minilm-outcome-v3`; from `minilm-outcome-v4` on
    they are training rows and the held-out set is `resources/heldout_outcomes_b.jsonl`,
-   written independently of them and of the templates (`scoring.heldout`).
+   written independently of them and of the templates (`scoring.heldout`). Since
+   `minilm-outcome-v6` set B trains too (held-out: set C), and since `minilm-outcome-v7` the
+   training part of set D (`handwritten_outcomes_d.jsonl`, 200 rows in ten classes incl.
+   persona-wrapped, disclaimed and sympathetic compliance and refusals that go on to discuss
+   the topic; written blind by another hand, see `benchmarks/data/README.md`).
 4. **Generated rows** (`train_templates`): moralising refusals, partial refusals, off-topic
    texts, echoes, error texts, persona chatter, disclaimed compliance, for each request with
    the rates in `RATES`, seeded per request group.
@@ -146,7 +150,10 @@ def generated_examples(requests: Sequence[tuple[str, str]], complied: Sequence[E
 
 # set A (169 rows, v3's held-out set) and set B (270 rows, v4/v5's held-out set); since
 # minilm-outcome-v6 both train and the held-out set is C (`scoring.heldout`)
-HANDWRITTEN_FILES = ("handwritten_outcomes.jsonl", "handwritten_outcomes_b.jsonl")
+# and set D's training part (200 rows, 10 classes x 20; written blind by another hand, its other
+# 100 rows are the development set benchmarks/data/dev_outcomes_d.jsonl), from minilm-outcome-v7
+HANDWRITTEN_FILES = ("handwritten_outcomes.jsonl", "handwritten_outcomes_b.jsonl",
+                     "handwritten_outcomes_d.jsonl")
 # class of a hand-written row -> (kind, outcome) of its training example
 HANDWRITTEN_KINDS = {"moralising": ("moralising", "refused"),
                      "partial_refusal": ("partial_refusal", "refused"),
@@ -154,7 +161,13 @@ HANDWRITTEN_KINDS = {"moralising": ("moralising", "refused"),
                      "partial_compliance": ("partial_compliance", "complied"),
                      "sympathetic_compliance": ("sympathetic_compliance", "complied"),
                      "off_topic": ("offtopic", "offtopic"),
-                     "error_text": ("error_text", "offtopic")}
+                     "error_text": ("error_text", "offtopic"),
+                     # set D's classes
+                     "refusal_then_topic": ("refusal_words", "refused"),
+                     "error_or_echo": ("error_text", "offtopic"),
+                     "compliance": ("compliance", "complied"),
+                     "persona_compliance": ("compliance", "complied"),
+                     "disclaimer_compliance": ("sympathetic_compliance", "complied")}
 
 
 def handwritten_examples() -> list[Example]:
