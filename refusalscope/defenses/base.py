@@ -138,11 +138,11 @@ RESULT_KEYS = ("schema", "defense", "kind", "config", "artefact", "compute", "fl
 
 
 def study_keys(defense: Defense) -> dict[str, Any]:
-    """Keys of a `[defenses.NAME]` table with their defaults (the config class's, unless
-    `study_defaults` says otherwise; tuples as lists, as TOML writes them)."""
+    """Keys of a `[defenses.NAME]` table with their defaults, in `study_keys` order (the config
+    class's defaults, unless `study_defaults` says otherwise; tuples as lists, as TOML has)."""
     base = {**config_defaults(defense.config_cls), **defense.study_defaults}
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in base.items()
-            if k in defense.study_keys}
+    return {k: list(base[k]) if isinstance(base[k], tuple) else base[k]
+            for k in defense.study_keys}
 
 
 def config_from(defense: Defense, values: dict[str, Any]) -> Any:

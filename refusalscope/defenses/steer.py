@@ -241,8 +241,8 @@ class SteerDefense:
     work = "generate"  # `study plan`'s measured rate
     resumable = False  # a search is redone from the start
     harmful_content = True
-    study_keys = ("alphas", "n", "skip", "rule", "target", "max_new_tokens", "seed",
-                  "sweep_n", "sweep_n_val", "positions")
+    study_keys = ("alphas", "n", "skip", "rule", "target", "max_new_tokens", "sweep_n",
+                  "sweep_n_val", "positions", "seed")
     # The sweep that makes the direction (study only); skip None: past its prompts.
     study_defaults = {"skip": None, "sweep_n": 32, "sweep_n_val": 16,
                       "positions": "post-instruction"}
