@@ -87,10 +87,6 @@ def safety():  # type: ignore[no-untyped-def]
     REGISTRY.pop("safety")
 
 
-def _rows(path: Path) -> list[dict]:  # type: ignore[type-arg]
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-
-
 def _replies(handle, texts: list[str], **cfg: object) -> list[str]:  # type: ignore[no-untyped-def]
     from refusalscope.data.load import Prompt
     from refusalscope.generation import GenerateConfig, generate_rows
@@ -157,6 +153,7 @@ system = "Be safe."
 def test_toy_defense_in_a_tiny_study(safety, tmp_path) -> None:
     from study_fixtures import TINY_SPEC, make_study
 
+    from refusalscope.fileio import read_jsonl
     from refusalscope.study.executor import record, study_dir
     from refusalscope.study.graph import RESOURCES, expand
     from refusalscope.study.plan import estimate, work_of
@@ -181,7 +178,7 @@ def test_toy_defense_in_a_tiny_study(safety, tmp_path) -> None:
         run = Path(record(study, n)["outputs"]["run"])  # type: ignore[index]
         cfg = json.loads((run / "manifest.json").read_text())["config"]
         assert cfg["system_prompt"] == "Be safe." and cfg["adapter"] is not None
-        assert len(_rows(run / "generations.jsonl")) == 4
+        assert len(read_jsonl(run / "generations.jsonl")) == 4
     plain = [n for n in nodes if n.kind == "generate" and "safety" not in n.inputs]
     for n in plain:
         run = Path(record(study, n)["outputs"]["run"])  # type: ignore[index]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from refusalscope.attacks import autodan_run, gcg_run, lora_attack, template_run
 from refusalscope.attacks.base import KINDS, Attack, AttackResult, config_defaults, study_keys
-from refusalscope.errors import UserError
+from refusalscope.registries import add, lookup
 
 __all__ = ["REGISTRY", "Attack", "AttackResult", "config_defaults", "get", "register",
            "study_keys"]
@@ -24,18 +24,12 @@ REGISTRY: dict[str, Attack] = {}
 
 def register(attack: Attack) -> None:
     """Make `attack` known by its `name` (a later registration of a name replaces it)."""
-    if attack.kind not in KINDS:
-        raise ValueError(f"attack {attack.name!r}: kind must be one of {KINDS}, "
-                         f"not {attack.kind!r}")
-    REGISTRY[attack.name] = attack
+    add(REGISTRY, attack, "attack", KINDS)
 
 
 def get(name: str) -> Attack:
     """The attack called `name`; an unknown name is a `UserError` listing the known ones."""
-    try:
-        return REGISTRY[name]
-    except KeyError:
-        raise UserError(f"unknown attack {name!r}: one of {', '.join(sorted(REGISTRY))}") from None
+    return lookup(REGISTRY, name, "attack")
 
 
 register(lora_attack.ATTACK)

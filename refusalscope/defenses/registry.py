@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from refusalscope.defenses import steer, tar_run
 from refusalscope.defenses.base import KINDS, Defense, DefenseResult, study_keys
-from refusalscope.errors import UserError
+from refusalscope.registries import add, lookup
 
 __all__ = ["REGISTRY", "Defense", "DefenseResult", "get", "node_defense", "register",
            "study_keys"]
@@ -26,19 +26,12 @@ NODE_PREFIX = "defend-"
 
 def register(defense: Defense) -> None:
     """Make `defense` known by its `name` (a later registration of a name replaces it)."""
-    if defense.kind not in KINDS:
-        raise ValueError(f"defense {defense.name!r}: kind must be one of {KINDS}, "
-                         f"not {defense.kind!r}")
-    REGISTRY[defense.name] = defense
+    add(REGISTRY, defense, "defense", KINDS)
 
 
 def get(name: str) -> Defense:
     """The defense called `name`; an unknown name is a `UserError` listing the known ones."""
-    try:
-        return REGISTRY[name]
-    except KeyError:
-        raise UserError(f"unknown defense {name!r}: one of "
-                        f"{', '.join(sorted(REGISTRY))}") from None
+    return lookup(REGISTRY, name, "defense")
 
 
 def node_defense(kind: str) -> Defense | None:

@@ -24,7 +24,7 @@ Shipped specs live in `refusalscope/study/specs/`; `load_spec("quickstart")` fin
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -35,60 +35,52 @@ from refusalscope.errors import UserError
 SCORERS = ("heuristic", "classifier", "ensemble")
 
 
-class _AttackKeys(Mapping[str, tuple[dict[str, Any], dict[str, Any]]]):
-    """Per attack kind: grid axes (lists; one value allowed) and fixed options with their
-    defaults, read live from the attack registry (`attacks.registry.study_keys`, so an attack
-    registered later is a spec kind too). A key a spec leaves out takes the attack config's
-    default, except where the attack declares a study default (`study_defaults`): a study's
-    deliberately cheaper CPU values, e.g. GCG 20 steps x 64 candidates (the config and
-    `attack gcg`: 250 x 512), AutoDAN 4 generations x 8 (config: 100 x 64), LoRA 16 pairs
-    (config: 64). The shipped specs set the values they use explicitly."""
+class _RegistryKeys(Mapping[str, Any]):
+    """Per registered kind, the keys of its spec table with their defaults, read live from a
+    registry (`load()` -> (REGISTRY, study_keys)), so a kind registered later is a spec kind
+    too."""
 
-    def __getitem__(self, kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
-        from refusalscope.attacks.registry import REGISTRY, study_keys
+    def __init__(self, load: Callable[[], tuple[dict[str, Any], Callable[[Any], Any]]]):
+        self._load = load
 
-        return study_keys(REGISTRY[kind])
+    def __getitem__(self, kind: str) -> Any:
+        registry, keys = self._load()
+        return keys(registry[kind])
 
     def __iter__(self) -> Iterator[str]:
-        from refusalscope.attacks.registry import REGISTRY
-
-        return iter(list(REGISTRY))
+        return iter(list(self._load()[0]))
 
     def __len__(self) -> int:
-        from refusalscope.attacks.registry import REGISTRY
-
-        return len(REGISTRY)
+        return len(self._load()[0])
 
 
-ATTACK_KEYS = _AttackKeys()
+def _attack_registry() -> tuple[dict[str, Any], Callable[[Any], Any]]:
+    from refusalscope.attacks.registry import REGISTRY, study_keys
+
+    return REGISTRY, study_keys
+
+
+def _defense_registry() -> tuple[dict[str, Any], Callable[[Any], Any]]:
+    from refusalscope.defenses.registry import REGISTRY, study_keys
+
+    return REGISTRY, study_keys
+
+
+# Per attack kind: grid axes (lists; one value allowed) and fixed options with their defaults
+# (`attacks.registry.study_keys`). A key a spec leaves out takes the attack config's default,
+# except where the attack declares a study default (`study_defaults`): a study's deliberately
+# cheaper CPU values, e.g. GCG 20 steps x 64 candidates (the config and `attack gcg`: 250 x
+# 512), AutoDAN 4 generations x 8 (config: 100 x 64), LoRA 16 pairs (config: 64). The shipped
+# specs set the values they use explicitly.
+ATTACK_KEYS = _RegistryKeys(_attack_registry)
 ATTACK_COMMON = ("kind", "after")
 # Per attack kind: options kept in a node's params only when the spec sets them (so adding one
 # leaves every existing node id as it was). lora target_modules: e.g. ["gate_proj", "up_proj"].
 ATTACK_OPTIONAL: dict[str, tuple[str, ...]] = {"lora": ("target_modules",)}
-
-
-class _DefenseKeys(Mapping[str, dict[str, Any]]):
-    """Per defense kind: the keys of a `[defenses.NAME]` table with their defaults, read live
-    from the defense registry (`defenses.registry.study_keys`: the config class's defaults, or
-    the defense's `study_defaults`), so a defense registered later is a spec kind too."""
-
-    def __getitem__(self, kind: str) -> dict[str, Any]:
-        from refusalscope.defenses.registry import REGISTRY, study_keys
-
-        return study_keys(REGISTRY[kind])
-
-    def __iter__(self) -> Iterator[str]:
-        from refusalscope.defenses.registry import REGISTRY
-
-        return iter(list(REGISTRY))
-
-    def __len__(self) -> int:
-        from refusalscope.defenses.registry import REGISTRY
-
-        return len(REGISTRY)
-
-
-DEFENSE_KEYS = _DefenseKeys()
+# Per defense kind: the keys of a `[defenses.NAME]` table with their defaults
+# (`defenses.registry.study_keys`: the config class's defaults, or the defense's
+# `study_defaults`, such as steer's sweep that makes the direction).
+DEFENSE_KEYS = _RegistryKeys(_defense_registry)
 EVAL_KEYS = {"split": "eval", "prompts": None, "n": 32, "max_new_tokens": 64, "batch_size": 16}
 # `[pairs]`: the LoRA attacks' training pairs, made once by `data pairs` (`data.pairgen`) and fed
 # to every LoRA cell without its own `data`. steer: "ablate" (the generator's own refusal
@@ -330,6 +322,10 @@ def _check_after(attacks: tuple[AttackSpec, ...]) -> None:
             raise UserError(f"attacks.{a.name}.after: a prompt attack (gcg, autodan, template) "
                             "can follow a weights attack such as lora (it then attacks the "
                             "LoRA-attacked model); nothing else")
+        if a.after is not None and by_name[a.after].kind != "lora":
+            # a prompt attack's run loads its model with a LoRA adapter, not another attack's
+            raise UserError(f"attacks.{a.name}.after: only a lora attack can be followed in a "
+                            f"study yet, not {by_name[a.after].kind!r}")
 
 
 def parse_spec(data: dict[str, Any], *, base: Path | None = None) -> Spec:
