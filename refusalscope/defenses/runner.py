@@ -9,7 +9,7 @@ runs it in memory (`rs.defend`): no run folder is kept, and the result carries t
 handle.
 
 It takes the defense object, not its name, so a defense module can call it without importing
-the registry (`tar_run.run_tar`, `steer.run_defend_steer`).
+the registry (`tar_run.run_tar`).
 
 Example:
     from refusalscope.defenses.registry import get

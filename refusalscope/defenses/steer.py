@@ -217,23 +217,14 @@ def spec_string(cfg: SteerDefenseConfig, alpha: float) -> str:
     return SteerSpec("add", cfg.directions, alpha=alpha, layers=cfg.layers).resolve().to_string()
 
 
-def run_defend_steer(cfg: SteerDefenseConfig, *, options: Any = None, batch_size: int = 16,
-                     on_alpha: Callable[[dict[str, Any]], None] | None = None) -> Any:
-    """Search alpha on the direction split, then (optionally) evaluate; returns the Run
-    (`runner.run_defense` with this module's `STEER`).
+class SteerDefense:
+    """The refusal direction added back while generating (module doc): kind runtime.
 
     Example:
-        run = run_defend_steer(SteerDefenseConfig(model="qwen2.5-coder-0.5b",
-                               adapter="artifacts/runs/<attack-lora run>",
-                               directions="artifacts/runs/<probe-sweep run>/directions.h5"))
+        run = run_defense(STEER, SteerDefenseConfig(model="qwen2.5-coder-0.5b",
+                          adapter="artifacts/runs/<attack-lora run>",
+                          directions="artifacts/runs/<probe-sweep run>/directions.h5"))
     """
-    from refusalscope.defenses.runner import run_defense
-
-    return run_defense(STEER, cfg, options=options, progress=on_alpha, batch_size=batch_size)
-
-
-class SteerDefense:
-    """The refusal direction added back while generating (module doc): kind runtime."""
 
     name = "steer"
     kind = RUNTIME
