@@ -41,6 +41,9 @@ class GenerateConfig:
     top_p: float = 1.0
     steer: str | None = None  # a resolved `interp.steering.SteerSpec` string (file + sha256)
     baseline: str | None = None  # run to compare with (`score` then reports Refusal Drift)
+    # A finished weights-attack run (any registered attack of kind weights): the model is
+    # generated from as that attack's `apply` leaves it (`run_generate`'s `attacked`).
+    attack_run: str | None = None
 
     def __post_init__(self) -> None:
         from refusalscope.data.load import SPLITS
@@ -57,7 +60,12 @@ class GenerateConfig:
             raise UserError(f"unknown split {self.split!r}: one of {', '.join(SPLITS)}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Every field; `attack_run` only when set, so every other run's manifest and content
+        id are what they were before the field existed."""
+        d = asdict(self)
+        if d["attack_run"] is None:
+            del d["attack_run"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> GenerateConfig:
@@ -247,11 +255,14 @@ def _open_for_resume(path: str, cfg: GenerateConfig) -> tuple[Any, set[str]]:
 def run_generate(cfg: GenerateConfig, *, options: Any = None, batch_size: int = 16,
                  resume: str | None = None, interventions: Sequence[tuple[str, HookFn]] = (),
                  static_cache: bool = False, on_start: Callable[[int], None] | None = None,
-                 on_batch: ProgressFn | None = None) -> Any:
+                 on_batch: ProgressFn | None = None,
+                 attacked: Callable[[Any], Any] | None = None) -> Any:
     """Generate into a run folder (`generations.jsonl`, one row per prompt); resumable.
 
     Rows are appended and fsynced as batches finish, so an interrupted run keeps its work and
-    `resume=<run>` skips every finished prompt id.
+    `resume=<run>` skips every finished prompt id. `attacked`: the function that turns the
+    loaded model into the one `cfg.attack_run` names (`attacks.runner.weights_applier`; the
+    attacks import this module, so it cannot build it); given exactly when `attack_run` is.
     """
     from refusalscope.fileio import append_jsonl, atomic_write_json, read_jsonl
     from refusalscope.models.handle import ModelHandle
@@ -263,10 +274,16 @@ def run_generate(cfg: GenerateConfig, *, options: Any = None, batch_size: int = 
     # An unknown or broken model fails first (a registry model is pulled once, a .gguf hashed once).
     trust = bool(options is not None and options.trust_remote_code)
     cfg = check_baseline(cfg)  # cheap: a wrong --baseline fails before any model is pulled
+    if (cfg.attack_run is None) != (attacked is None):
+        raise UserError(f"generating from a weights attack's model needs its run and its apply "
+                        f"together (attack_run {cfg.attack_run!r}); `refusalscope study run` "
+                        "resumes such a run")
     resolved = resolve(cfg.model, trust_remote_code=trust)
     prompts = load_prompts(cfg)  # bad input fails before weights are loaded or a run is made
     run, done = _open_for_resume(resume, cfg) if resume is not None else (None, set())
     handle = ModelHandle.from_resolved(resolved, adapter=cfg.adapter, options=options)
+    if attacked is not None:
+        handle = attacked(handle)
     if cfg.steer is not None:  # a `SteerSpec` string, pinned by sha256 (see interp.steering)
         from refusalscope.interp.steering import SteerSpec
 

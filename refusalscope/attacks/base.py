@@ -1,9 +1,10 @@
 """The shape every attack has: the `Attack` protocol and the one `AttackResult` schema.
 
-An attack is one module holding a frozen config class (the only copy of its defaults) and an
-object with `name`, `kind` and five methods; `registry.register(obj)` makes it usable from the
-CLI, the study, the cost planner and `rs.attack(...)`. `runner` does everything around it: run
-folders, resume, evaluation with the one scorer factory, `result.json`.
+An attack is one module holding a frozen config class (the only copy of its defaults;
+`ConfigDict` gives it `to_dict` / `from_dict`) and an object with `name`, `kind` and five
+methods; `registry.register(obj)` makes it usable from the CLI, the study, the cost planner and
+`rs.attack(...)`. `runner` does everything around it: run folders, resume, evaluation with the
+one scorer factory, `result.json`.
 
 Resumable state: `run(..., run=RUN)` appends each step's log row to `RUN/<log_file>` and
 rewrites `RUN/state.json` after every step (`save_step`); on a second call with the same run
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -29,6 +30,26 @@ KINDS = (WEIGHTS, PROMPT)
 STATE = "state.json"
 SCHEMA = "refusalscope.attack-result/1"
 Progress = Callable[[dict[str, Any]], None]  # one log row per step / generation
+
+
+class ConfigDict:
+    """`to_dict` / `from_dict` for a frozen config dataclass that holds plain JSON values, so a
+    new attack's config is its fields and `__post_init__` checks only.
+
+    Example:
+        @dataclass(frozen=True)
+        class MyConfig(ConfigDict):
+            steps: int = 10
+    """
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Any:
+        """Unknown keys are ignored (a run's manifest holds more than the config)."""
+        names = cls.__dataclass_fields__  # type: ignore[attr-defined]
+        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 @runtime_checkable

@@ -15,11 +15,12 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from refusalscope.attacks.base import PROMPT, AttackResult, Progress
+from refusalscope.attacks.base import PROMPT, WEIGHTS, AttackResult, Progress
 from refusalscope.attacks.evaluate import (REQUEST_DEFAULTS, evaluate_items, legacy_rates,
                                            load_requests, summarise)
 from refusalscope.attacks.registry import get
@@ -339,6 +340,21 @@ def _model_info(handle: ModelHandle, cfg: RunConfig) -> dict[str, Any]:
 
     return {"source": handle.source, "n_params": handle.n_params(), **size_fields(handle),
             "adapter": handle.adapter, "steer": cfg.steer}
+
+
+def weights_applier(run_path: str | Path) -> Callable[[ModelHandle], ModelHandle]:
+    """The function that puts a finished weights attack's artefact on a loaded model (the
+    attack's `apply`), for `generation.run_generate(..., attacked=...)`.
+
+    Example:
+        run_generate(GenerateConfig(model=m, attack_run=RUN), attacked=weights_applier(RUN))
+    """
+    result = load_result(run_path)
+    a = get(result.attack)
+    if a.kind != WEIGHTS:
+        raise UserError(f"{run_path} is a {a.kind} attack ({a.name}): it rewrites prompts, "
+                        "not the model")
+    return lambda handle: a.apply(handle, result, [])
 
 
 def load_result(run_path: str | Path) -> AttackResult:

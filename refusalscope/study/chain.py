@@ -1,11 +1,12 @@
 """Which attack a scored generate run evaluates, as a chain of parts, and what it cost.
 
-A generate run names its attack through `--adapter RUN` (an `attack-lora` cell run) and/or
-`--prompts FILE` written inside an attack run (`attack gcg|autodan|template`). With both, as a
-study's `after = "lora"` prompt attack makes them, the run evaluates the chain LoRA → prompt
-attack on the LoRA-attacked model: its own attack kind ("lora+gcg", "lora+autodan"), never the
-plain LoRA cell it starts from, and its compute is the sum of the parts' (examples, steps and
-FLOPs), each part kept.
+A generate run names its attack through `--adapter RUN` (an `attack-lora` cell run), its
+`attack_run` (any other weights attack's run, whose `apply` made the model) and/or `--prompts
+FILE` written inside an attack run (`attack gcg|autodan|template`). With an adapter and
+prompts, as a study's `after = "lora"` prompt attack makes them, the run evaluates the chain
+LoRA → prompt attack on the LoRA-attacked model: its own attack kind ("lora+gcg",
+"lora+autodan"), never the plain LoRA cell it starts from, and its compute is the sum of the
+parts' (examples, steps and FLOPs), each part kept.
 
 Per part: `examples` = examples processed over all steps (LoRA: `compute.json`'s
 `examples_seen`; a prompt attack without that field: its attack prompts × steps, the prompts
@@ -76,7 +77,7 @@ def run_of(ref: str | None, run: Run) -> Run | None:
 
 
 def attack_parts(run: Run) -> tuple[AttackPart, ...]:
-    """The attacks a generate run evaluates, in the order they were applied (adapter first).
+    """The attacks a generate run evaluates, in the order they were applied (weights first).
 
     Example:
         >>> kind_of(attack_parts(Run.open(path)))   # a GCG run after a LoRA cell
@@ -89,6 +90,9 @@ def attack_parts(run: Run) -> tuple[AttackPart, ...]:
         parts.append(part_of(adapter))
     elif cfg.get("adapter"):
         parts.append(AttackPart("adapter", None, "", 0, None, None, float("nan"), float("nan")))
+    weights = run_of(cfg.get("attack_run"), run)
+    if weights is not None:
+        parts.append(part_of(weights))
     prompts = run_of(cfg.get("prompts_file"), run)
     if prompts is not None and (adapter is None
                                 or prompts.path.resolve() != adapter.path.resolve()):

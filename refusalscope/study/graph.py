@@ -3,8 +3,11 @@
     baseline generate -> score (per scorer)
     attack-lora (one trajectory per n_data x lr x rank x alpha x seed; every `steps` value is a
       cell saved on the way) -> generate --adapter CELL --baseline BASE -> score (+ drift)
-    attack-gcg / attack-autodan (per grid combo x seed) -> generate over the attacked eval
-      prompts -> score;  `after = "lora"`: the prompt attack targets the LoRA-attacked model
+    attack-gcg / attack-autodan / attack-template (per grid combo x seed) -> generate over
+      the attacked eval prompts -> score;  `after = "lora"`: the prompt attack targets the
+      LoRA-attacked model
+    attack-<name> of any other weights attack (per grid combo x seed) -> generate from the
+      model its `apply` makes (--baseline BASE) -> score (+ drift)
     probe per model and per attacked model (when the spec has [probe])
     defenses (`defenses.registry`): a weights defense ([defenses.tar]) -> defend-tar per
       model, then the model's whole subgraph again with the defended model (every node reads
@@ -158,8 +161,13 @@ class _Builder:
 
     def attack(self, model: str, short: str, a: AttackSpec, base: Node,
                chosen: list[AttackSpec], adapter: tuple[str, int] | None) -> None:
+        from refusalscope.attacks.base import WEIGHTS
+        from refusalscope.attacks.registry import get
+
         keys = list(a.grid)
         combos = [dict(zip(keys, c, strict=True)) for c in itertools.product(*a.grid.values())]
+        # a weights attack's replies answer the baseline's prompts: Refusal Drift applies
+        drift = {"baseline": base.id} if self.spec.drift and get(a.kind).kind == WEIGHTS else {}
         for seed in self.spec.seeds:
             if a.kind == "lora":
                 self.lora(model, short, a, base, chosen, combos, seed)
@@ -173,7 +181,7 @@ class _Builder:
                 atk = self.node(f"attack-{a.kind}", params, inputs, f"{tag} seed={seed}")
                 gen_params = {**self.eval_params(model), "attack": a.kind,
                               "adapter_steps": params["adapter_steps"]}
-                gen = self.node("generate", gen_params, {"attack": atk.id, **inputs},
+                gen = self.node("generate", gen_params, {"attack": atk.id, **inputs, **drift},
                                 f"{tag} seed={seed}")
                 self.scored(gen, f"{tag} seed={seed}")
 

@@ -10,7 +10,8 @@ Each runner picks up an interrupted attempt of itself: a finished run is adopted
 generate / attack run continues from its checkpoint (`--resume`), and a scoring the previous
 attempt left unrecorded is removed before scoring again, so no result is written twice.
 To add a kind: write `run_<kind>(node, ins, work) -> dict` and add it to `NODE_KINDS`; a
-registered prompt attack needs nothing here (`attack-<name>` runs through `attacks.runner`).
+registered attack (prompt or weights) needs nothing here (`attack-<name>` runs through
+`attacks.runner`).
 """
 
 from __future__ import annotations
@@ -95,13 +96,15 @@ def run_generate_node(node: Any, ins: dict[str, dict[str, Any]], work: Path) -> 
     from refusalscope.generation import GenerateConfig, run_generate
 
     p = node.params
-    prompts = _attacked_prompts(p, ins["attack"], work) if "attack" in ins else p["prompts"]
-    n = len(Path(prompts).read_text(encoding="utf-8").splitlines()) if "attack" in ins else p["n"]
+    weights = _weights_run(p, ins)  # a weights attack's run: its `apply` gives the model
+    prompted = "attack" in ins and weights is None  # a prompt attack: the attacked prompts
+    prompts = _attacked_prompts(p, ins["attack"], work) if prompted else p["prompts"]
+    n = len(Path(prompts).read_text(encoding="utf-8").splitlines()) if prompted else p["n"]
     cfg = GenerateConfig(model=_model(p, ins), split=p["split"], n=n,
                          prompts_file=prompts, adapter=_adapter(p, ins),
                          max_new_tokens=p["max_new_tokens"],
                          baseline=ins["baseline"]["run"] if "baseline" in ins else None,
-                         **_runtime_defenses(ins))
+                         attack_run=weights, **_runtime_defenses(ins))
     earlier = _runs(work, "generate")
     if earlier and earlier[-1].manifest.status == "success":
         return {"run": str(earlier[-1].path)}
@@ -109,8 +112,25 @@ def run_generate_node(node: Any, ins: dict[str, dict[str, Any]], work: Path) -> 
     if resume:
         cfg = GenerateConfig.from_dict(earlier[-1].manifest.config)
     run = run_generate(cfg, options=_options(p), batch_size=p.get("batch_size", 16),
-                       resume=resume)
+                       resume=resume, attacked=_applier(cfg.attack_run))
     return {"run": str(run.path)}
+
+
+def _weights_run(p: dict[str, Any], ins: dict[str, dict[str, Any]]) -> str | None:
+    """The run of the weights attack (any but LoRA, whose cells are `adapter` inputs) a
+    generate node reads as its `attack` input; None for none or a prompt attack."""
+    from refusalscope.attacks.base import WEIGHTS
+    from refusalscope.attacks.registry import get
+
+    if "attack" not in ins or get(p["attack"]).kind != WEIGHTS:
+        return None
+    return str(ins["attack"]["run"])
+
+
+def _applier(attack_run: str | None) -> Any:
+    from refusalscope.attacks.runner import weights_applier
+
+    return weights_applier(attack_run) if attack_run is not None else None
 
 
 def _runtime_defenses(ins: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -227,10 +247,11 @@ def run_pairs_node(node: Any, ins: dict[str, dict[str, Any]], work: Path) -> dic
     return {"pairs": str(path), "kept": rep.kept, "content_id": path.parent.name}
 
 
-def run_prompt_attack_node(node: Any, ins: dict[str, dict[str, Any]],
-                           work: Path) -> dict[str, Any]:
-    """Any registered prompt attack (node kind `attack-<name>`) through `attacks.runner`:
-    its config from the node's params (the attack's `study_grid` / `study_fixed` keys)."""
+def run_attack_node(node: Any, ins: dict[str, dict[str, Any]], work: Path) -> dict[str, Any]:
+    """Any registered attack but LoRA (node kind `attack-<name>`) through `attacks.runner`:
+    its config from the node's params (the attack's `study_grid` / `study_fixed` keys). A
+    prompt attack's artefact is applied to the eval prompts, a weights attack's to the model
+    (`generate` reads the run's `result.json`: `Attack.apply`)."""
     from refusalscope.attacks.evaluate import REQUEST_DEFAULTS
     from refusalscope.attacks.registry import get
     from refusalscope.attacks.runner import RunConfig, config_fields, run_attack
@@ -310,21 +331,19 @@ def run_sweep_node(node: Any, ins: dict[str, dict[str, Any]], work: Path) -> dic
 
 
 class _Kinds(dict[str, Runner]):
-    """Node kinds; `attack-<name>` of any registered prompt attack runs `run_prompt_attack_node`
-    and `defend-<name>` of any registered defense `run_defense_node` (looked up when asked
-    for, so an attack or defense registered later is found too)."""
+    """Node kinds; `attack-<name>` of any registered attack (prompt or weights) runs
+    `run_attack_node` and `defend-<name>` of any registered defense `run_defense_node` (looked
+    up when asked for, so an attack or defense registered later is found too)."""
 
     def __missing__(self, kind: str) -> Runner:
-        from refusalscope.attacks.base import PROMPT
         from refusalscope.attacks.registry import REGISTRY
         from refusalscope.defenses.registry import node_defense
 
         if node_defense(kind) is not None:
             return run_defense_node
-        a = REGISTRY.get(kind.removeprefix("attack-")) if kind.startswith("attack-") else None
-        if a is None or a.kind != PROMPT:
+        if not kind.startswith("attack-") or kind.removeprefix("attack-") not in REGISTRY:
             raise KeyError(kind)
-        return run_prompt_attack_node
+        return run_attack_node
 
 
 NODE_KINDS: dict[str, Runner] = _Kinds({

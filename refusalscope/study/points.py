@@ -202,7 +202,12 @@ def _one_size_per_model(points: list[Point]) -> list[Point]:
 
 
 def _adapted(p: Point) -> bool:
-    return any(part.kind in ("lora", "adapter") for part in p.parts)
+    """Generated from changed weights (a LoRA cell, an adapter folder, any weights attack)."""
+    from refusalscope.attacks.base import WEIGHTS
+    from refusalscope.attacks.registry import REGISTRY
+
+    return any(part.kind == "adapter" or getattr(REGISTRY.get(part.kind), "kind", None) == WEIGHTS
+               for part in p.parts)
 
 
 def _point(run: Run, controls: frozenset[str] = frozenset()) -> Point:
