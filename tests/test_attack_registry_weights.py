@@ -20,6 +20,7 @@ from refusalscope.attacks.base import RESULT_KEYS, AttackResult, ConfigDict
 from refusalscope.attacks.registry import REGISTRY, register
 from refusalscope.cli.app import app
 from refusalscope.errors import UserError
+from study_fixtures import TINY_SPEC
 
 
 # ---- the toy weights attack: everything a new attack needs --------------------------------
@@ -84,28 +85,15 @@ def scale_attack():  # type: ignore[no-untyped-def]
     REGISTRY.pop("scale")
 
 
-STUDY = """
-name = "toyw"
-seeds = [0]
-scorers = ["heuristic"]
-drift = false
-[eval]
-prompts = "prompts.jsonl"
-n = 2
-max_new_tokens = 4
-batch_size = 4
-[[models]]
-name = "tiny-llama"
-[attacks.scale]
-factor = [0.0, 1.0]
-"""
+# the tiny study's model, prompts and eval, with the toy attack instead of LoRA
+STUDY = TINY_SPEC.split("[attacks.lora]")[0] + "[attacks.scale]\nfactor = [0.0, 1.0]\n"
 
 
 def _rows(path: Path) -> list[dict]:  # type: ignore[type-arg]
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
 
 
-def _by_hand(model: str, prompts: str, factor: float) -> list[str]:
+def _by_hand(model: str, prompts: str, factor: float, ev: dict[str, int]) -> list[str]:
     """Replies of the model with the layer scaled in memory, as the study's generate asks."""
     from refusalscope.generation import GenerateConfig, generate_rows, load_prompts
     from refusalscope.models.handle import ModelHandle
@@ -113,7 +101,8 @@ def _by_hand(model: str, prompts: str, factor: float) -> list[str]:
     handle = ModelHandle.load(model)
     w = dict(handle.model.named_parameters())[_weight_name(0)]
     w.data.mul_(factor)
-    cfg = GenerateConfig(model=model, n=2, prompts_file=prompts, max_new_tokens=4)
+    cfg = GenerateConfig(model=model, n=ev["n"], prompts_file=prompts,
+                         max_new_tokens=ev["max_new_tokens"])
     return [r["response"] for r in generate_rows(handle, load_prompts(cfg), cfg)]
 
 
@@ -137,12 +126,12 @@ def test_toy_weights_attack_in_a_tiny_study(scale_attack, tmp_path) -> None:
     assert sorted(n.params["factor"] for n in atks) == [0.0, 1.0]
     assert NODE_KINDS["attack-scale"] is run_attack_node
     model = spec.models[0].name
-    assert all(c.flops == params_for(model).body for c in estimate(nodes)  # type: ignore[union-attr]
-               if c.node.kind == "attack-scale")
+    body = params_for(model).body  # type: ignore[union-attr]
+    assert all(c.flops == body for c in estimate(nodes) if c.node.kind == "attack-scale")
     res = CliRunner().invoke(app, ["study", "run", str(tmp_path / "s" / "tiny.toml")])
     assert res.exit_code == 0, res.output
     assert "0 failed" in res.output
-    study = study_dir("toyw")
+    study = study_dir("tiny")
     recs = {n.id: record(study, n) for n in nodes}
     assert all(recs.values()), [n.label for n in nodes if not recs[n.id]]
     base = next(n for n in nodes if n.kind == "generate" and not n.inputs)
@@ -163,7 +152,7 @@ def test_toy_weights_attack_in_a_tiny_study(scale_attack, tmp_path) -> None:
         assert [g["prompt"] for g in _rows(run.path / "generations.jsonl")] == \
             [g["prompt"] for g in _rows(Path(recs[base.id]["outputs"]["run"])  # type: ignore[index]
                                         / "generations.jsonl")]
-        want = _by_hand(model, prompts, atk.params["factor"])
+        want = _by_hand(model, prompts, atk.params["factor"], spec.eval)
         assert replies == want
         if atk.params["factor"] == 1.0:
             assert replies == base_replies  # the weights unchanged: the baseline's replies
