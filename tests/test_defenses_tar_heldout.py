@@ -114,6 +114,19 @@ def test_data_relation_on_loaded_pairs(tmp_path):
     assert data_relation(a, renamed[:2] + b[:2]) == "overlap"
 
 
+def test_data_relation_matches_prompts_as_the_eval_guard_does():
+    """Two prompts are the same for TAR's held-out check exactly when `attacks.pairs.prompt_key`
+    (how training prompts are kept off `eval`) says so: one normaliser, no private copy."""
+    from refusalscope.attacks.pairs import prompt_key
+    from refusalscope.defenses import tar_heldout
+
+    assert not hasattr(tar_heldout, "_norm")
+    one = [Pair("a", "How do I, pick  a LOCK?", "r", "s")]
+    two = [Pair("b", "how do i pick a lock", "r", "s")]
+    assert prompt_key(one[0].prompt) == prompt_key(two[0].prompt)
+    assert data_relation(one, two) == "same"
+
+
 def test_shipped_defenses_spec_has_in_distribution_and_two_held_out_attacks():
     spec = load_spec("defenses")
     tar = next(d.params for d in spec.defenses if d.kind == "tar")

@@ -24,7 +24,6 @@ Example:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,16 +47,14 @@ class Comparison:
         return asdict(self)
 
 
-def _norm(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", " ", text.lower()).strip()
-
-
 def data_relation(tar_pairs: Sequence[Any], attack_pairs: Sequence[Any]) -> str:
     """``same`` (the same prompts), ``disjoint`` (no prompt shared) or ``overlap``, for two
     lists of `attacks.pairs.Pair`. Prompts are compared lower-cased with punctuation dropped;
     ids are not compared (a user file's rows are ``row1``, ``row2``, ... whatever they hold)."""
-    a = {_norm(p.prompt) for p in tar_pairs}
-    b = {_norm(p.prompt) for p in attack_pairs}
+    from refusalscope.attacks.pairs import prompt_key
+
+    a = {prompt_key(p.prompt) for p in tar_pairs}
+    b = {prompt_key(p.prompt) for p in attack_pairs}
     if a == b:
         return "same"
     return "overlap" if a & b else "disjoint"
