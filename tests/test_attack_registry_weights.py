@@ -179,3 +179,17 @@ def test_weights_attack_graph_drift_and_after(scale_attack, tmp_path) -> None:
     after = STUDY + '[attacks.gcg]\nafter = "scale"\n'
     with pytest.raises(UserError, match="only a lora attack can be followed"):
         load_spec(str(make_study(tmp_path / "a", after)))
+
+
+def test_steering_needs_lora_cells_not_any_weights_attack(scale_attack, tmp_path) -> None:
+    """A runtime defense follows LoRA cells only: a spec whose one weights attack is another
+    (no cells) is a one-line error, not a study that silently has no defense nodes."""
+    from study_fixtures import make_study
+
+    from refusalscope.study.spec import load_spec
+
+    path = make_study(tmp_path / "s", STUDY + "[defenses.steer]\n")
+    with pytest.raises(UserError, match="the steer defense acts after a LoRA attack's cells"):
+        load_spec(str(path))
+    res = CliRunner().invoke(app, ["study", "plan", str(path)])
+    assert res.exit_code == 2 and "error: " in res.output and "kind lora" in res.output

@@ -12,7 +12,7 @@ Two kinds:
 - ``runtime``: `run` chooses an intervention used while generating (steer: the refusal
   direction added back at a chosen alpha); `apply` gives a handle with it always on, and
   `generation(outputs)` the `GenerateConfig` fields that switch it on in a `generate` run. A
-  study puts it after every weights-attack cell of the undefended model.
+  study puts it after every LoRA cell of the undefended model (the spec check asks for one).
 """
 
 from __future__ import annotations

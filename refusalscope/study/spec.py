@@ -274,9 +274,8 @@ def _resolve_data(table: dict[str, Any], base: Path | None) -> None:
 def _defenses(raw: Any, attacks: tuple[AttackSpec, ...],
               base: Path | None) -> tuple[DefenseSpec, ...]:
     """`[defenses.NAME]` tables: kind (default: the name), then that kind's options, completed
-    by the defense (`Defense.study_table`). A runtime defense acts after weights attacks."""
-    from refusalscope.attacks.base import WEIGHTS
-    from refusalscope.attacks.registry import REGISTRY as ATTACKS
+    by the defense (`Defense.study_table`). A runtime defense acts after LoRA cells (the graph
+    makes its nodes after each `steps` cell; another weights attack has no cells)."""
     from refusalscope.defenses.base import RUNTIME
     from refusalscope.defenses.registry import get
 
@@ -290,9 +289,9 @@ def _defenses(raw: Any, attacks: tuple[AttackSpec, ...],
         d = get(kind)
         params = d.study_table({**keys, **{k: v for k, v in table.items() if k != "kind"}},
                                where)
-        if d.kind == RUNTIME and not any(ATTACKS[a.kind].kind == WEIGHTS for a in attacks):
-            raise UserError(f"{where}: the {kind} defense acts after a LoRA attack (a weights "
-                            "attack); the spec has no [attacks.*] of kind lora")
+        if d.kind == RUNTIME and not any(a.kind == "lora" for a in attacks):
+            raise UserError(f"{where}: the {kind} defense acts after a LoRA attack's cells; "
+                            "the spec has no [attacks.*] of kind lora")
         _resolve_data(params, base)
         out.append(DefenseSpec(name, kind, params))
     return tuple(out)
