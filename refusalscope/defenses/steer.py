@@ -173,7 +173,8 @@ def search(handle: Any, cfg: SteerDefenseConfig, prompts: tuple[list[Any], list[
            on_alpha: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
     """One row per alpha: harmful RRR and harmless over-refusal with Wilson CIs."""
     from refusalscope.generation import GenerateConfig
-    from refusalscope.interp.steer_eval import eval_condition, make_scorer
+    from refusalscope.interp.steer_eval import eval_condition
+    from refusalscope.scoring.factory import scorer as make_scorer
 
     scorer = make_scorer(cfg.scorer)
     gcfg = GenerateConfig(model=cfg.model, split="direction", n=cfg.n,
@@ -342,8 +343,8 @@ def evaluate(cfg: Any, alpha: float, *, options: Any = None,
     The alpha is an argument: it was fixed on the direction split before this is called.
     """
     from refusalscope.generation import GenerateConfig, run_generate
-    from refusalscope.interp.steer_eval import make_scorer
     from refusalscope.scoring import BootstrapSpec
+    from refusalscope.scoring.factory import scorer as make_scorer
     from refusalscope.scoring.score import score_run
 
     scorer = make_scorer(cfg.scorer)

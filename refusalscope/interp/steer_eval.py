@@ -51,14 +51,6 @@ class SteerEvalConfig:
         return d
 
 
-def make_scorer(name: str) -> Any:
-    """`heuristic`, or `ensemble` (the default trained classifier + heuristic), from
-    `scoring.factory` (the one place scorers are built by name)."""
-    from refusalscope.scoring.factory import scorer
-
-    return scorer(name)
-
-
 INCOHERENT = frozenset({"repetitive", "empty"})
 
 
@@ -112,6 +104,7 @@ def run_steer_eval(cfg: SteerEvalConfig, *, options: Any = None, batch_size: int
     from refusalscope.interp.steering import SteerSpec
     from refusalscope.models.handle import ModelHandle
     from refusalscope.runs import Run
+    from refusalscope.scoring.factory import scorer as make_scorer
 
     harmful = load_split(cfg.split, n=cfg.n) if cfg.harmful else []
     harmless = load_split(cfg.split, harmless=True, n=cfg.n)
