@@ -44,6 +44,9 @@ class GenerateConfig:
     # A finished weights-attack run (any registered attack of kind weights): the model is
     # generated from as that attack's `apply` leaves it (`run_generate`'s `attacked`).
     attack_run: str | None = None
+    # The registered runtime defense(s) whose `Defense.generation` fields this run carries
+    # ("steer", or "a+b"): a label `fit` reads (`study.points`); it changes nothing here.
+    defense: str | None = None
 
     def __post_init__(self) -> None:
         from refusalscope.data.load import SPLITS
@@ -60,11 +63,12 @@ class GenerateConfig:
             raise UserError(f"unknown split {self.split!r}: one of {', '.join(SPLITS)}")
 
     def to_dict(self) -> dict[str, Any]:
-        """Every field; `attack_run` only when set, so every other run's manifest and content
-        id are what they were before the field existed."""
+        """Every field; `attack_run` and `defense` only when set, so every other run's manifest
+        and content id are what they were before the fields existed."""
         d = asdict(self)
-        if d["attack_run"] is None:
-            del d["attack_run"]
+        for k in ("attack_run", "defense"):
+            if d[k] is None:
+                del d[k]
         return d
 
     @classmethod

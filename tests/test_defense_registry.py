@@ -157,6 +157,7 @@ def test_toy_defense_in_a_tiny_study(safety, tmp_path) -> None:
     from refusalscope.study.executor import record, study_dir
     from refusalscope.study.graph import RESOURCES, expand
     from refusalscope.study.plan import estimate, work_of
+    from refusalscope.study.points import gather_points
     from refusalscope.study.spec import load_spec
 
     spec_path = make_study(tmp_path / "s", TINY_SPEC + STUDY)
@@ -182,7 +183,17 @@ def test_toy_defense_in_a_tiny_study(safety, tmp_path) -> None:
     plain = [n for n in nodes if n.kind == "generate" and "safety" not in n.inputs]
     for n in plain:
         run = Path(record(study, n)["outputs"]["run"])  # type: ignore[index]
-        assert json.loads((run / "manifest.json").read_text())["config"]["system_prompt"] is None
+        cfg = json.loads((run / "manifest.json").read_text())["config"]
+        assert cfg["system_prompt"] is None and "defense" not in cfg  # saved only when set
+    # fit points: the defended runs carry the defense's name, as steer and tar runs do
+    points = gather_points([record(study, n)["outputs"]["run"]  # type: ignore[index]
+                            for n in [*defended, *plain]])
+    # (generation settings are named as the runs differ in them: the system turn here)
+    on = "system-prompt max-new=6 [safety]"
+    assert sorted((p.defense, p.strength) for p in points) == [
+        ("none", "lora n=4 steps=1 max-new=6"), ("none", "lora n=4 steps=3 max-new=6"),
+        ("none", "no attack max-new=6"), ("safety", f"lora n=4 steps=1 {on}"),
+        ("safety", f"lora n=4 steps=3 {on}")]
 
 
 def test_a_runtime_defense_needs_a_weights_attack(safety, tmp_path) -> None:

@@ -79,6 +79,11 @@ def test_config_validation(kwargs, msg):
 def test_config_round_trip():
     cfg = GenerateConfig(model="m", split="direction", n=5, seed=3, system_prompt="s")
     assert GenerateConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    # the labels of a weights attack's run and a runtime defense are saved only when set
+    assert not {"attack_run", "defense"} & set(cfg.to_dict())
+    on = GenerateConfig(model="m", system_prompt="s", defense="safety")
+    assert on.to_dict()["defense"] == "safety"
+    assert GenerateConfig.from_dict(json.loads(json.dumps(on.to_dict()))) == on
 
 
 def test_run_generate_resumes(tiny_folder, prompt_file):

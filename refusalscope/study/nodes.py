@@ -135,16 +135,19 @@ def _applier(attack_run: str | None) -> Any:
 
 def _runtime_defenses(ins: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """`GenerateConfig` fields of the runtime defenses a generate node reads (input role: the
-    defense's name; `Defense.generation` of its node's outputs)."""
+    defense's name; `Defense.generation` of its node's outputs), and `defense` naming them, so
+    the run records which defense it was made with (`study.points` labels it)."""
     from refusalscope.defenses.base import RUNTIME
     from refusalscope.defenses.registry import REGISTRY
 
     out: dict[str, Any] = {}
+    names = []
     for role, outputs in ins.items():
         d = REGISTRY.get(role)
         if d is not None and d.kind == RUNTIME:
             out.update(d.generation(outputs))
-    return out
+            names.append(d.name)
+    return {**out, "defense": "+".join(names)} if names else out
 
 
 @contextmanager

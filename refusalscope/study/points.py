@@ -10,8 +10,11 @@ baseline: C = 0.
 
 Labels come from the run's latest `scores[.K].jsonl`; RD from its latest `drift[.K].json`.
 
-Defenses (`defense`): "tar" for a model folder stamped by `defend tar` (model label
-"<base>+tar"), "steer" for `--steer add:...` after an attack; each is its own strength.
+Defenses (`defense`): a weights defense's name for a model folder it stamped (`defend tar`:
+"tar", model label "<base>+tar"); a runtime defense's name as the generate run records it
+(`GenerateConfig.defense`, set by a study for any registered runtime defense: "steer", ...);
+"steer" for `--steer add:...` after an attack in a run that records none (`generate --steer`,
+runs made before the field). Each is its own strength.
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ class Point:
     rd: np.ndarray = field(repr=False, compare=False)  # [n], NaN where no drift
     rd_refused: np.ndarray = field(repr=False, compare=False)  # as rd, NaN unless refused at base
     decoding: str = ""  # non-default generation settings ("T=0.8 system-prompt"), else ""
-    defense: str = "none"  # none | tar | steer
+    defense: str = "none"  # none, or a defense's name (tar, steer, any registered one)
     n_released: int = 0  # released parameter count, tied embeddings once (0: = n_params)
     n_non_embedding: int = 0  # without input embedding and LM head (0: = n_params)
     control: bool = False  # a model that never refuses: left out of size fits by default
@@ -247,7 +250,8 @@ def _point(run: Run, controls: frozenset[str] = frozenset()) -> Point:
 def _defense(cfg: dict[str, Any], attacked: bool,
              run_path: Path | None = None) -> tuple[str, str | None]:
     """(defense, model label for a defended model folder) of a generate run's config (a
-    defended model made in a study is looked up in the run's study as it is now)."""
+    defended model made in a study is looked up in the run's study as it is now): the model
+    folder's stamp, else the runtime defense the run records, else a steer spec that adds."""
     from refusalscope.models.convert import read_stamp
     from refusalscope.study.portable import for_run
 
@@ -258,6 +262,8 @@ def _defense(cfg: dict[str, Any], attacked: bool,
         stamp = read_stamp(folder) if folder.is_dir() else None
         if stamp and stamp.get("defense"):
             return str(stamp["defense"]), stamp.get("label")
+    if cfg.get("defense"):
+        return str(cfg["defense"]), None
     if attacked and str(cfg.get("steer") or "").startswith("add:"):
         return "steer", None
     return "none", None
