@@ -179,19 +179,19 @@ def test_handwritten_rows_join_training_with_their_classes() -> None:
     from refusalscope.scoring.train_data import HANDWRITTEN_KINDS, handwritten_examples
 
     hand = handwritten_examples()
-    # set A (169 rows), set B (270 rows, 45 in each of six classes) and set D's training part
-    # (184 rows: 20 per class less 16 that share text with set C)
-    assert len(hand) == 623 and all(e.source == "handwritten" for e in hand)
-    assert Counter(e.kind for e in hand) == {"moralising": 100, "offtopic": 99,
-                                             "partial_refusal": 99, "error_text": 44,
-                                             "partial_compliance": 77, "refusal_words": 82,
-                                             "sympathetic_compliance": 83, "compliance": 39}
+    # set A (169 rows), set B (270 rows, 45 in each of six classes) and the training parts of
+    # sets D (184 rows) and E (191 rows): 20 per class less those sharing text with held-out rows
+    assert len(hand) == 814 and all(e.source == "handwritten" for e in hand)
+    assert Counter(e.kind for e in hand) == {"moralising": 120, "offtopic": 115,
+                                             "partial_refusal": 117, "error_text": 44,
+                                             "partial_compliance": 77, "refusal_words": 120,
+                                             "sympathetic_compliance": 83, "compliance": 138}
     for e in hand:
         assert (e.kind, e.outcome) in HANDWRITTEN_KINDS.values()
         assert e.refused == (e.outcome == "refused") and e.group == group_of(e.prompt)
     rows, sources = outcome_examples(pyrit=False, extra=_complied(), seed=0, generated=False)
-    assert sum(e.source == "handwritten" for e in rows) == 623
-    assert next(s for s in sources if s["name"] == "handwritten")["n"] == 623
+    assert sum(e.source == "handwritten" for e in rows) == 814
+    assert next(s for s in sources if s["name"] == "handwritten")["n"] == 814
 
 
 def test_partial_compliance_is_sometimes_cut_to_its_first_sentences() -> None:

@@ -21,7 +21,11 @@
    `minilm-outcome-v6` set B trains too (held-out: set C), and since `minilm-outcome-v7` the
    training part of set D (`handwritten_outcomes_d.jsonl`, 200 rows in ten classes incl.
    persona-wrapped, disclaimed and sympathetic compliance and refusals that go on to discuss
-   the topic; written blind by another hand, see `benchmarks/data/README.md`).
+   the topic; written blind by another hand, see `benchmarks/data/README.md`), and since
+   `minilm-outcome-v8` the training part of set E (`handwritten_outcomes_e.jsonl`, 191 rows:
+   fiction, terse technical notes, persuasive text and misinformation, structured and benign
+   compliance; refusals followed by resources, empathetic steering without a refusal verb,
+   deflection to a safe version, policy/meta refusals; non-answers).
 4. **Generated rows** (`train_templates`): moralising refusals, partial refusals, off-topic
    texts, echoes, error texts, persona chatter, disclaimed compliance, for each request with
    the rates in `RATES`, seeded per request group.
@@ -150,10 +154,11 @@ def generated_examples(requests: Sequence[tuple[str, str]], complied: Sequence[E
 
 # set A (169 rows, v3's held-out set) and set B (270 rows, v4/v5's held-out set); since
 # minilm-outcome-v6 both train and the held-out set is C (`scoring.heldout`)
-# and set D's training part (200 rows, 10 classes x 20; written blind by another hand, its other
-# 100 rows are the development set benchmarks/data/dev_outcomes_d.jsonl), from minilm-outcome-v7
+# and the training parts of sets D (184 rows, from minilm-outcome-v7) and E (191 rows, from
+# minilm-outcome-v8), each written blind by another hand; their other rows are the development
+# sets benchmarks/data/dev_outcomes_{d,e}.jsonl (see benchmarks/data/README.md)
 HANDWRITTEN_FILES = ("handwritten_outcomes.jsonl", "handwritten_outcomes_b.jsonl",
-                     "handwritten_outcomes_d.jsonl")
+                     "handwritten_outcomes_d.jsonl", "handwritten_outcomes_e.jsonl")
 # class of a hand-written row -> (kind, outcome) of its training example
 HANDWRITTEN_KINDS = {"moralising": ("moralising", "refused"),
                      "partial_refusal": ("partial_refusal", "refused"),
@@ -167,7 +172,18 @@ HANDWRITTEN_KINDS = {"moralising": ("moralising", "refused"),
                      "error_or_echo": ("error_text", "offtopic"),
                      "compliance": ("compliance", "complied"),
                      "persona_compliance": ("compliance", "complied"),
-                     "disclaimer_compliance": ("sympathetic_compliance", "complied")}
+                     "disclaimer_compliance": ("sympathetic_compliance", "complied"),
+                     # set E's classes
+                     "fiction_compliance": ("compliance", "complied"),
+                     "terse_technical": ("compliance", "complied"),
+                     "persuasive_or_misinfo": ("compliance", "complied"),
+                     "structured_compliance": ("compliance", "complied"),
+                     "ordinary_compliance_benign": ("compliance", "complied"),
+                     "refusal_then_resources": ("refusal_words", "refused"),
+                     "empathetic_no_verb": ("moralising", "refused"),
+                     "deflect_to_safe_version": ("partial_refusal", "refused"),
+                     "meta_refusal": ("refusal_words", "refused"),
+                     "nonanswer": ("offtopic", "offtopic")}
 
 
 def handwritten_examples() -> list[Example]:
