@@ -186,3 +186,17 @@ def test_library_doc_examples_run_as_written(tmp_path: Path, tiny_folder: Path,
     out = capsys.readouterr().out
     assert "suffix '" in out and "target loss" in out and "ASR " in out
     assert re.search(r"report\.md$", out.strip())
+
+
+def test_readme_python_example_runs_as_written(tiny_folder: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's ```python block, with only its `MODEL = ...` line pointed at a tiny model."""
+    readme = DOC.parents[1] / "README.md"
+    blocks = re.findall(r"```python\n(.*?)```", readme.read_text(encoding="utf-8"), flags=re.S)
+    assert len(blocks) == 1 and "import refusalscope as rs" in blocks[0]
+    code, n = re.subn(r'^MODEL = "[^"\n]*"', f"MODEL = {str(tiny_folder)!r}", blocks[0], flags=re.M)
+    assert n == 1
+    exec(compile(code, str(readme), "exec"), {"__name__": "__readme_example__"})
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 3 and out[-1].startswith("ASR ")
+    assert all(line.split()[0] in ("refused", "complied", "degenerate") for line in out[:2])
