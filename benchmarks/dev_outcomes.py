@@ -28,7 +28,6 @@ import numpy as np
 
 
 def main() -> None:
-    from refusalscope.scoring.base import Label
     from refusalscope.scoring.classifier import DEFAULT_NAME, load_classifier
     from refusalscope.scoring.degeneracy import outcomes_by_label, persona_view
     from refusalscope.scoring.ensemble import combine
@@ -69,10 +68,7 @@ def main() -> None:
     variants = {"own": lambda: raw_probs(texts), "persona": lambda: raw_probs(seen),
                 "tail": lambda: with_tail(raw_probs(seen))}
     for name in a.variants.split(","):
-        probs = variants[name]()
-        labels = [Label(bool(p[cls.index("refused")] >= 0.5), None, "classifier", clf.version,
-                        float(p[cls.index("refused")]), 0.0, float(p[cls.index("offtopic")]),
-                        float(p[cls.index("complied")])) for p in probs]
+        labels = clf.labels(variants[name]())
         ens = [combine(h, c, "dev") for h, c in zip(heuristic, labels, strict=True)]
         items = [Item(str(i), "harmful", p, t) for i, (p, t) in enumerate(zip(prompts, texts))]
         out = outcomes_by_label(items, [e.refused for e in ens], labels=ens, relevance=rel)

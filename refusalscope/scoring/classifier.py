@@ -207,7 +207,11 @@ class RefusalClassifier:
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[Label]:
         """Labels with calibrated P(refused) (refused iff >= 0.5) and its entropy in bits; an
         outcome head also fills `p_complied` and `p_offtopic`."""
-        probs = self.probabilities(prompts, responses)
+        return self.labels(self.probabilities(prompts, responses))
+
+    def labels(self, probs: np.ndarray) -> list[Label]:
+        """The labels `score` gives for rows of class probabilities (`probabilities`' output,
+        or any `[n, len(classes)]` array of them)."""
         cls = self.classes
         p = probs[:, cls.index("refused")]
         h = entropy_bits(p)
