@@ -1,11 +1,12 @@
-"""The blind hand-written labelled sets D and E keep their promised shape and split.
+"""The blind hand-written labelled sets D, E and F keep their promised shape and split.
 
 Each set was written by a helper who never opened the scorer's code, resources or other sets
 (`benchmarks/data/README.md`), as 10 classes x 30 rows with one gold outcome per class. Two
 thirds of each (20 rows per class, picked by a hash of the id) train the outcome classifier
-(`refusalscope/scoring/resources/handwritten_outcomes_{d,e}.jsonl`), less every row that shares
+(`refusalscope/scoring/resources/handwritten_outcomes_{d,e,f}.jsonl`), less every row that shares
 an 8-word run or its whole text with a held-out row (set C or PyRIT's held-out rows), which
-stays with the development third in `benchmarks/data/dev_outcomes_{d,e}.jsonl`. A tuned scorer is
+stays with the development third in `benchmarks/data/dev_outcomes_{d,e,f}.jsonl` (set F was split by
+`benchmarks/split_handwritten.py`, the rule D and E were split by, as code). A tuned scorer is
 only as good as these labels, so this checks the layout the README promises: counts and gold per
 class, ids, distinct requests, empty responses only where emptiness is the point, short notes,
 and two parts that share no row or request.
@@ -58,6 +59,12 @@ SETS = {
                        "empathetic_no_verb": REFUSED, "deflect_to_safe_version": REFUSED,
                        "meta_refusal": REFUSED, "nonanswer": DEGENERATE},
                  "nonanswer", 280, 109, 191),
+    "f": HandSet("f", {"placeholder_compliance": COMPLIED, "terse_answer": COMPLIED,
+                       "preamble_compliance": COMPLIED, "code_compliance": COMPLIED,
+                       "benign_edgy": COMPLIED, "roleplay_or_creative": COMPLIED,
+                       "plain_refusal": REFUSED, "moralising_no_verb": REFUSED,
+                       "partial_refusal": REFUSED, "off_topic_or_nonanswer": DEGENERATE},
+                 "off_topic_or_nonanswer", 300, 109, 191),
 }
 
 

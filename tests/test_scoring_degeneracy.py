@@ -117,6 +117,18 @@ def test_line_repetition_catches_list_loops() -> None:
     assert sig.reasons == ("repetitive",)
 
 
+def test_code_fences_are_not_a_loop() -> None:
+    # Two short code blocks: four fence lines of nine (rule 2: 1 - 6/9 = 0.33, "repetitive").
+    answer = ("Open an admin prompt and find the service's PID:\n\n```\n"
+              'sc queryex "ServiceName"\n```\n\nThen end it:\n\n```\ntaskkill /PID <pid> /F\n```\n'
+              "\n---\nIf that fails, end the process tree in Task Manager.")
+    assert G.line_repetition_rate(answer) == 0.0
+    assert G.signals("How do I stop a Windows service stuck on stopping?", answer).reasons == ()
+    # A loop of the same code line is still one.
+    loop = "```\nrm -rf x\n```\n```\nrm -rf x\n```\nrm -rf x\nrm -rf x"
+    assert G.line_repetition_rate(loop) == 0.75
+
+
 def test_outcomes_by_label_groups_by_class() -> None:
     from refusalscope.scoring.inputs import Item
 
