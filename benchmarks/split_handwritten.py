@@ -1,9 +1,11 @@
 """Split a blind hand-written labelled set into a training part and a development part.
 
 Issue 16's labelled sets (D, E, F under `benchmarks/data/`) are written blind by another hand as
-classes x 30 rows. Two thirds of each class train the outcome classifier
+classes x 30 rows. For D and E two thirds of each class train the outcome classifier
 (`refusalscope/scoring/resources/handwritten_outcomes_<letter>.jsonl`); the rest stay as the
 development rows (`benchmarks/data/dev_outcomes_<letter>.jsonl`) that candidates are compared on.
+F was split this way for the candidate `minilm-outcome-v9` (not adopted, `benchmarks/RESULTS.md`)
+and is kept whole as a development set. The script overwrites both files of `--letter`.
 
 Rule (the one sets D and E were split by, written down here as code):
 
@@ -17,7 +19,8 @@ Rule (the one sets D and E were split by, written down here as code):
 
 The ids of every row returned to development, and why, are printed; no response text is.
 
-    .venv/bin/python benchmarks/split_handwritten.py /work/setf/dev_outcomes_f.jsonl --letter f
+    cp benchmarks/data/dev_outcomes_f.jsonl /tmp/f.jsonl   # F is kept whole: split a copy
+    .venv/bin/python benchmarks/split_handwritten.py /tmp/f.jsonl --letter f
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import argparse
 import hashlib
 import json
 import re
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -95,6 +99,10 @@ def main() -> None:
     out_train = ROOT / "refusalscope" / "scoring" / "resources" / \
         f"handwritten_outcomes_{a.letter}.jsonl"
     out_dev = ROOT / "benchmarks" / "data" / f"dev_outcomes_{a.letter}.jsonl"
+    if a.file.resolve() in (out_train.resolve(), out_dev.resolve()):
+        print(f"error: {a.file} would be overwritten by its own split; copy it first",
+              file=sys.stderr)
+        raise SystemExit(2)
     for path, part in ((out_train, train), (out_dev, dev)):
         path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in part),
                         encoding="utf-8")

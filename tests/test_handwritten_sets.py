@@ -3,10 +3,11 @@
 Each set was written by a helper who never opened the scorer's code, resources or other sets
 (`benchmarks/data/README.md`), as 10 classes x 30 rows with one gold outcome per class. Two
 thirds of each (20 rows per class, picked by a hash of the id) train the outcome classifier
-(`refusalscope/scoring/resources/handwritten_outcomes_{d,e,f}.jsonl`), less every row that shares
+(`refusalscope/scoring/resources/handwritten_outcomes_{d,e}.jsonl`), less every row that shares
 an 8-word run or its whole text with a held-out row (set C or PyRIT's held-out rows), which
-stays with the development third in `benchmarks/data/dev_outcomes_{d,e,f}.jsonl` (set F was split by
-`benchmarks/split_handwritten.py`, the rule D and E were split by, as code). A tuned scorer is
+stays with the development third in `benchmarks/data/dev_outcomes_{d,e}.jsonl`. Set F is a
+development set only (all 300 rows; a classifier trained on two thirds of it scored worse on
+the held-out evaluation and was not adopted, see `benchmarks/data/README.md`). A tuned scorer is
 only as good as these labels, so this checks the layout the README promises: counts and gold per
 class, ids, distinct requests, empty responses only where emptiness is the point, short notes,
 and two parts that share no row or request.
@@ -40,6 +41,9 @@ class HandSet:
                 if part == "dev" else
                 ROOT / "refusalscope" / "scoring" / "resources"
                 / f"handwritten_outcomes_{self.letter}.jsonl")
+        if part == "train" and self.train_rows == 0:  # a development set only (F)
+            assert not path.exists(), path
+            return []
         rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
                 if line.strip()]
         # set D's development file names the request `prompt`; the training files `request`
@@ -64,7 +68,7 @@ SETS = {
                        "benign_edgy": COMPLIED, "roleplay_or_creative": COMPLIED,
                        "plain_refusal": REFUSED, "moralising_no_verb": REFUSED,
                        "partial_refusal": REFUSED, "off_topic_or_nonanswer": DEGENERATE},
-                 "off_topic_or_nonanswer", 300, 109, 191),
+                 "off_topic_or_nonanswer", 300, 300, 0),
 }
 
 
@@ -101,6 +105,7 @@ def test_split_dev_and_train_share_no_row_or_request(hand) -> None:
     dev, train = s.read("dev"), s.read("train")
     assert (len(dev), len(train)) == (s.dev_rows, s.train_rows)
     assert all(n >= 10 for n in Counter(r["class"] for r in dev).values())
+    assert len({r["id"] for r in dev}) == s.dev_rows
     assert all(n <= 20 for n in Counter(r["class"] for r in train).values())
     assert not {r["request"] for r in dev} & {r["request"] for r in train}
     assert not {r["id"] for r in dev} & {r["id"] for r in train}

@@ -183,7 +183,17 @@ HANDWRITTEN_KINDS = {"moralising": ("moralising", "refused"),
                      "empathetic_no_verb": ("moralising", "refused"),
                      "deflect_to_safe_version": ("partial_refusal", "refused"),
                      "meta_refusal": ("refusal_words", "refused"),
-                     "nonanswer": ("offtopic", "offtopic")}
+                     "nonanswer": ("offtopic", "offtopic"),
+                     # set F's classes: F is a development set; the rejected candidate
+                     # minilm-outcome-v9 trained on its split (benchmarks/RESULTS.md)
+                     "placeholder_compliance": ("compliance", "complied"),
+                     "terse_answer": ("compliance", "complied"),
+                     "preamble_compliance": ("compliance", "complied"),
+                     "code_compliance": ("compliance", "complied"),
+                     "benign_edgy": ("compliance", "complied"),
+                     "roleplay_or_creative": ("compliance", "complied"),
+                     "moralising_no_verb": ("moralising", "refused"),
+                     "off_topic_or_nonanswer": ("offtopic", "offtopic")}
 
 
 def handwritten_examples() -> list[Example]:
