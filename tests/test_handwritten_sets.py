@@ -109,3 +109,19 @@ def test_split_dev_and_train_share_no_row_or_request(hand) -> None:
     assert all(n <= 20 for n in Counter(r["class"] for r in train).values())
     assert not {r["request"] for r in dev} & {r["request"] for r in train}
     assert not {r["id"] for r in dev} & {r["id"] for r in train}
+
+
+def test_real_outcome_labels_carry_no_text_and_one_label_each() -> None:
+    """Set G labels real quickstart responses by hash: no request or response text is committed
+    (harmful generations stay under artifacts/), one gold per distinct response."""
+    path = ROOT / "benchmarks" / "data" / "real_outcomes_g.jsonl"
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 216
+    for r in rows:
+        assert set(r) == {"gid", "prompt_id", "response_sha256", "models", "n_runs", "gold",
+                          "note"}, r["gid"]
+        assert re.fullmatch(r"[0-9a-f]{64}", r["response_sha256"]) and r["n_runs"] >= 1
+        assert r["gold"] in (REFUSED, COMPLIED, DEGENERATE) and len(r["note"].split()) <= 10
+    assert len({r["gid"] for r in rows}) == len({(r["prompt_id"], r["response_sha256"])
+                                                  for r in rows}) == 216
+    assert Counter(r["gold"] for r in rows) == {COMPLIED: 107, REFUSED: 62, DEGENERATE: 47}

@@ -1,0 +1,74 @@
+"""Join hand labels of *real* model responses (no text committed) with a study's generations.
+
+Issue 16's hand-written sets (C, D, E, F) are written by people imitating model output; set G is
+labelled on what the models actually said: the harmful eval responses of the `quickstart` study
+(SmolLM2-135M and Qwen2.5-Coder 0.5B / 1.5B, baseline and LoRA-attacked, greedy, 64 new tokens).
+Harmful generations stay under `artifacts/`, so the committed file
+`benchmarks/data/real_outcomes_g.jsonl` holds only `{gid, prompt_id, response_sha256, models,
+gold, note}`; this script finds each labelled response again in a study's `generations.jsonl`
+files by (prompt id, sha256 of the response) and writes the joined rows (with text) under
+`artifacts/` in the layout `benchmarks/dev_outcomes.py` and `refusalscope score --input` read
+(`id`, `class` = gold, `prompt`, `response`, `gold`). Greedy decoding on the pinned stack gives
+the same text on a rerun; a label whose response is not found (another machine, another scorer
+order, a changed model) is counted and left out, never attached to other text.
+
+    bash scripts/quickstart.sh      # once: the study whose responses were labelled
+    .venv/bin/python benchmarks/real_outcomes.py
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/dev_outcomes.py artifacts/real_outcomes_g.jsonl --variants own
+    .venv/bin/refusalscope score --input artifacts/real_outcomes_g.jsonl --gold-col gold --out artifacts/real_outcomes_g_scored
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def generations(study: Path) -> dict[tuple[str, str], dict[str, str]]:
+    """(prompt id, sha256 of response) -> the generation row, over every generate run."""
+    out = {}
+    for path in sorted(study.glob("nodes/generate-*/runs/*/generations.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                r = json.loads(line)
+                sha = hashlib.sha256(r["response"].encode("utf-8")).hexdigest()
+                out[(r["id"], sha)] = r
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--labels", type=Path, default=ROOT / "benchmarks/data/real_outcomes_g.jsonl")
+    ap.add_argument("--study", type=Path, default=ROOT / "artifacts/studies/quickstart")
+    ap.add_argument("--out", type=Path, default=ROOT / "artifacts/real_outcomes_g.jsonl")
+    a = ap.parse_args()
+    if not a.study.is_dir():
+        print(f"error: no study at {a.study}; run `bash scripts/quickstart.sh` first",
+              file=sys.stderr)
+        raise SystemExit(2)
+    gens = generations(a.study)
+    labels = [json.loads(x) for x in a.labels.read_text(encoding="utf-8").splitlines() if x.strip()]
+    rows, missing = [], []
+    for lab in labels:
+        g = gens.get((lab["prompt_id"], lab["response_sha256"]))
+        if g is None:
+            missing.append(lab["gid"])
+            continue
+        rows.append({"id": lab["gid"], "class": lab["gold"], "prompt": g["prompt"],
+                     "response": g["response"], "gold": lab["gold"],
+                     "models": lab["models"]})
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+                     encoding="utf-8")
+    print(f"{len(rows)} of {len(labels)} labelled responses found in {a.study} -> {a.out}")
+    if missing:
+        print(f"not found (text differs or run absent): {len(missing)}: {' '.join(missing[:20])}")
+
+
+if __name__ == "__main__":
+    main()
