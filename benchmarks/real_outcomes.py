@@ -29,10 +29,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def generations(study: Path) -> dict[tuple[str, str], dict[str, str]]:
-    """(prompt id, sha256 of response) -> the generation row, over every generate run."""
+def generations(folder: Path) -> dict[tuple[str, str], dict[str, str]]:
+    """(prompt id, sha256 of response) -> the generation row, over every `generations.jsonl`
+    below `folder` (a study's generate nodes, or a folder of generate runs)."""
     out = {}
-    for path in sorted(study.glob("nodes/generate-*/runs/*/generations.jsonl")):
+    for path in sorted(folder.rglob("generations.jsonl")):
         for line in path.read_text(encoding="utf-8").splitlines():
             if line.strip():
                 r = json.loads(line)
@@ -44,7 +45,8 @@ def generations(study: Path) -> dict[tuple[str, str], dict[str, str]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--labels", type=Path, default=ROOT / "benchmarks/data/real_outcomes_g.jsonl")
-    ap.add_argument("--study", type=Path, default=ROOT / "artifacts/studies/quickstart")
+    ap.add_argument("--study", type=Path, default=ROOT / "artifacts/studies/quickstart",
+                    help="a study, or any folder holding the generate runs that were labelled")
     ap.add_argument("--out", type=Path, default=ROOT / "artifacts/real_outcomes_g.jsonl")
     a = ap.parse_args()
     if not a.study.is_dir():
