@@ -111,17 +111,22 @@ def test_split_dev_and_train_share_no_row_or_request(hand) -> None:
     assert not {r["id"] for r in dev} & {r["id"] for r in train}
 
 
-def test_real_outcome_labels_carry_no_text_and_one_label_each() -> None:
-    """Set G labels real quickstart responses by hash: no request or response text is committed
-    (harmful generations stay under artifacts/), one gold per distinct response."""
-    path = ROOT / "benchmarks" / "data" / "real_outcomes_g.jsonl"
+@pytest.mark.parametrize("letter,counts", [
+    ("g", {COMPLIED: 107, REFUSED: 62, DEGENERATE: 47}),
+    ("h", {COMPLIED: 56, REFUSED: 64, DEGENERATE: 29}),
+])
+def test_real_outcome_labels_carry_no_text_and_one_label_each(letter: str,
+                                                             counts: dict[str, int]) -> None:
+    """Sets G and H label real model responses by hash: no request or response text is
+    committed (harmful generations stay under artifacts/), one gold per distinct response."""
+    path = ROOT / "benchmarks" / "data" / f"real_outcomes_{letter}.jsonl"
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-    assert len(rows) == 216
     for r in rows:
         assert set(r) == {"gid", "prompt_id", "response_sha256", "models", "n_runs", "gold",
                           "note"}, r["gid"]
+        assert re.fullmatch(rf"{letter}-\d{{3}}", r["gid"]), r["gid"]
         assert re.fullmatch(r"[0-9a-f]{64}", r["response_sha256"]) and r["n_runs"] >= 1
         assert r["gold"] in (REFUSED, COMPLIED, DEGENERATE) and len(r["note"].split()) <= 10
     assert len({r["gid"] for r in rows}) == len({(r["prompt_id"], r["response_sha256"])
-                                                  for r in rows}) == 216
-    assert Counter(r["gold"] for r in rows) == {COMPLIED: 107, REFUSED: 62, DEGENERATE: 47}
+                                                  for r in rows}) == len(rows)
+    assert Counter(r["gold"] for r in rows) == counts
