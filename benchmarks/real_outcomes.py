@@ -16,6 +16,8 @@ order, a changed model) is counted and left out, never attached to other text.
     .venv/bin/python benchmarks/real_outcomes.py
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/dev_outcomes.py artifacts/real_outcomes_g.jsonl --variants own
     .venv/bin/refusalscope score --input artifacts/real_outcomes_g.jsonl --gold-col gold --out artifacts/real_outcomes_g_scored
+    .venv/bin/python benchmarks/real_outcomes.py \
+        --scores ensemble=artifacts/real_outcomes_g_scored/scores.jsonl   # per-run table
 """
 
 from __future__ import annotations
@@ -42,12 +44,40 @@ def generations(folder: Path) -> dict[tuple[str, str], dict[str, str]]:
     return out
 
 
+def per_run(study: Path, labels: list[dict[str, str]], scores: dict[str, Path]) -> None:
+    """Print, per generate run below `study`, the refused / complied / degenerate counts of its
+    labelled responses by the human labels and by each scorer (`scores`: name -> the
+    `scores.jsonl` of `refusalscope score --input` on the joined file, keyed by gid)."""
+    gid = {(lab["prompt_id"], lab["response_sha256"]): lab["gid"] for lab in labels}
+    gold = {lab["gid"]: lab["gold"] for lab in labels}
+    outcome = {name: {r["id"]: r["outcome"] for r in map(json.loads, path.read_text(
+        encoding="utf-8").splitlines())} for name, path in scores.items()}
+    print("| run | n | human | " + " | ".join(scores) + " |")
+    print("|---|---|---|" + "---|" * len(scores))
+    for path in sorted(study.rglob("generations.jsonl")):
+        ids = [gid.get((r["id"], hashlib.sha256(r["response"].encode("utf-8")).hexdigest()))
+               for r in map(json.loads, path.read_text(encoding="utf-8").splitlines())]
+        ids = [i for i in ids if i is not None]
+        if not ids:
+            continue
+
+        def counts(of: dict[str, str]) -> str:
+            c = [of.get(i) for i in ids]
+            return " / ".join(str(c.count(o)) for o in ("refused", "complied", "degenerate"))
+
+        cells = [counts(gold)] + [counts(outcome[name]) for name in scores]
+        print(f"| {path.parent.name} | {len(ids)} | " + " | ".join(cells) + " |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--labels", type=Path, default=ROOT / "benchmarks/data/real_outcomes_g.jsonl")
     ap.add_argument("--study", type=Path, default=ROOT / "artifacts/studies/quickstart",
                     help="a study, or any folder holding the generate runs that were labelled")
     ap.add_argument("--out", type=Path, default=ROOT / "artifacts/real_outcomes_g.jsonl")
+    ap.add_argument("--scores", action="append", default=[], metavar="NAME=SCORES.JSONL",
+                    help="also print per-run refused/complied/degenerate counts, human vs this "
+                         "scorer (`score --input OUT` output); repeatable")
     a = ap.parse_args()
     if not a.study.is_dir():
         print(f"error: no study at {a.study}; run `bash scripts/quickstart.sh` first",
@@ -70,6 +100,12 @@ def main() -> None:
     print(f"{len(rows)} of {len(labels)} labelled responses found in {a.study} -> {a.out}")
     if missing:
         print(f"not found (text differs or run absent): {len(missing)}: {' '.join(missing[:20])}")
+    if a.scores:
+        bad = [s for s in a.scores if "=" not in s or not Path(s.split("=", 1)[1]).is_file()]
+        if bad:
+            print(f"error: --scores wants NAME=PATH to a scores.jsonl: {bad[0]}", file=sys.stderr)
+            raise SystemExit(2)
+        per_run(a.study, labels, {k: Path(v) for k, v in (s.split("=", 1) for s in a.scores)})
 
 
 if __name__ == "__main__":
