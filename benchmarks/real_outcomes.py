@@ -14,8 +14,10 @@ order, a changed model) is counted and left out, never attached to other text.
 
     bash scripts/quickstart.sh      # once: the study whose responses were labelled
     .venv/bin/python benchmarks/real_outcomes.py
-    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/dev_outcomes.py artifacts/real_outcomes_g.jsonl --variants own
-    .venv/bin/refusalscope score --input artifacts/real_outcomes_g.jsonl --gold-col gold --out artifacts/real_outcomes_g_scored
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/dev_outcomes.py \
+        artifacts/real_outcomes_g.jsonl --variants own
+    .venv/bin/refusalscope score --input artifacts/real_outcomes_g.jsonl --gold-col gold \
+        --out artifacts/real_outcomes_g_scored
     .venv/bin/python benchmarks/real_outcomes.py \
         --scores ensemble=artifacts/real_outcomes_g_scored/scores.jsonl   # per-run table
 """
