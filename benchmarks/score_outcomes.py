@@ -18,6 +18,13 @@ acceptance number) and the 3-way outcome accuracy, old and new; then overall. A 
 `off_topic`, if a scorer emits one, counts as `degenerate`. Responses are never printed.
 
     git worktree add --detach /tmp/old-7019d55 7019d55      # once
+    # once per machine: the old classifier, trained by the old code (9.6 min wall on 2 cores;
+    # run from outside the repository so the old tree's package is the one imported)
+    mkdir -p /tmp/rs-old
+    git -C /tmp/old-7019d55 archive HEAD refusalscope cli | tar -x -C /tmp/rs-old
+    mv /tmp/rs-old/cli /tmp/rs-old/refusalscope/cli
+    (cd /tmp && PYTHONPATH=/tmp/rs-old $OLDPWD/.venv/bin/python -c \
+        "from refusalscope.cli.app import main; main()" score train-classifier)
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/score_outcomes.py
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/score_outcomes.py --only new   # after retraining
 """
