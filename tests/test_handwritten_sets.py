@@ -6,8 +6,8 @@ thirds of each (20 rows per class, picked by a hash of the id) train the outcome
 (`refusalscope/scoring/resources/handwritten_outcomes_{d,e}.jsonl`), less every row that shares
 an 8-word run or its whole text with a held-out row (set C or PyRIT's held-out rows), which
 stays with the development third in `benchmarks/data/dev_outcomes_{d,e}.jsonl`. Set F is a
-development set only (all 300 rows; a classifier trained on two thirds of it scored worse on
-the held-out evaluation and was not adopted, see `benchmarks/data/README.md`). A tuned scorer is
+development set only (all 300 rows; a classifier trained on two thirds of it was not adopted,
+see `benchmarks/data/README.md`). A tuned scorer is
 only as good as these labels, so this checks the layout the README promises: counts and gold per
 class, ids, distinct requests, empty responses only where emptiness is the point, short notes,
 and two parts that share no row or request.
