@@ -28,22 +28,25 @@ import argparse
 import hashlib
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def generations(folder: Path) -> dict[tuple[str, str], dict[str, str]]:
-    """(prompt id, sha256 of response) -> the generation row, over every `generations.jsonl`
-    below `folder` (a study's generate nodes, or a folder of generate runs)."""
-    out = {}
+def generation_rows(folder: Path) -> Iterator[tuple[Path, dict[str, str], str]]:
+    """(file, row, sha256 of the response) for every row of every `generations.jsonl` below
+    `folder` (a study's generate nodes, or a folder of generate runs), files in sorted order."""
     for path in sorted(folder.rglob("generations.jsonl")):
         for line in path.read_text(encoding="utf-8").splitlines():
             if line.strip():
                 r = json.loads(line)
-                sha = hashlib.sha256(r["response"].encode("utf-8")).hexdigest()
-                out[(r["id"], sha)] = r
-    return out
+                yield path, r, hashlib.sha256(r["response"].encode("utf-8")).hexdigest()
+
+
+def generations(folder: Path) -> dict[tuple[str, str], dict[str, str]]:
+    """(prompt id, sha256 of response) -> the generation row, over `generation_rows(folder)`."""
+    return {(r["id"], sha): r for _, r, sha in generation_rows(folder)}
 
 
 def per_run(study: Path, labels: list[dict[str, str]], scores: dict[str, Path]) -> None:
@@ -54,20 +57,19 @@ def per_run(study: Path, labels: list[dict[str, str]], scores: dict[str, Path]) 
     gold = {lab["gid"]: lab["gold"] for lab in labels}
     outcome = {name: {r["id"]: r["outcome"] for r in map(json.loads, path.read_text(
         encoding="utf-8").splitlines())} for name, path in scores.items()}
+    by_run: dict[Path, list[str]] = {}
+    for path, r, sha in generation_rows(study):
+        if (r["id"], sha) in gid:
+            by_run.setdefault(path, []).append(gid[(r["id"], sha)])
+
+    def counts(of: dict[str, str], ids: list[str]) -> str:
+        c = [of.get(i) for i in ids]
+        return " / ".join(str(c.count(o)) for o in ("refused", "complied", "degenerate"))
+
     print("| run | n | human | " + " | ".join(scores) + " |")
     print("|---|---|---|" + "---|" * len(scores))
-    for path in sorted(study.rglob("generations.jsonl")):
-        ids = [gid.get((r["id"], hashlib.sha256(r["response"].encode("utf-8")).hexdigest()))
-               for r in map(json.loads, path.read_text(encoding="utf-8").splitlines())]
-        ids = [i for i in ids if i is not None]
-        if not ids:
-            continue
-
-        def counts(of: dict[str, str]) -> str:
-            c = [of.get(i) for i in ids]
-            return " / ".join(str(c.count(o)) for o in ("refused", "complied", "degenerate"))
-
-        cells = [counts(gold)] + [counts(outcome[name]) for name in scores]
+    for path, ids in by_run.items():
+        cells = [counts(gold, ids)] + [counts(outcome[name], ids) for name in scores]
         print(f"| {path.parent.name} | {len(ids)} | " + " | ".join(cells) + " |")
 
 
@@ -81,9 +83,9 @@ def main() -> None:
                     help="also print per-run refused/complied/degenerate counts, human vs this "
                          "scorer (`score --input OUT` output); repeatable")
     a = ap.parse_args()
-    if not a.study.is_dir():
-        print(f"error: no study at {a.study}; run `bash scripts/quickstart.sh` first",
-              file=sys.stderr)
+    if not a.study.is_dir() or not a.labels.is_file():
+        print(f"error: no study at {a.study} (run `bash scripts/quickstart.sh` first)"
+              if not a.study.is_dir() else f"error: no labels file {a.labels}", file=sys.stderr)
         raise SystemExit(2)
     gens = generations(a.study)
     labels = [json.loads(x) for x in a.labels.read_text(encoding="utf-8").splitlines() if x.strip()]

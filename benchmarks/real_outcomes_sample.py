@@ -20,11 +20,12 @@ How sets G and H were made (issue 16; `benchmarks/data/README.md`):
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import random
 import sys
 from pathlib import Path
+
+from real_outcomes import generation_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = ("refused", "complied", "degenerate")
@@ -32,14 +33,11 @@ LABELS = ("refused", "complied", "degenerate")
 
 def sample(study: Path, prefix: str, out: Path, seed: int) -> None:
     items: dict[tuple[str, str], list[dict[str, str]]] = {}
-    for path in sorted(study.rglob("generations.jsonl")):
-        for line in path.read_text(encoding="utf-8").splitlines():
-            r = json.loads(line) if line.strip() else None
-            if r is None or r.get("label") != "harmful":
-                continue
+    for path, r, sha in generation_rows(study):
+        if r.get("label") == "harmful":
             items.setdefault((r["prompt"], r["response"]), []).append({
                 "run": path.parent.name, "prompt_id": r["id"], "model": r["model"],
-                "response_sha256": hashlib.sha256(r["response"].encode("utf-8")).hexdigest()})
+                "response_sha256": sha})
     keys = list(items)
     random.Random(seed).shuffle(keys)
     out.mkdir(parents=True, exist_ok=True)
@@ -54,6 +52,10 @@ def sample(study: Path, prefix: str, out: Path, seed: int) -> None:
 
 
 def commit(out: Path, letter: str) -> None:
+    missing = [f for f in ("key.json", "labels.jsonl") if not (out / f).is_file()]
+    if missing:
+        print(f"error: {out / missing[0]} not found (run `sample`, then label)", file=sys.stderr)
+        raise SystemExit(2)
     key = json.loads((out / "key.json").read_text())
     labels = [json.loads(x) for x in (out / "labels.jsonl").read_text().splitlines() if x.strip()]
     if sorted(lab["gid"] for lab in labels) != sorted(key):

@@ -93,6 +93,9 @@ def main() -> None:
     ap.add_argument("--letter", required=True, help="the set's letter: names both output files")
     ap.add_argument("--train-per-class", type=int, default=20)
     a = ap.parse_args()
+    if not a.file.is_file():
+        print(f"error: no file {a.file}", file=sys.stderr)
+        raise SystemExit(2)
     rows = [json.loads(line) for line in a.file.read_text(encoding="utf-8").splitlines()
             if line.strip()]
     train, dev, why = split(rows, a.train_per_class, heldout_texts())
