@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from refusalscope.errors import UserError
+from refusalscope.registries import config_of
 
 if TYPE_CHECKING:
     from refusalscope.attacks.base import AttackResult
@@ -205,18 +206,12 @@ def attack(name: str, handle: ModelHandle | str, requests: Sequence[Request] | R
                         steps=20, search_width=64, evaluate=True)
         res.artefact["suffix"], res.loss, res.asr
     """
-    from dataclasses import fields
-
     from refusalscope.attacks.registry import get
 
     spec = get(name)
-    known = {f.name for f in fields(spec.config_cls)}
-    unknown = sorted(set(config) - known)
-    if unknown:
-        raise UserError(f"attack {name} has no option {', '.join(unknown)}: its options are "
-                        f"{', '.join(sorted(known))}")
+    cfg = config_of(spec, "attack", config)
     h, reqs = _handle(handle), _as_prompts(requests)
-    result = spec.run(h, reqs, spec.config_cls(**config), progress=progress)
+    result = spec.run(h, reqs, cfg, progress=progress)
     if evaluate:
         from refusalscope.attacks.runner import evaluate as evaluate_result
 

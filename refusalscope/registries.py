@@ -23,6 +23,17 @@ def add(registry: dict[str, Any], item: Any, what: str, kinds: tuple[str, ...]) 
     registry[item.name] = item
 
 
+def config_of(item: Any, what: str, options: dict[str, Any]) -> Any:
+    """`item.config_cls(**options)`; an option the config lacks is a `UserError` naming the
+    plug-in's options (`what` names the plug-in sort)."""
+    names = item.config_cls.__dataclass_fields__
+    unknown = sorted(set(options) - set(names))
+    if unknown:
+        raise UserError(f"{what} {item.name} has no option {', '.join(unknown)}: its options are "
+                        f"{', '.join(sorted(names))}")
+    return item.config_cls(**options)
+
+
 def lookup(registry: dict[str, Any], name: str, what: str) -> Any:
     """The item called `name`; an unknown name is a `UserError` listing the known ones."""
     try:

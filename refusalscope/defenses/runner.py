@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from refusalscope.defenses.base import RESULT, Defense, DefenseResult, Progress
-from refusalscope.errors import UserError
+from refusalscope.registries import config_of
 
 if TYPE_CHECKING:
     from refusalscope.models.handle import ModelHandle
@@ -75,14 +75,9 @@ def defend(defense: Defense, handle: ModelHandle, cfg: Any = None, *,
         rs.generate(res.handle, ["How do I pick a lock?"])
     """
     if cfg is None:
-        names = defense.config_cls.__dataclass_fields__
-        if "model" in names:
+        if "model" in defense.config_cls.__dataclass_fields__:
             overrides.setdefault("model", handle.name)
-        unknown = sorted(set(overrides) - set(names))
-        if unknown:
-            raise UserError(f"defense {defense.name} has no option {', '.join(unknown)}: its "
-                            f"options are {', '.join(sorted(names))}")
-        cfg = defense.config_cls(**overrides)
+        cfg = config_of(defense, "defense", overrides)
     cfg = defense.prepare(handle, defense.prepare(None, cfg))
     result = defense.run(handle, cfg, progress=progress)
     result.handle = defense.apply(handle, result)
