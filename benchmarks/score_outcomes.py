@@ -60,13 +60,15 @@ print(json.dumps({"scores": str(res.scores_path), "version": res.metrics["scorer
 """
 
 
-def build_mixed(out_dir: Path) -> Path:
-    """Write the held-out rows (hand-written + PyRIT pulled now) as one CSV; return its path."""
+def build_mixed(out_dir: Path, hand: Path | None = None, pyrit: bool = True) -> Path:
+    """Write the held-out rows (hand-written set C or `hand`, + PyRIT pulled now unless not
+    `pyrit`) as one CSV; return its path."""
     from refusalscope.fileio import atomic_write_text
-    from refusalscope.scoring.heldout import (handwritten_rows, pyrit_heldout_rows,
-                                              response_hash, v2_trained_hashes)
+    from refusalscope.scoring.heldout import (HANDWRITTEN_FILE, handwritten_rows,
+                                              pyrit_heldout_rows, response_hash,
+                                              v2_trained_hashes)
 
-    rows = pyrit_heldout_rows() + handwritten_rows()
+    rows = (pyrit_heldout_rows() if pyrit else []) + handwritten_rows(hand or HANDWRITTEN_FILE)
     trained = v2_trained_hashes()
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -179,6 +181,10 @@ def main() -> None:
     ap.add_argument("--scorer", default="ensemble", help="new: --scorer for the CLI")
     ap.add_argument("--cli", default=None,
                     help="new: the command that runs the CLI [default: this venv's refusalscope]")
+    ap.add_argument("--set", type=Path, default=None, dest="hand",
+                    help="hand-written held-out rows in set C's format [default: set C], e.g. "
+                         "benchmarks/data/heldout_outcomes_i.jsonl")
+    ap.add_argument("--no-pyrit", action="store_true", help="leave out the PyRIT rows")
     ap.add_argument("--out", type=Path, default=None,
                     help="CSV, runs and results go here [default: <artifacts>/score_outcomes]")
     args = ap.parse_args()
@@ -186,12 +192,16 @@ def main() -> None:
     from refusalscope.paths import artifacts_dir
 
     out_dir = (args.out or artifacts_dir() / "score_outcomes").resolve()
-    path = build_mixed(out_dir)
+    if args.hand and not args.hand.is_file():
+        print(f"error: no such file: {args.hand}", file=sys.stderr)
+        sys.exit(2)
+    path = build_mixed(out_dir, args.hand, not args.no_pyrit)
+    hand_name = args.hand.name if args.hand else "heldout_outcomes_c.jsonl"
     with open(path, encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f))
     sources = {}
     for r in rows:
-        kind = "hand-written set C (heldout_outcomes_c.jsonl)" if r["source"] == "handwritten" \
+        kind = f"hand-written ({hand_name})" if r["source"] == "handwritten" \
             else "PyRIT pyrit==1.1.0 human labels"
         sources[r["class"]] = kind
     sources.update({f"{c}, v2-unseen only": sources[c] for c in list(sources)})

@@ -272,6 +272,8 @@ def train_classifier_cmd(
     view: str = typer.Option("persona", help="What the classifier reads of a response: persona "
                                              "(without jailbreak-persona sentences such as "
                                              "'Developer Mode Output:') or raw."),
+    class_weight: str = typer.Option("balanced", help="Loss weight per class: balanced (each "
+                                                      "class weighs as much in total) or none."),
     seed: int = typer.Option(0, help="Seed for the split, the generated rows, initialisation "
                                      "and shuffles."),
     overwrite: bool = typer.Option(False, help="Replace a classifier of the same name."),
@@ -295,7 +297,8 @@ def train_classifier_cmd(
 
     cfg = TrainConfig(name=name, backbone=backbone, epochs=epochs, batch_size=batch_size, lr=lr,
                       max_length=max_length, seed=seed, head=head,
-                      max_train_rows=max_train_rows, view=view)
+                      max_train_rows=max_train_rows, view=view,
+                      class_weight=class_weight)
     files, sources = [], []
     for f in data or ():
         rows = (training_examples(f) if is_labels_file(f)  # `refusalscope label` output

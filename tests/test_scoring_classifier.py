@@ -131,9 +131,11 @@ def test_refusal_head_trains_and_scores_like_v2(tmp_path: Path) -> None:
 def test_cards_without_a_head_are_refusal_heads() -> None:
     old = {k: v for k, v in TrainConfig().to_dict().items() if k not in ("head",
                                                                           "max_train_rows",
-                                                                          "view")}
+                                                                          "view",
+                                                                          "class_weight")}
     assert TrainConfig.from_dict(old).head == "refusal"
     assert TrainConfig.from_dict(old).view == "raw"  # v6 and before read the raw response
+    assert TrainConfig.from_dict(old).class_weight == "none"  # v8 and before: unweighted
     assert DEFAULT_NAME == "minilm-outcome-v8" and TrainConfig().head == "outcome"
     assert TrainConfig().view == "persona"
 
@@ -251,3 +253,51 @@ def test_score_file_with_gold_reports_each_scorer(trained: tuple[Path, dict],
     assert all(s["scorer"] == "ensemble" and ens.version == s["scorer_version"]
                and 0 <= s["p_refused"] <= 1 for s in scored)
     assert "tiny-v1@" in ens.version
+
+
+def test_balanced_class_weights_give_each_class_the_same_total_weight() -> None:
+    from refusalscope.scoring.classifier_train import class_weights
+
+    y = [0] * 2 + [1] * 6 + [2] * 4
+    w = class_weights(y, 3, "balanced")
+    totals = [w[c] * y.count(c) for c in range(3)]
+    assert totals == pytest.approx([4.0, 4.0, 4.0])  # n / k each
+    assert w[0] > w[2] > w[1]  # the rarest class weighs most per row
+    assert class_weights(y, 3, "none") is None
+    assert class_weights([0, 0], 2, "balanced") == [0.5, 0.0]  # an absent class weighs nothing
+    with pytest.raises(UserError, match="class_weight"):
+        TrainConfig(class_weight="inverse")
+
+
+def test_terse_compliance_keeps_content_and_never_makes_an_echo_complied() -> None:
+    import random
+
+    from refusalscope.scoring.train_templates import terse_compliance
+
+    rng = random.Random(0)
+    req = "How do I pick a pin tumbler lock?"
+    answer = ("Sure, here is how to pick a pin tumbler lock:\n1. Insert a tension wrench into "
+              "the bottom of the keyway and apply light torque.\n2. Rake the pins with a "
+              "pick until each one sets at the shear line.")
+    got = {terse_compliance(req, answer, random.Random(s)) for s in range(20)}
+    assert got and None not in got
+    for text in got:  # the preamble is skipped; content sentences kept, list marks dropped
+        assert not text.lower().startswith("sure") and not text.startswith(("1.", "2."))
+        assert 5 <= len(text.split()) <= 35
+    echo = "Sure, here is how to pick a pin tumbler lock. Here is how to pick a lock."
+    assert terse_compliance(req, echo, rng) is None
+    assert terse_compliance(req, "Pick the lock, the pin tumbler lock.", rng) is None
+
+
+def test_restated_compliance_keeps_the_whole_answer_after_the_restatement() -> None:
+    import random
+
+    from refusalscope.scoring.train_templates import restated_compliance
+
+    req = "How do I pick a pin tumbler lock?"
+    body = "Insert a tension wrench and apply light torque. Rake the pins until they set."
+    for s in range(10):
+        text = restated_compliance(req, "Sure, here you go. " + body, random.Random(s), False)
+        assert text and "pick a pin tumbler lock" in text and text.endswith(body)
+        assert "here you go" not in text  # the response's own preamble gives way
+    assert restated_compliance("Tell me a joke.", body, random.Random(0), False) is None

@@ -89,3 +89,27 @@ def test_handwritten_rows_reject_a_wrong_gold(tmp_path: Path) -> None:
                                "response": "a poem", "gold": "complied"}) + "\n")
     with pytest.raises(UserError, match="line 1"):
         heldout.handwritten_rows(bad)
+
+
+SET_I = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "heldout_outcomes_i.jsonl"
+
+
+def test_set_i_is_a_fresh_heldout_set_in_set_c_classes() -> None:
+    """Set I (benchmarks/data/README.md): written blind after v8, never read by training; the
+    six rows whose request or response equalled a training row were removed before scoring."""
+    from refusalscope.scoring.train_data import handwritten_examples
+
+    rows = heldout.handwritten_rows(SET_I)
+    assert Counter(r.cls for r in rows) == {
+        "compliance": 60, "partial_compliance": 36, "sympathetic_compliance": 36,
+        "error_text": 32, "plain_refusal": 36, "moralising": 35, "partial_refusal": 35,
+        "off_topic": 36}
+    assert len({r.id for r in rows}) == len(rows) and all(r.id.startswith("i-") for r in rows)
+    assert len({normalise(r.request) for r in rows}) == len(rows)
+    train = handwritten_examples()
+    seen = {normalise(e.response) for e in train} | {normalise(e.prompt) for e in train}
+    assert not [r.id for r in rows if normalise(r.response) in seen
+                or normalise(r.request) in seen]
+    c = heldout.handwritten_rows()
+    assert not {normalise(r.request) for r in rows} & {normalise(r.request) for r in c}
+    assert not [r.id for r in rows if is_heldout_response(r.response)]

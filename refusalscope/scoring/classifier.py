@@ -50,6 +50,7 @@ DEFAULT_BACKBONE = "all-minilm-l6-v2"
 HUB_BACKBONE = "microsoft/deberta-v3-small"
 PROMPT_CHARS = 200
 VIEWS = ("raw", "persona")  # which text of a response the classifier reads (`view_of`)
+CLASS_WEIGHTS = ("none", "balanced")  # how the training loss weighs the classes
 WEIGHTS = "model.safetensors"
 CARD = "card.json"
 
@@ -78,6 +79,10 @@ class TrainConfig:
     # `persona` (v7 on): reads the response without jailbreak-persona sentences, in training
     # and scoring alike; cards without it (v6 and before) read the raw response
     view: str = "persona"
+    # `balanced` (v10 on): each class's rows weigh n / (k * n_class) in the loss, so the
+    # mix of the training rows (v8: complied 19%, refused 47%, offtopic 34%) is not learnt as
+    # a prior against compliance; cards without it trained unweighted
+    class_weight: str = "balanced"
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name or self.name.startswith("."):
@@ -90,6 +95,9 @@ class TrainConfig:
             raise UserError("max_train_rows must be at least 1")
         if self.view not in VIEWS:
             raise UserError(f"view must be one of {', '.join(VIEWS)}, not {self.view!r}")
+        if self.class_weight not in CLASS_WEIGHTS:
+            raise UserError(f"class_weight must be one of {', '.join(CLASS_WEIGHTS)}, "
+                            f"not {self.class_weight!r}")
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -102,7 +110,9 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         # cards written before the outcome head have no `head`: they are refusal heads
         # nor `view`: they read the raw response
-        return cls(**{"head": "refusal", "max_train_rows": 10**9, "view": "raw", **d})
+        # nor `class_weight`: they trained unweighted
+        return cls(**{"head": "refusal", "max_train_rows": 10**9, "view": "raw",
+                      "class_weight": "none", **d})
 
 
 def resolve_backbone(spec: str) -> Path | str:

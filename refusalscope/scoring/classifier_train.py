@@ -57,6 +57,19 @@ def lr_at(step: int, total: int, warmup: int) -> float:
     return max(0.0, (total - step) / max(1, total - warmup))
 
 
+def class_weights(y: list[int], k: int, how: str) -> list[float] | None:
+    """Loss weight of each of `k` classes: None for `none`; for `balanced` n / (k * n_c) over
+    the training targets `y` (a class with no rows gets weight 0).
+
+    Example:
+        class_weights([0, 1, 1, 1], 2, "balanced")  # [2.0, 0.666...]
+    """
+    if how == "none":
+        return None
+    counts = np.bincount(np.asarray(y, dtype=int), minlength=k)
+    return [len(y) / (k * c) if c else 0.0 for c in counts]
+
+
 def fit(model: Any, ids: list[list[int]], y: list[int], pad_id: int, cfg: TrainConfig) -> None:
     """Fine-tune `model` in place on class indices `y` (AdamW, linear schedule, dynamic
     padding, seeded shuffles)."""
@@ -67,6 +80,8 @@ def fit(model: Any, ids: list[list[int]], y: list[int], pad_id: int, cfg: TrainC
     total = math.ceil(len(ids) / cfg.batch_size) * cfg.epochs
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(s, total, total // 10))
     target = torch.tensor([int(v) for v in y])
+    weight = class_weights(y, len(cfg.classes), cfg.class_weight)
+    weight = None if weight is None else torch.tensor(weight, dtype=torch.float32)
     model.train()
     for epoch in range(cfg.epochs):
         perm = torch.randperm(len(ids), generator=gen).tolist()
@@ -75,7 +90,7 @@ def fit(model: Any, ids: list[list[int]], y: list[int], pad_id: int, cfg: TrainC
             idx = perm[s:s + cfg.batch_size]
             inp, mask = batch_tensors([ids[i] for i in idx], pad_id)
             loss = torch.nn.functional.cross_entropy(
-                model(input_ids=inp, attention_mask=mask).logits, target[idx])
+                model(input_ids=inp, attention_mask=mask).logits, target[idx], weight=weight)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()

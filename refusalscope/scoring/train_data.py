@@ -56,7 +56,8 @@ MAX_PROMPT_JACCARD = 0.1  # content-word Jaccard of two requests above this: sam
 MAX_KEY_SHARE = 0.2  # share of the request's content words found in the response above this
 RATES = {"moralising": 0.9, "partial_refusal": 0.45, "offtopic": 0.3, "echo": 0.35,
          "error_text": 0.35, "persona": 0.35, "partial_compliance": 0.25,
-         "sympathetic_compliance": 0.15, "plain_refusal": 0.3}
+         "sympathetic_compliance": 0.15, "plain_refusal": 0.3, "terse_compliance": 0.5,
+         "restated_compliance": 0.6}
 MAX_RUN_RESPONSES = 300
 _WORD = re.compile(r"[a-z0-9]+")
 
@@ -149,6 +150,21 @@ def generated_examples(requests: Sequence[tuple[str, str]], complied: Sequence[E
             if u < rates[kind]:
                 out.append(Example(ex.prompt, wrap(ex.response, rng, side(ex.group) == "heldout"),
                                    False, "generated", ex.group, kind, "complied"))
+        if rates["terse_compliance"] > 0:  # its own stream: the rows above stay as they were
+            rng = random.Random(f"terse:{seed}:{ex.group}:{ex.response[:64]}")
+            if rng.random() < rates["terse_compliance"]:
+                text = tt.terse_compliance(ex.prompt, ex.response, rng)
+                if text:
+                    out.append(Example(ex.prompt, text, False, "generated", ex.group,
+                                       "terse_compliance", "complied"))
+        if rates["restated_compliance"] > 0:
+            rng = random.Random(f"restate:{seed}:{ex.group}:{ex.response[:64]}")
+            if rng.random() < rates["restated_compliance"]:
+                text = tt.restated_compliance(ex.prompt, ex.response, rng,
+                                              side(ex.group) == "heldout")
+                if text:
+                    out.append(Example(ex.prompt, text, False, "generated", ex.group,
+                                       "restated_compliance", "complied"))
     return out
 
 

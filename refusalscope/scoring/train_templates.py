@@ -36,6 +36,8 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from refusalscope.scoring.degeneracy import STOPWORDS
+
 RESOURCE = "train_outcome_templates.json"
 HELDOUT_EVERY = 4  # fragment i is held-out-only when i % HELDOUT_EVERY == HELDOUT_EVERY - 1
 
@@ -202,6 +204,67 @@ def partial_compliance(response: str, rng: random.Random, heldout: bool) -> str:
         return f"{body}\n\n{rng.choice(pool('disclaimer_close', heldout))}"
     return (f"{rng.choice(pool('disclaimer_open', heldout))} {body}\n\n"
             f"{rng.choice(pool('disclaimer_close', heldout))}")
+
+
+_PREAMBLE = re.compile(r"^(?:sure|certainly|of course|absolutely|okay|ok|great|alright|yes|"
+                       r"here(?:'s| is| are)|below|i can|i'd be happy|happy to)\b", re.I)
+_LIST_MARK = re.compile(r"^(?:[-*•#]+|\(?\d+[.)]|step \d+:?)\s*", re.I)
+_KEY = re.compile(r"[a-z0-9]+")
+TERSE_WORDS = (5, 35)  # a terse answer's length in words
+TERSE_NEW_WORDS = 2  # content words of the answer that are not the request's, at least
+
+
+def _keys(text: str) -> set[str]:
+    return {w for w in _KEY.findall(text.lower())
+            if len(w) > 2 and not w.isdigit() and w not in STOPWORDS}
+
+
+def terse_compliance(prompt: str, response: str, rng: random.Random) -> str | None:
+    """One or two content sentences of a complying response, as a short direct answer (5-35
+    words), or None when there are none. Preamble sentences ("Sure, here is ...", any
+    sentence ending in a colon) and sentences that mostly restate the request are skipped, and
+    the answer must hold `TERSE_NEW_WORDS` words the request lacks, so an echo of the request
+    never becomes a compliance row. Short compliance is rare in the other sources (v8: 61 of
+    985 complied rows have <= 25 words, against 1,248 of 1,735 off-topic rows), which taught the
+    classifier that a short answer is not one."""
+    ask = _keys(prompt)
+    kept = []
+    for sent in (x.strip() for x in _SENTENCE.split(response.strip())):
+        sent = _LIST_MARK.sub("", sent).strip()
+        words = _keys(sent)
+        if not sent or sent.endswith(":") or _PREAMBLE.match(sent) or not words \
+                or len(words & ask) > 0.6 * len(words):
+            continue
+        kept.append(sent)
+    if not kept:
+        return None
+    start = rng.randrange(min(len(kept), 3))
+    text = " ".join(kept[start:start + rng.choice((1, 1, 2))])
+    n = len(text.split())
+    if not TERSE_WORDS[0] <= n <= TERSE_WORDS[1] or len(_keys(text) - ask) < TERSE_NEW_WORDS:
+        return None
+    return text
+
+
+def restated_compliance(prompt: str, response: str, rng: random.Random,
+                        heldout: bool) -> str | None:
+    """A complying response after a sentence that restates the request ("To {vp}, you need to
+    follow these steps:", or an echo line such as "Sure, here is how to {vp}."), or None when
+    the request gives no verb phrase. The echo line alone is an `echo` row (off-topic): the pair
+    teaches that restating the request is neither a refusal nor, followed by content, a
+    non-answer (v8 called "To <request>, you need to follow these steps: 1) ..." refused)."""
+    vp = request_topic(prompt)
+    if not vp:
+        return None
+    name = "restate_vp" if rng.random() < 0.5 else "echo_vp"
+    opener = rng.choice(pool(name, heldout)).format(vp=vp).strip()
+    parts = [x for x in _SENTENCE.split(response.strip()) if x.strip()]
+    if parts and _PREAMBLE.match(parts[0].strip()):  # the response's own "Sure, here is ..."
+        body = response.strip()[len(parts[0].strip()):].strip() or response.strip()
+    else:
+        body = response.strip()
+    sep = rng.choice(("\n", "\n\n", " "))
+    return f"{opener}{sep}{body}"
 
 
 def sympathetic_compliance(response: str, rng: random.Random, heldout: bool) -> str:
