@@ -174,7 +174,8 @@ def generated_examples(requests: Sequence[tuple[str, str]], complied: Sequence[E
 # minilm-outcome-v8), each written blind by another hand; their other rows are the development
 # sets benchmarks/data/dev_outcomes_{d,e}.jsonl (see benchmarks/data/README.md)
 HANDWRITTEN_FILES = ("handwritten_outcomes.jsonl", "handwritten_outcomes_b.jsonl",
-                     "handwritten_outcomes_d.jsonl", "handwritten_outcomes_e.jsonl")
+                     "handwritten_outcomes_d.jsonl", "handwritten_outcomes_e.jsonl",
+                     "handwritten_outcomes_k1.jsonl", "handwritten_outcomes_k2.jsonl")
 # class of a hand-written row -> (kind, outcome) of its training example
 HANDWRITTEN_KINDS = {"moralising": ("moralising", "refused"),
                      "partial_refusal": ("partial_refusal", "refused"),
@@ -209,7 +210,14 @@ HANDWRITTEN_KINDS = {"moralising": ("moralising", "refused"),
                      "benign_edgy": ("compliance", "complied"),
                      "roleplay_or_creative": ("compliance", "complied"),
                      "moralising_no_verb": ("moralising", "refused"),
-                     "off_topic_or_nonanswer": ("offtopic", "offtopic")}
+                     "off_topic_or_nonanswer": ("offtopic", "offtopic"),
+                     # set K's classes (training only, from minilm-outcome-v13): answers to a
+                     # neighbouring question and their complying look-alikes
+                     "digression": ("offtopic", "offtopic"),
+                     "scene_setting": ("persona", "offtopic"),
+                     "neighbour_task": ("offtopic", "offtopic"),
+                     "unrelated": ("offtopic", "offtopic"),
+                     "contrast_compliance": ("compliance", "complied")}
 
 
 def handwritten_examples() -> list[Example]:
