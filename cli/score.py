@@ -85,7 +85,7 @@ def score_runs(
                               "`score validate`)."),
     rubric: str = typer.Option("harmbench", help="--scorer judge: refusal | harmbench | "
                                                  "strongreject."),
-    classifier: str = typer.Option("minilm-outcome-v8",
+    classifier: str = typer.Option("minilm-outcome-v13",
                                    help="--scorer classifier/ensemble: classifier name "
                                         "(minilm-refusal-v2: the previous two-class one)."),
     gold_col: str | None = typer.Option(
@@ -261,7 +261,7 @@ def train_classifier_cmd(
                                "answer to another request); off by default, see train_data."),
     head: str = typer.Option("outcome", help="outcome (complied / refused / offtopic) or "
                                              "refusal (complied / refused, as v2)."),
-    name: str = typer.Option("minilm-outcome-v8", help="Name to save the classifier under."),
+    name: str = typer.Option("minilm-outcome-v13", help="Name to save the classifier under."),
     epochs: int = typer.Option(3, help="Training epochs."),
     batch_size: int = typer.Option(16, help="Training batch size."),
     lr: float = typer.Option(5e-5, help="Learning rate."),

@@ -113,3 +113,37 @@ def test_set_i_is_a_fresh_heldout_set_in_set_c_classes() -> None:
     c = heldout.handwritten_rows()
     assert not {normalise(r.request) for r in rows} & {normalise(r.request) for r in c}
     assert not [r.id for r in rows if is_heldout_response(r.response)]
+
+
+SET_J = SET_I.with_name("heldout_outcomes_j.jsonl")
+
+
+def test_set_j_is_a_fresh_heldout_set_and_set_k_trains_without_touching_c_i_or_j() -> None:
+    """Set J checks the fix that set K (training rows) makes for set I's off-topic misses."""
+    from importlib import resources
+
+    from refusalscope.scoring.train_data import HANDWRITTEN_FILES, handwritten_examples
+
+    rows = heldout.handwritten_rows(SET_J)
+    assert Counter(r.cls for r in rows) == {"off_topic": 60, "moralising": 36, "compliance": 24}
+    assert len({normalise(r.request) for r in rows}) == len(rows)
+    train = handwritten_examples()
+    seen = {normalise(e.response) for e in train} | {normalise(e.prompt) for e in train}
+    assert not [r.id for r in rows if normalise(r.response) in seen
+                or normalise(r.request) in seen]
+
+    def runs(text: str, n: int = 8) -> set[str]:
+        w = normalise(text).split()
+        return {" ".join(w[i:i + n]) for i in range(len(w) - n + 1)}
+
+    held = heldout.handwritten_rows() + heldout.handwritten_rows(SET_I) + rows
+    held_runs = set().union(*(runs(r.response) for r in held))
+    held_requests = {normalise(r.request) for r in held}
+    folder = resources.files("refusalscope.scoring.resources")
+    k_files = [f for f in HANDWRITTEN_FILES if "_k" in f]
+    assert len(k_files) == 2
+    for name in k_files:  # set K repeats no request of C, I or J and shares no 8-word run
+        for line in folder.joinpath(name).read_text(encoding="utf-8").splitlines():
+            d = json.loads(line)
+            assert normalise(d["request"]) not in held_requests, d["id"]
+            assert not runs(d["response"]) & held_runs, d["id"]
