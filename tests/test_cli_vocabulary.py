@@ -200,7 +200,7 @@ def _config_defaults() -> list[tuple[str, Any, dict[str, str]]]:
                                                      "seed"), "coef": "alphas"}),
         ("score train-classifier", TrainConfig, same("backbone", "name", "epochs", "batch_size",
                                                      "lr", "max_length", "max_train_rows",
-                                                     "seed", "head", "view")),
+                                                     "seed", "head", "view", "class_weight")),
         ("data pairs", PairsConfig, same("generator", "temperature", "top_p", "max_new_tokens",
                                          "seed", "system_prompt", "scorer")),
         ("fit", FitConfig, same("metric", "x", "n_boot", "seed", "interaction", "c0", "rd_over",

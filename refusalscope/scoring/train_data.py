@@ -25,10 +25,15 @@
    `minilm-outcome-v8` the training part of set E (`handwritten_outcomes_e.jsonl`, 191 rows:
    fiction, terse technical notes, persuasive text and misinformation, structured and benign
    compliance; refusals followed by resources, empathetic steering without a refusal verb,
-   deflection to a safe version, policy/meta refusals; non-answers).
+   deflection to a safe version, policy/meta refusals; non-answers), and since
+   `minilm-outcome-v13` set K (`handwritten_outcomes_k{1,2}.jsonl`, 244 rows, training only:
+   answers to a neighbouring question - digressions into the subject's history, scene-setting,
+   harmless neighbouring tasks - and complying look-alikes of each).
 4. **Generated rows** (`train_templates`): moralising refusals, partial refusals, off-topic
    texts, echoes, error texts, persona chatter, disclaimed compliance, for each request with
-   the rates in `RATES`, seeded per request group.
+   the rates in `RATES`, seeded per request group; since `minilm-outcome-v12` also terse
+   compliance (content sentences of a complying answer) and restated compliance (the request
+   restated, then the answer).
 
 Every generated row takes the group of the request it answers, so a request and all its rows
 land on one split side; generators pick their template fragments by that side
