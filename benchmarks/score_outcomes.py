@@ -60,15 +60,14 @@ print(json.dumps({"scores": str(res.scores_path), "version": res.metrics["scorer
 """
 
 
-def build_mixed(out_dir: Path, hand: Path | None = None, pyrit: bool = True) -> Path:
-    """Write the held-out rows (hand-written set C or `hand`, + PyRIT pulled now unless not
+def build_mixed(out_dir: Path, hand: Path, pyrit: bool = True) -> Path:
+    """Write the held-out rows (hand-written rows of `hand`, + PyRIT pulled now unless not
     `pyrit`) as one CSV; return its path."""
     from refusalscope.fileio import atomic_write_text
-    from refusalscope.scoring.heldout import (HANDWRITTEN_FILE, handwritten_rows,
-                                              pyrit_heldout_rows, response_hash,
-                                              v2_trained_hashes)
+    from refusalscope.scoring.heldout import (handwritten_rows, pyrit_heldout_rows,
+                                              response_hash, v2_trained_hashes)
 
-    rows = (pyrit_heldout_rows() if pyrit else []) + handwritten_rows(hand or HANDWRITTEN_FILE)
+    rows = (pyrit_heldout_rows() if pyrit else []) + handwritten_rows(hand)
     trained = v2_trained_hashes()
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -190,18 +189,19 @@ def main() -> None:
     args = ap.parse_args()
 
     from refusalscope.paths import artifacts_dir
+    from refusalscope.scoring.heldout import HANDWRITTEN_FILE
 
     out_dir = (args.out or artifacts_dir() / "score_outcomes").resolve()
-    if args.hand and not args.hand.is_file():
-        print(f"error: no such file: {args.hand}", file=sys.stderr)
+    hand = args.hand or HANDWRITTEN_FILE
+    if not hand.is_file():
+        print(f"error: no such file: {hand}", file=sys.stderr)
         sys.exit(2)
-    path = build_mixed(out_dir, args.hand, not args.no_pyrit)
-    hand_name = args.hand.name if args.hand else "heldout_outcomes_c.jsonl"
+    path = build_mixed(out_dir, hand, not args.no_pyrit)
     with open(path, encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f))
     sources = {}
     for r in rows:
-        kind = f"hand-written ({hand_name})" if r["source"] == "handwritten" \
+        kind = f"hand-written ({hand.name})" if r["source"] == "handwritten" \
             else "PyRIT pyrit==1.1.0 human labels"
         sources[r["class"]] = kind
     sources.update({f"{c}, v2-unseen only": sources[c] for c in list(sources)})

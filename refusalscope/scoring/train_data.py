@@ -45,14 +45,12 @@ from __future__ import annotations
 import json
 import logging
 import random
-import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from refusalscope.scoring import train_templates as tt
-from refusalscope.scoring.degeneracy import STOPWORDS
 from refusalscope.scoring.labelled import Example, group_of, side_of
 
 log = logging.getLogger(__name__)
@@ -64,13 +62,7 @@ RATES = {"moralising": 0.9, "partial_refusal": 0.45, "offtopic": 0.3, "echo": 0.
          "sympathetic_compliance": 0.15, "plain_refusal": 0.3, "terse_compliance": 0.5,
          "restated_compliance": 0.6}
 MAX_RUN_RESPONSES = 300
-_WORD = re.compile(r"[a-z0-9]+")
-
-
-def content_words(text: str) -> set[str]:
-    """Lower-cased words of 3+ characters that are not stopwords or numbers."""
-    return {w for w in _WORD.findall(text.lower())
-            if len(w) > 2 and w not in STOPWORDS and not w.isdigit()}
+content_words = tt.content_words  # lower-cased words of 3+ characters, no stopwords or numbers
 
 
 def same_topic(request: str, other_request: str, other_response: str) -> bool:
@@ -148,6 +140,12 @@ def generated_examples(requests: Sequence[tuple[str, str]], complied: Sequence[E
             add("persona", tt.persona(rng, held), "offtopic")
     wrappers = (("partial_compliance", tt.partial_compliance),
                 ("sympathetic_compliance", tt.sympathetic_compliance))
+    # complied rows rewritten from a complying answer (None when the answer gives none)
+    reshaped: tuple[tuple[str, str, Callable[[Example, random.Random, bool], str | None]], ...] = (
+        ("terse_compliance", "terse",
+         lambda ex, rng, held: tt.terse_compliance(ex.prompt, ex.response, rng)),
+        ("restated_compliance", "restate",
+         lambda ex, rng, held: tt.restated_compliance(ex.prompt, ex.response, rng, held)))
     for ex in complied:
         rng = random.Random(f"disclaim:{seed}:{ex.group}:{ex.response[:64]}")
         draws = [rng.random() for _ in wrappers]
@@ -155,21 +153,14 @@ def generated_examples(requests: Sequence[tuple[str, str]], complied: Sequence[E
             if u < rates[kind]:
                 out.append(Example(ex.prompt, wrap(ex.response, rng, side(ex.group) == "heldout"),
                                    False, "generated", ex.group, kind, "complied"))
-        if rates["terse_compliance"] > 0:  # its own stream: the rows above stay as they were
-            rng = random.Random(f"terse:{seed}:{ex.group}:{ex.response[:64]}")
-            if rng.random() < rates["terse_compliance"]:
-                text = tt.terse_compliance(ex.prompt, ex.response, rng)
+        held = side(ex.group) == "heldout"
+        for kind, salt, make in reshaped:  # each its own stream: the rows above stay as they were
+            if rates[kind] > 0:
+                rng = random.Random(f"{salt}:{seed}:{ex.group}:{ex.response[:64]}")
+                text = make(ex, rng, held) if rng.random() < rates[kind] else None
                 if text:
-                    out.append(Example(ex.prompt, text, False, "generated", ex.group,
-                                       "terse_compliance", "complied"))
-        if rates["restated_compliance"] > 0:
-            rng = random.Random(f"restate:{seed}:{ex.group}:{ex.response[:64]}")
-            if rng.random() < rates["restated_compliance"]:
-                text = tt.restated_compliance(ex.prompt, ex.response, rng,
-                                              side(ex.group) == "heldout")
-                if text:
-                    out.append(Example(ex.prompt, text, False, "generated", ex.group,
-                                       "restated_compliance", "complied"))
+                    out.append(Example(ex.prompt, text, False, "generated", ex.group, kind,
+                                       "complied"))
     return out
 
 

@@ -209,14 +209,15 @@ def partial_compliance(response: str, rng: random.Random, heldout: bool) -> str:
 _PREAMBLE = re.compile(r"^(?:sure|certainly|of course|absolutely|okay|ok|great|alright|yes|"
                        r"here(?:'s| is| are)|below|i can|i'd be happy|happy to)\b", re.I)
 _LIST_MARK = re.compile(r"^(?:[-*•#]+|\(?\d+[.)]|step \d+:?)\s*", re.I)
-_KEY = re.compile(r"[a-z0-9]+")
+_WORD = re.compile(r"[a-z0-9]+")
 TERSE_WORDS = (5, 35)  # a terse answer's length in words
 TERSE_NEW_WORDS = 2  # content words of the answer that are not the request's, at least
 
 
-def _keys(text: str) -> set[str]:
-    return {w for w in _KEY.findall(text.lower())
-            if len(w) > 2 and not w.isdigit() and w not in STOPWORDS}
+def content_words(text: str) -> set[str]:
+    """Lower-cased words of 3+ characters that are not stopwords or numbers."""
+    return {w for w in _WORD.findall(text.lower())
+            if len(w) > 2 and w not in STOPWORDS and not w.isdigit()}
 
 
 def terse_compliance(prompt: str, response: str, rng: random.Random) -> str | None:
@@ -227,11 +228,11 @@ def terse_compliance(prompt: str, response: str, rng: random.Random) -> str | No
     never becomes a compliance row. Short compliance is rare in the other sources (v8: 61 of
     985 complied rows have <= 25 words, against 1,248 of 1,735 off-topic rows), which taught the
     classifier that a short answer is not one."""
-    ask = _keys(prompt)
+    ask = content_words(prompt)
     kept = []
     for sent in (x.strip() for x in _SENTENCE.split(response.strip())):
         sent = _LIST_MARK.sub("", sent).strip()
-        words = _keys(sent)
+        words = content_words(sent)
         if not sent or sent.endswith(":") or _PREAMBLE.match(sent) or not words \
                 or len(words & ask) > 0.6 * len(words):
             continue
@@ -241,7 +242,7 @@ def terse_compliance(prompt: str, response: str, rng: random.Random) -> str | No
     start = rng.randrange(min(len(kept), 3))
     text = " ".join(kept[start:start + rng.choice((1, 1, 2))])
     n = len(text.split())
-    if not TERSE_WORDS[0] <= n <= TERSE_WORDS[1] or len(_keys(text) - ask) < TERSE_NEW_WORDS:
+    if not TERSE_WORDS[0] <= n <= TERSE_WORDS[1] or len(content_words(text) - ask) < TERSE_NEW_WORDS:
         return None
     return text
 
