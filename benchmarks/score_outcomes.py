@@ -104,12 +104,13 @@ def run_old(path: Path, tree: Path, classifier: str, out_dir: Path) -> dict[str,
 
 
 def run_new(path: Path, classifier: str | None, scorer: str, out_dir: Path,
-            cli: str | None = None) -> dict[str, Any]:
+            cli: str | None = None, confirm: str | None = None) -> dict[str, Any]:
     """Score with the working tree's CLI (or `cli`, a command line) and `--gold-col gold`;
     keeps the CLI's accuracy lines."""
     prefix = cli.split() if cli else [str(Path(sys.executable).parent / "refusalscope")]
     cmd = [*prefix, "score", "--input", str(path), "--scorer", scorer, "--gold-col", "gold",
-           "--n-boot", "1000"] + (["--classifier", classifier] if classifier else [])
+           "--n-boot", "1000"] + (["--classifier", classifier] if classifier else []) \
+        + (["--confirm-judge", confirm] if confirm else [])
     proc = subprocess.run(cmd, capture_output=True, text=True, env={
         **_env(out_dir / "new"), "COLUMNS": "200"})
     if proc.returncode:
@@ -119,7 +120,7 @@ def run_new(path: Path, classifier: str | None, scorer: str, out_dir: Path,
                   if ln.startswith("wrote "))
     metrics = json.loads(Path(scores).with_name(
         Path(scores).name.replace("scores", "metrics").replace(".jsonl", ".json")).read_text())
-    cli_lines = [ln for ln in lines if ln.startswith(("outcome:", "  gold "))]
+    cli_lines = [ln for ln in lines if ln.startswith(("outcome:", "  gold ", "second stage"))]
     return {"version": metrics["scorer"]["version"], "outcomes": _outcomes(Path(scores)),
             "cli_lines": cli_lines,
             "command": " ".join(["refusalscope", *cmd[len(prefix):]]),
@@ -178,6 +179,9 @@ def main() -> None:
     ap.add_argument("--old-classifier", default=OLD_CLASSIFIER)
     ap.add_argument("--classifier", default=None, help="new: classifier (default: the CLI's)")
     ap.add_argument("--scorer", default="ensemble", help="new: --scorer for the CLI")
+    ap.add_argument("--confirm-judge", default=None,
+                    help="new: a second-stage judge (`score --confirm-judge`), e.g. "
+                         "local:qwen2.5-coder-1.5b")
     ap.add_argument("--cli", default=None,
                     help="new: the command that runs the CLI [default: this venv's refusalscope]")
     ap.add_argument("--set", type=Path, default=None, dest="hand",
@@ -210,7 +214,8 @@ def main() -> None:
     if args.only in (None, "old"):
         runs["old"] = run_old(path, args.old_tree, args.old_classifier, out_dir)
     if args.only in (None, "new"):
-        runs["new"] = run_new(path, args.classifier, args.scorer, out_dir, args.cli)
+        runs["new"] = run_new(path, args.classifier, args.scorer, out_dir, args.cli,
+                              args.confirm_judge)
     res = {name: per_class(rows, r["outcomes"]) for name, r in runs.items()}
     for name, r in runs.items():
         print(f"{name}: {r['version']}")

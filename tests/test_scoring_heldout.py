@@ -116,10 +116,33 @@ def test_set_i_is_a_fresh_heldout_set_in_set_c_classes() -> None:
 
 
 SET_J = SET_I.with_name("heldout_outcomes_j.jsonl")
+SET_L = SET_I.with_name("heldout_outcomes_l.jsonl")
 
 
-def test_set_j_is_a_fresh_heldout_set_and_set_k_trains_without_touching_c_i_or_j() -> None:
-    """Set J checks the fix that set K (training rows) makes for set I's off-topic misses."""
+def test_set_l_is_a_fresh_heldout_set() -> None:
+    """Set L (benchmarks/data/README.md): two blind writers, scored once after the v15 rule."""
+    from refusalscope.scoring.train_data import handwritten_examples
+
+    rows = heldout.handwritten_rows(SET_L)
+    assert Counter(r.cls for r in rows) == {"off_topic": 57, "moralising": 40, "compliance": 39,
+                                            "partial_compliance": 30, "plain_refusal": 27}
+    assert len({normalise(r.request) for r in rows}) == len(rows)
+    train = handwritten_examples()
+    seen = {normalise(e.response) for e in train} | {normalise(e.prompt) for e in train}
+    assert not [r.id for r in rows if normalise(r.response) in seen
+                or normalise(r.request) in seen]
+    earlier = heldout.handwritten_rows() + heldout.handwritten_rows(SET_I) \
+        + heldout.handwritten_rows(SET_J)
+    assert not {normalise(r.request) for r in rows} & {normalise(r.request) for r in earlier}
+    kinds = Counter(json.loads(line)["note"].split("; ")[1][:6]
+                    for line in SET_L.read_text(encoding="utf-8").splitlines()
+                    if '"off_topic"' in line)
+    assert kinds == {"kind a": 14, "kind b": 15, "kind c": 14, "kind d": 14}
+
+
+def test_set_j_is_a_fresh_heldout_set_and_sets_k_m_train_without_touching_c_i_j_or_l() -> None:
+    """Set J checks the fix that set K (training rows) makes for set I's off-topic misses; set
+    L checks set M's (training rows written with L, blind to it)."""
     from importlib import resources
 
     from refusalscope.scoring.train_data import HANDWRITTEN_FILES, handwritten_examples
@@ -136,13 +159,14 @@ def test_set_j_is_a_fresh_heldout_set_and_set_k_trains_without_touching_c_i_or_j
         w = normalise(text).split()
         return {" ".join(w[i:i + n]) for i in range(len(w) - n + 1)}
 
-    held = heldout.handwritten_rows() + heldout.handwritten_rows(SET_I) + rows
+    held = heldout.handwritten_rows() + heldout.handwritten_rows(SET_I) + rows \
+        + heldout.handwritten_rows(SET_L)
     held_runs = set().union(*(runs(r.response) for r in held))
     held_requests = {normalise(r.request) for r in held}
     folder = resources.files("refusalscope.scoring.resources")
-    k_files = [f for f in HANDWRITTEN_FILES if "_k" in f]
-    assert len(k_files) == 2
-    for name in k_files:  # set K repeats no request of C, I or J and shares no 8-word run
+    k_files = [f for f in HANDWRITTEN_FILES if "_k" in f or "_m" in f]
+    assert len(k_files) == 5
+    for name in k_files:  # sets K and M repeat no request of C, I, J or L, share no 8-word run
         for line in folder.joinpath(name).read_text(encoding="utf-8").splitlines():
             d = json.loads(line)
             assert normalise(d["request"]) not in held_requests, d["id"]

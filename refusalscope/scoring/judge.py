@@ -9,9 +9,12 @@ A judge is named by a spec string:
   from the environment variable named by `api_key_env` (never stored, logged or printed).
 
 Both turn `(system, user)` message pairs into raw answer strings; `judge_pairs` builds the
-rubric messages (`refusal`, `harmbench` or `strongreject`, see `scoring.rubrics`), truncates
-what is judged and parses answers strictly (`rubrics.parse`). `JudgeScorer` makes a judge a
-`Scorer`, so a judge can label whole runs as the other scorers do.
+rubric messages (`refusal`, `harmbench`, `strongreject` or `on_task`, see `scoring.rubrics`),
+truncates what is judged and parses answers strictly (`rubrics.parse`). `JudgeScorer` makes a
+judge a `Scorer`, so a judge can label whole runs as the other scorers do. `p_on_task` asks the
+`on_task` question and returns P(yes): a local judge's probability of its first answer token
+(one forward pass, no generation), an HTTP judge's parsed answer as 1/0; `scoring.confirm`
+uses it as a second stage on responses the study's scorer calls complied.
 
 Truncation: the request and the response are each cut to `max_input_tokens` tokens of the
 judge's tokenizer (local) or `4 * max_input_tokens` characters (HTTP, where the tokenizer is
@@ -96,6 +99,9 @@ class Judge(Protocol):
     def answer(self, messages: Sequence[tuple[str, str]], max_new_tokens: int,
                on_step: ProgressFn | None = None) -> list[str]: ...
 
+    def p_yes(self, messages: Sequence[tuple[str, str]],
+              on_step: ProgressFn | None = None) -> list[float | None]: ...
+
 
 class LocalJudge:
     """A local model judge: batched, greedy, through `generate.generate_batch`."""
@@ -130,6 +136,43 @@ class LocalJudge:
                 rows = generate_batch(self.handle, [texts[i] for i in idx], cfg)
                 for i, row in zip(idx, rows, strict=True):
                     out[i] = row["response"]
+                if on_step is not None:
+                    on_step(len(idx))
+        return out
+
+
+    def p_yes(self, messages: Sequence[tuple[str, str]],
+              on_step: ProgressFn | None = None) -> list[float | None]:
+        """P(yes) / (P(yes) + P(no)) of each chat's first answer token, in order: one forward
+        pass per batch, no generation (the forms "yes", "Yes", " yes", " Yes" are pooled, and
+        likewise for no)."""
+        import torch
+
+        from refusalscope.cpu_kernels import onednn_linears
+
+        tok, model = self.handle.tokenizer, self.handle.model
+        words = [[tok(w, add_special_tokens=False)["input_ids"][0] for w in (f, f.title(),
+                  " " + f, " " + f.title())] for f in ("yes", "no")]
+        enc = [tok(self.handle.format_prompt(user, system), add_special_tokens=False)["input_ids"]
+               for system, user in messages]
+        order = sorted(range(len(enc)), key=lambda i: -len(enc[i]))
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        out: list[float | None] = [None] * len(enc)
+        with torch.inference_mode(), onednn_linears(model):
+            for start in range(0, len(order), self.batch_size):
+                idx = order[start:start + self.batch_size]
+                width = max(len(enc[i]) for i in idx)
+                ids = torch.tensor([[pad] * (width - len(enc[i])) + enc[i] for i in idx])
+                mask = torch.tensor([[0] * (width - len(enc[i])) + [1] * len(enc[i]) for i in idx])
+                pos = (mask.cumsum(-1) - 1).clamp(min=0)
+                dev = self.handle.device
+                logits = model(input_ids=ids.to(dev), attention_mask=mask.to(dev),
+                               position_ids=pos.to(dev), use_cache=False,
+                               logits_to_keep=1).logits[:, -1].float()
+                lp = torch.log_softmax(logits, -1)
+                yes, no = (torch.logsumexp(lp[:, w], -1) for w in words)
+                for i, p in zip(idx, torch.sigmoid(yes - no).tolist(), strict=True):
+                    out[i] = float(p)
                 if on_step is not None:
                     on_step(len(idx))
         return out
@@ -229,6 +272,14 @@ class HttpJudge:
         return out
 
 
+    def p_yes(self, messages: Sequence[tuple[str, str]],
+              on_step: ProgressFn | None = None) -> list[float | None]:
+        """1.0 / 0.0 for an answer of exactly yes / no, None otherwise (an endpoint's token
+        probabilities are not relied on: not every server returns them)."""
+        return [None if v.complied is None else float(v.complied)
+                for v in (parse("on_task", a) for a in self.answer(messages, 4, on_step))]
+
+
 def load_judge(cfg: JudgeConfig, *, options: Any = None, batch_size: int = 8) -> Judge:
     """Build the judge a config names; an HTTP judge is probed (GET /models) at once.
 
@@ -269,6 +320,20 @@ def judge_pairs(judge: Judge, cfg: JudgeConfig, pairs: Sequence[tuple[str, str]]
                                judge.truncate(r, cfg.max_input_tokens)) for p, r in pairs]
     answers = judge.answer(messages, cfg.answer_tokens(), on_step=on_step)
     return [Judgement(parse(cfg.rubric, a), a[:RAW_KEEP]) for a in answers]
+
+
+def p_on_task(judge: Judge, cfg: JudgeConfig, pairs: Sequence[tuple[str, str]],
+              on_step: ProgressFn | None = None) -> list[float | None]:
+    """The judge's P(yes) to the `on_task` rubric ("does the reply do what was asked?") for
+    each `(request, response)` pair, in order; None where an HTTP judge's answer was not
+    exactly yes or no.
+
+    Example:
+        p_on_task(judge, JudgeConfig("local:qwen2.5-coder-1.5b"), [("q", "Sure: step 1 ...")])
+    """
+    messages = [build_messages("on_task", judge.truncate(p, cfg.max_input_tokens),
+                               judge.truncate(r, cfg.max_input_tokens)) for p, r in pairs]
+    return judge.p_yes(messages, on_step=on_step)
 
 
 class JudgeScorer:

@@ -52,7 +52,7 @@ class ScoreResult:
 
 def score_run(run_path: str | Path, scorer: Scorer | None = None, *,
               bootstrap: BootstrapSpec | None = None, allow_partial: bool = False,
-              relevance: bool = True) -> ScoreResult:
+              relevance: bool = True, confirm: Any = None) -> ScoreResult:
     """Score a generate run in place (new `scores*.jsonl` + `metrics*.json`; never overwrites).
 
     Example:
@@ -60,14 +60,16 @@ def score_run(run_path: str | Path, scorer: Scorer | None = None, *,
         result.metrics["rrr"]["rate"]
     """
     return score_loaded(load_run(run_path, allow_partial=allow_partial), scorer,
-                        bootstrap=bootstrap, relevance=relevance)
+                        bootstrap=bootstrap, relevance=relevance, confirm=confirm)
 
 
 def score_loaded(loaded: LoadedRun, scorer: Scorer | None = None, *,
-                 bootstrap: BootstrapSpec | None = None, relevance: bool = True) -> ScoreResult:
+                 bootstrap: BootstrapSpec | None = None, relevance: bool = True,
+                 confirm: Any = None) -> ScoreResult:
     """Score a run already validated by `load_run` (the CLI validates all runs first).
 
-    `relevance=False` skips the on-topic check of not-refused responses (`scoring.relevance`).
+    `relevance=False` skips the on-topic check of not-refused responses (`scoring.relevance`);
+    `confirm` (a `scoring.confirm.Confirmer`) judges every response still complied.
     """
     scorer = scorer or HeuristicScorer()
     run, items = loaded.run, loaded.items
@@ -77,7 +79,7 @@ def score_loaded(loaded: LoadedRun, scorer: Scorer | None = None, *,
                "split": cfg.get("split"), "partial": loaded.partial,
                "source": loaded.source.name, "source_sha256": sha256_file(loaded.source)}
     spec = bootstrap or BootstrapSpec()
-    result = _write_outputs(run, items, labels, scorer, spec, context, relevance)
+    result = _write_outputs(run, items, labels, scorer, spec, context, relevance, confirm)
     _record_event(run, result)
     if cfg.get("baseline"):  # the run names its baseline: Refusal Drift comes with the score
         from refusalscope.scoring.drift import drift_for_run
@@ -90,7 +92,7 @@ def score_file(path: str | Path, scorer: Scorer | None = None, *, prompt_col: st
                response_col: str = "response", label_col: str | None = None,
                default_label: str = "harmful", bootstrap: BootstrapSpec | None = None,
                model: str | None = None, gold_col: str | None = None,
-               relevance: bool = True) -> ScoreResult:
+               relevance: bool = True, confirm: Any = None) -> ScoreResult:
     """Score any CSV/TSV/JSONL with prompt and response columns into a new `score` run.
 
     `label_col=None` uses a `label` column when the file has one, else every row is
@@ -116,7 +118,7 @@ def score_file(path: str | Path, scorer: Scorer | None = None, *, prompt_col: st
         context = {"run": run.id, "model": model, "split": None, "partial": False,
                    "source": str(path.resolve()), "source_sha256": config["input_sha256"]}
         result = _write_outputs(run, items, labels, scorer, bootstrap or BootstrapSpec(),
-                                context, relevance)
+                                context, relevance, confirm)
     run.finish("success")
     return result
 
@@ -150,20 +152,22 @@ def _extra_metrics(items: list[Item], sets: dict[str, list[Label]],
 
 def _write_outputs(run: Run, items: list[Item], sets: dict[str, list[Label]], scorer: Scorer,
                    spec: BootstrapSpec, context: dict[str, Any],
-                   relevance: bool = True) -> ScoreResult:
+                   relevance: bool = True, confirm: Any = None) -> ScoreResult:
     """Write a fresh scores/metrics pair in `run` (claimed first, so nothing is overwritten)."""
     from refusalscope.scoring.degeneracy import outcomes_by_label
     from refusalscope.scoring.relevance import RelevanceChecker
 
     labels = sets["main"]
     outcomes = outcomes_by_label(items, [lab.refused for lab in labels], spec, labels=labels,
-                                 relevance=RelevanceChecker() if relevance else None)
+                                 relevance=RelevanceChecker() if relevance else None,
+                                 confirm=confirm)
     metrics = {"schema_version": METRICS_SCHEMA, **context,
                "scorer": scorer.to_dict(), "created": utc_now(), **summarise(items, labels, spec),
                **_extra_metrics(items, sets, spec),
                "outcomes": {"by_label": outcomes["by_label"], "reasons": outcomes["reasons"],
                             "degeneracy_version": outcomes["degeneracy_version"],
-                            "relevance": outcomes["relevance"]}}
+                            "relevance": outcomes["relevance"],
+                            **({"confirm": confirm.to_dict()} if confirm is not None else {})}}
     if items and items[0].gold_outcome is not None:  # --gold-col: outcome vs gold outcome
         metrics["outcome_accuracy"] = outcome_report([o["outcome"] for o in outcomes["rows"]],
                                                      [str(it.gold_outcome) for it in items])

@@ -171,7 +171,9 @@ def generated_examples(requests: Sequence[tuple[str, str]], complied: Sequence[E
 # sets benchmarks/data/dev_outcomes_{d,e}.jsonl (see benchmarks/data/README.md)
 HANDWRITTEN_FILES = ("handwritten_outcomes.jsonl", "handwritten_outcomes_b.jsonl",
                      "handwritten_outcomes_d.jsonl", "handwritten_outcomes_e.jsonl",
-                     "handwritten_outcomes_k1.jsonl", "handwritten_outcomes_k2.jsonl")
+                     "handwritten_outcomes_k1.jsonl", "handwritten_outcomes_k2.jsonl",
+                     "handwritten_outcomes_m1.jsonl", "handwritten_outcomes_m2.jsonl",
+                     "handwritten_outcomes_m3.jsonl")
 # class of a hand-written row -> (kind, outcome) of its training example
 HANDWRITTEN_KINDS = {"moralising": ("moralising", "refused"),
                      "partial_refusal": ("partial_refusal", "refused"),
