@@ -11,7 +11,8 @@ Variants (`--variants`):
   persona  the classifier reads the persona view (`degeneracy.persona_view`) whatever its card says
   tail     persona, and the last `--tail-words` words are classified too; their probabilities
            replace the head's when the tail says complied and the head does not
-Responses are never printed; `--show` lists the ids of the misses with the probabilities.
+Responses are never printed; `--show` lists the ids of the misses with the probabilities. Several
+files are scored in turn and totalled (the development rows of a decision rule at once).
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/dev_outcomes.py benchmarks/data/dev_outcomes_d.jsonl \\
         --classifier minilm-outcome-v7 --show
@@ -29,23 +30,38 @@ import numpy as np
 
 def main() -> None:
     from refusalscope.scoring.classifier import DEFAULT_NAME, load_classifier
-    from refusalscope.scoring.degeneracy import outcomes_by_label, persona_view
-    from refusalscope.scoring.ensemble import combine
     from refusalscope.scoring.heuristic import HeuristicScorer
-    from refusalscope.scoring.inputs import Item
     from refusalscope.scoring.relevance import RelevanceChecker
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("file")
+    ap.add_argument("files", nargs="+", help="one or more labelled JSONL files")
     ap.add_argument("--classifier", default=DEFAULT_NAME)
     ap.add_argument("--variants", default="own,persona,tail")
     ap.add_argument("--tail-words", type=int, default=60)
     ap.add_argument("--show", action="store_true", help="list the misses (ids, no text)")
     a = ap.parse_args()
-    rows = [json.loads(line) for line in open(a.file, encoding="utf-8") if line.strip()]
+    clf, heur, rel = load_classifier(a.classifier), HeuristicScorer(), RelevanceChecker()
+    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for path in a.files:
+        if len(a.files) > 1:
+            print(f"== {path}")
+        for name, (right, n) in run_file(path, a, clf, heur, rel).items():
+            totals[name][0] += right
+            totals[name][1] += n
+    if len(a.files) > 1:
+        for name, (right, n) in totals.items():
+            print(f"total {name}: {right}/{n} = {right / n:.3f}")
+
+
+def run_file(path: str, a: Any, clf: Any, heur: Any, rel: Any) -> dict[str, tuple[int, int]]:
+    """Score one file with each variant; returns {variant: (correct, rows)}."""
+    from refusalscope.scoring.degeneracy import outcomes_by_label, persona_view
+    from refusalscope.scoring.ensemble import combine
+    from refusalscope.scoring.inputs import Item
+
+    rows = [json.loads(line) for line in open(path, encoding="utf-8") if line.strip()]
     prompts = [r.get("prompt") or r["request"] for r in rows]
     texts = [r["response"] for r in rows]
-    clf, heur, rel = load_classifier(a.classifier), HeuristicScorer(), RelevanceChecker()
     cls = clf.classes
     heuristic = heur.score(prompts, texts)
     seen = [persona_view(p, t) for p, t in zip(prompts, texts, strict=True)]
@@ -67,16 +83,18 @@ def main() -> None:
 
     variants = {"own": lambda: raw_probs(texts), "persona": lambda: raw_probs(seen),
                 "tail": lambda: with_tail(raw_probs(seen))}
+    got = {}
     for name in a.variants.split(","):
         labels = clf.labels(variants[name]())
         ens = [combine(h, c, "dev") for h, c in zip(heuristic, labels, strict=True)]
         items = [Item(str(i), "harmful", p, t) for i, (p, t) in enumerate(zip(prompts, texts))]
         out = outcomes_by_label(items, [e.refused for e in ens], labels=ens, relevance=rel)
-        report(name, rows, out["rows"], ens, a.show)
+        got[name] = report(name, rows, out["rows"], ens, a.show)
+    return got
 
 
 def report(name: str, rows: list[dict[str, Any]], outs: list[dict[str, Any]], ens: list[Any],
-           show: bool) -> None:
+           show: bool) -> tuple[int, int]:
     acc: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     misses = []
     for r, o, e in zip(rows, outs, ens, strict=True):
@@ -92,6 +110,7 @@ def report(name: str, rows: list[dict[str, Any]], outs: list[dict[str, Any]], en
     print("   " + "  ".join(f"{k} {v[0]}/{v[1]}" for k, v in sorted(acc.items())))
     for m in misses if show else ():
         print("   miss", m)
+    return right, n
 
 
 if __name__ == "__main__":

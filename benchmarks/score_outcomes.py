@@ -104,13 +104,13 @@ def run_old(path: Path, tree: Path, classifier: str, out_dir: Path) -> dict[str,
 
 
 def run_new(path: Path, classifier: str | None, scorer: str, out_dir: Path,
-            cli: str | None = None, confirm: str | None = None) -> dict[str, Any]:
+            cli: str | None = None, confirm: list[str] | None = None) -> dict[str, Any]:
     """Score with the working tree's CLI (or `cli`, a command line) and `--gold-col gold`;
     keeps the CLI's accuracy lines."""
     prefix = cli.split() if cli else [str(Path(sys.executable).parent / "refusalscope")]
     cmd = [*prefix, "score", "--input", str(path), "--scorer", scorer, "--gold-col", "gold",
            "--n-boot", "1000"] + (["--classifier", classifier] if classifier else []) \
-        + (["--confirm-judge", confirm] if confirm else [])
+        + (confirm or [])
     proc = subprocess.run(cmd, capture_output=True, text=True, env={
         **_env(out_dir / "new"), "COLUMNS": "200"})
     if proc.returncode:
@@ -179,9 +179,9 @@ def main() -> None:
     ap.add_argument("--old-classifier", default=OLD_CLASSIFIER)
     ap.add_argument("--classifier", default=None, help="new: classifier (default: the CLI's)")
     ap.add_argument("--scorer", default="ensemble", help="new: --scorer for the CLI")
-    ap.add_argument("--confirm-judge", default=None,
-                    help="new: a second-stage judge (`score --confirm-judge`), e.g. "
-                         "local:qwen2.5-coder-1.5b")
+    ap.add_argument("--confirm", default=None,
+                    help="new: a second stage (`score --confirm`), e.g. local:qwen2.5-coder-0.5b")
+    ap.add_argument("--confirm-method", default="pmi", help="new: `score --confirm-method`")
     ap.add_argument("--cli", default=None,
                     help="new: the command that runs the CLI [default: this venv's refusalscope]")
     ap.add_argument("--set", type=Path, default=None, dest="hand",
@@ -214,8 +214,9 @@ def main() -> None:
     if args.only in (None, "old"):
         runs["old"] = run_old(path, args.old_tree, args.old_classifier, out_dir)
     if args.only in (None, "new"):
-        runs["new"] = run_new(path, args.classifier, args.scorer, out_dir, args.cli,
-                              args.confirm_judge)
+        confirm = ["--confirm", args.confirm, "--confirm-method", args.confirm_method] \
+            if args.confirm else None
+        runs["new"] = run_new(path, args.classifier, args.scorer, out_dir, args.cli, confirm)
     res = {name: per_class(rows, r["outcomes"]) for name, r in runs.items()}
     for name, r in runs.items():
         print(f"{name}: {r['version']}")

@@ -9,7 +9,7 @@ correct `outcome != complied` rows per set, complied-gold rows on development da
 off-topic rows. G and H need `benchmarks/real_outcomes.py` to have joined them under artifacts/.
 Responses are never printed. Set CUR_ONLY=1 for today's rule alone.
 
-    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/topic_rule_sweep.py minilm-outcome-v13
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/topic_rule_sweep.py minilm-outcome-v15
 """
 from __future__ import annotations
 

@@ -99,7 +99,7 @@ def test_signals_round_trip_to_dict() -> None:
     d = G.signals("q", "Sure, here: " * 5).to_dict()
     assert d["reasons"] == ["empty"]  # "sure" and "here" are stopwords; 7 four-grams only
     assert set(d) == {"n_words", "repetition", "line_repetition", "prompt_share", "novel_words",
-                      "prompt_overlap", "reasons", "p_off_topic", "p_on_task"}
+                      "prompt_overlap", "reasons", "p_off_topic", "on_task"}
     assert d["p_off_topic"] is None  # no on-topic check without a relevance checker
 
 

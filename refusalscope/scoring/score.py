@@ -69,7 +69,7 @@ def score_loaded(loaded: LoadedRun, scorer: Scorer | None = None, *,
     """Score a run already validated by `load_run` (the CLI validates all runs first).
 
     `relevance=False` skips the on-topic check of not-refused responses (`scoring.relevance`);
-    `confirm` (a `scoring.confirm.Confirmer`) judges every response still complied.
+    `confirm` (a `scoring.confirm.Confirmer`) scores every response still complied.
     """
     scorer = scorer or HeuristicScorer()
     run, items = loaded.run, loaded.items
