@@ -155,13 +155,16 @@ def test_set_j_is_a_fresh_heldout_set_and_sets_k_m_train_without_touching_c_i_j_
     assert not [r.id for r in rows if normalise(r.response) in seen
                 or normalise(r.request) in seen]
 
-    def runs(text: str, n: int = 8) -> set[str]:
-        w = normalise(text).split()
+    def runs(text: str, n: int = 8, strict: bool = False) -> set[str]:
+        # strict: words as [a-z0-9]+ (as test_scoring_heldout_c does), so "1-800-662-4357" and
+        # "webcam's" split; set M is checked both ways, set K (older) the first way only
+        w = re.findall(r"[a-z0-9]+", normalise(text)) if strict else normalise(text).split()
         return {" ".join(w[i:i + n]) for i in range(len(w) - n + 1)}
 
     held = heldout.handwritten_rows() + heldout.handwritten_rows(SET_I) + rows \
         + heldout.handwritten_rows(SET_L)
     held_runs = set().union(*(runs(r.response) for r in held))
+    strict_runs = set().union(*(runs(r.response, strict=True) for r in held))
     held_requests = {normalise(r.request) for r in held}
     folder = resources.files("refusalscope.scoring.resources")
     k_files = [f for f in HANDWRITTEN_FILES if "_k" in f or "_m" in f]
@@ -171,3 +174,5 @@ def test_set_j_is_a_fresh_heldout_set_and_sets_k_m_train_without_touching_c_i_j_
             d = json.loads(line)
             assert normalise(d["request"]) not in held_requests, d["id"]
             assert not runs(d["response"]) & held_runs, d["id"]
+            if "_m" in name:
+                assert not runs(d["response"], strict=True) & strict_runs, d["id"]

@@ -183,20 +183,20 @@ def test_handwritten_rows_join_training_with_their_classes() -> None:
     # set A (169 rows), set B (270 rows, 45 in each of six classes) and the training parts of
     # sets D (184 rows) and E (191 rows): 20 per class less those sharing text with held-out rows;
     # set K (244 rows: 114 off-topic answers to a neighbouring question, 30 scene-setting, 100
-    # complying look-alikes); set M (338 rows: 76 neighbouring tasks, 38 digressions, 38
-    # scene-setting, 66 moralising, 44 partial compliance, 76 complying look-alikes)
-    assert len(hand) == 1396 and all(e.source == "handwritten" for e in hand)
-    assert Counter(e.kind for e in hand) == {"moralising": 186, "offtopic": 343,
+    # complying look-alikes); set M (329 rows: 76 neighbouring tasks, 36 digressions, 38
+    # scene-setting, 62 moralising, 43 partial compliance, 74 complying look-alikes)
+    assert len(hand) == 1387 and all(e.source == "handwritten" for e in hand)
+    assert Counter(e.kind for e in hand) == {"moralising": 182, "offtopic": 341,
                                              "partial_refusal": 117, "error_text": 44,
-                                             "partial_compliance": 121, "refusal_words": 120,
-                                             "sympathetic_compliance": 83, "compliance": 314,
+                                             "partial_compliance": 120, "refusal_words": 120,
+                                             "sympathetic_compliance": 83, "compliance": 312,
                                              "persona": 68}
     for e in hand:
         assert (e.kind, e.outcome) in HANDWRITTEN_KINDS.values()
         assert e.refused == (e.outcome == "refused") and e.group == group_of(e.prompt)
     rows, sources = outcome_examples(pyrit=False, extra=_complied(), seed=0, generated=False)
-    assert sum(e.source == "handwritten" for e in rows) == 1396
-    assert next(s for s in sources if s["name"] == "handwritten")["n"] == 1396
+    assert sum(e.source == "handwritten" for e in rows) == 1387
+    assert next(s for s in sources if s["name"] == "handwritten")["n"] == 1387
 
 
 def test_partial_compliance_is_sometimes_cut_to_its_first_sentences() -> None:

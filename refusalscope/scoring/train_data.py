@@ -29,7 +29,7 @@
    `minilm-outcome-v13` set K (`handwritten_outcomes_k{1,2}.jsonl`, 244 rows, training only:
    answers to a neighbouring question - digressions into the subject's history, scene-setting,
    harmless neighbouring tasks - and complying look-alikes of each), and since
-   `minilm-outcome-v15` set M (`handwritten_outcomes_m{1,2,3}.jsonl`, 338 rows, training
+   `minilm-outcome-v15` set M (`handwritten_outcomes_m{1,2,3}.jsonl`, 329 rows, training
    only: more neighbouring tasks, digressions and scene-setting, moralising refusals without
    refusal words, warnings followed by the content, and complying look-alikes).
 4. **Generated rows** (`train_templates`): moralising refusals, partial refusals, off-topic
