@@ -13,6 +13,24 @@ import inspect
 from typing import Any
 
 
+def left_padded(rows: list[list[int]], pad_id: int) -> tuple[Any, Any, Any]:
+    """Token id rows as one left-padded batch: (ids, attention mask, positions counted from
+    each row's first real token), `[B, max_len]` long tensors on the CPU.
+
+    Example:
+        ids, mask, pos = left_padded([[5, 6, 7], [8]], pad_id=0)  # pos[1] == [0, 0, 0]
+    """
+    import torch
+
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for j, r in enumerate(rows):
+        ids[j, width - len(r):] = torch.tensor(r, dtype=torch.long)
+        mask[j, width - len(r):] = 1
+    return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
+
+
 def cache_kwarg(model: Any) -> str:
     """transformers renamed `past_key_values` to `cache` (5.2x); use what this version takes."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model

@@ -146,6 +146,7 @@ def sequence_losses(model: Any, prompts: Sequence[list[int]], target: Any, pad_i
     import torch
 
     from refusalscope.attacks.gcg_loss import target_loss
+    from refusalscope.decode import left_padded
 
     t = target.shape[1]
     tail = target[0, :-1].tolist()
@@ -153,14 +154,7 @@ def sequence_losses(model: Any, prompts: Sequence[list[int]], target: Any, pad_i
     losses, hits = [], []
     with torch.inference_mode():
         for i in range(0, len(prompts), step):
-            rows = [list(p) + tail for p in prompts[i:i + step]]
-            width = max(len(r) for r in rows)
-            ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(rows), width), dtype=torch.long)
-            for j, r in enumerate(rows):
-                ids[j, width - len(r):] = torch.tensor(r)
-                mask[j, width - len(r):] = 1
-            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+            ids, mask, pos = left_padded([list(p) + tail for p in prompts[i:i + step]], pad_id)
             dev = target.device
             out = model(input_ids=ids.to(dev), attention_mask=mask.to(dev),
                         position_ids=pos.to(dev), use_cache=False, logits_to_keep=t)

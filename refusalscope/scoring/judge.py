@@ -140,7 +140,6 @@ class LocalJudge:
                     on_step(len(idx))
         return out
 
-
     def p_yes(self, messages: Sequence[tuple[str, str]],
               on_step: ProgressFn | None = None) -> list[float | None]:
         """P(yes) / (P(yes) + P(no)) of each chat's first answer token, in order: one forward
@@ -149,6 +148,7 @@ class LocalJudge:
         import torch
 
         from refusalscope.cpu_kernels import onednn_linears
+        from refusalscope.decode import left_padded
 
         tok, model = self.handle.tokenizer, self.handle.model
         words = [[tok(w, add_special_tokens=False)["input_ids"][0] for w in (f, f.title(),
@@ -161,10 +161,7 @@ class LocalJudge:
         with torch.inference_mode(), onednn_linears(model):
             for start in range(0, len(order), self.batch_size):
                 idx = order[start:start + self.batch_size]
-                width = max(len(enc[i]) for i in idx)
-                ids = torch.tensor([[pad] * (width - len(enc[i])) + enc[i] for i in idx])
-                mask = torch.tensor([[0] * (width - len(enc[i])) + [1] * len(enc[i]) for i in idx])
-                pos = (mask.cumsum(-1) - 1).clamp(min=0)
+                ids, mask, pos = left_padded([enc[i] for i in idx], pad)
                 dev = self.handle.device
                 logits = model(input_ids=ids.to(dev), attention_mask=mask.to(dev),
                                position_ids=pos.to(dev), use_cache=False,
@@ -270,7 +267,6 @@ class HttpJudge:
             if on_step is not None:
                 on_step(1)
         return out
-
 
     def p_yes(self, messages: Sequence[tuple[str, str]],
               on_step: ProgressFn | None = None) -> list[float | None]:

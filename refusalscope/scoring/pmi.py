@@ -27,15 +27,17 @@ NEUTRAL = "Write something."
 MAX_TOKENS = 96
 
 
-def _logprob(model: Any, context: list[int], target: list[int]) -> float:
-    """Sum of log P(target tokens | context) under `model`, teacher forced."""
+def _nll(model: Any, context: list[int], target: list[int]) -> float:
+    """Mean negative log-likelihood per target token given `context`, teacher forced (the
+    attacks' `gcg_loss.target_loss` over the target positions)."""
     import torch
+
+    from refusalscope.attacks.gcg_loss import target_loss
 
     dev = next(model.parameters()).device
     ids = torch.tensor([context + target], device=dev)
-    logits = model(input_ids=ids, use_cache=False).logits[0, len(context) - 1:-1].float()
-    lp = torch.log_softmax(logits, -1)
-    return float(lp.gather(1, torch.tensor(target, device=dev)[:, None]).sum())
+    logits = model(input_ids=ids, use_cache=False).logits[:, len(context) - 1:-1]
+    return float(target_loss(logits, torch.tensor([target], device=dev))[0][0])
 
 
 def response_pmi(handle: Any, requests: Sequence[str], responses: Sequence[str], *,
@@ -62,9 +64,8 @@ def response_pmi(handle: Any, requests: Sequence[str], responses: Sequence[str],
                 out.append(None)
             else:
                 context = tok(handle.format_prompt(request), add_special_tokens=False)["input_ids"]
-                diff = _logprob(handle.model, context, target) \
-                    - _logprob(handle.model, neutral, target)
-                out.append(diff / len(target))
+                out.append(_nll(handle.model, neutral, target)
+                           - _nll(handle.model, context, target))
             if on_step is not None:
                 on_step(1)
     return out
