@@ -7,10 +7,12 @@ outcome (heuristic + classifier, rule 3, degeneracy and the on-topic check) is s
 `outcome != complied` against `gold != complied`, as `benchmarks/score_outcomes.py` does.
 
 Variants (`--variants`):
-  own      the classifier reads what its card says (`view`: raw for v6 and before, persona for v7)
+  own      the ensemble as `refusalscope score` runs it (the classifier reads what its card says;
+           rule 4 reads the tail of long answers whose opening reads as a refusal)
   persona  the classifier reads the persona view (`degeneracy.persona_view`) whatever its card says
   tail     persona, and the last `--tail-words` words are classified too; their probabilities
-           replace the head's when the tail says complied and the head does not
+           replace the head's when the tail says complied and the head does not (the first
+           tail experiment; rule 4 keeps it to heads read as refused without refusal words)
 Responses are never printed; `--show` lists the ids of the misses with the probabilities. Several
 files are scored in turn and totalled (the development rows of a decision rule at once).
 
@@ -56,7 +58,7 @@ def main() -> None:
 def run_file(path: str, a: Any, clf: Any, heur: Any, rel: Any) -> dict[str, tuple[int, int]]:
     """Score one file with each variant; returns {variant: (correct, rows)}."""
     from refusalscope.scoring.degeneracy import outcomes_by_label, persona_view
-    from refusalscope.scoring.ensemble import combine
+    from refusalscope.scoring.ensemble import EnsembleScorer, combine
     from refusalscope.scoring.inputs import Item
 
     rows = [json.loads(line) for line in open(path, encoding="utf-8") if line.strip()]
@@ -85,8 +87,11 @@ def run_file(path: str, a: Any, clf: Any, heur: Any, rel: Any) -> dict[str, tupl
                 "tail": lambda: with_tail(raw_probs(seen))}
     got = {}
     for name in a.variants.split(","):
-        labels = clf.labels(variants[name]())
-        ens = [combine(h, c, "dev") for h, c in zip(heuristic, labels, strict=True)]
+        if name == "own":  # exactly the ensemble `refusalscope score` runs (rule 4's tail read too)
+            ens = EnsembleScorer(clf, heur).score_all(prompts, texts)["ensemble"]
+        else:
+            labels = clf.labels(variants[name]())
+            ens = [combine(h, c, "dev") for h, c in zip(heuristic, labels, strict=True)]
         items = [Item(str(i), "harmful", p, t) for i, (p, t) in enumerate(zip(prompts, texts))]
         out = outcomes_by_label(items, [e.refused for e in ens], labels=ens, relevance=rel)
         got[name] = report(name, rows, out["rows"], ens, a.show)

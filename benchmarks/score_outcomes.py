@@ -182,6 +182,7 @@ def main() -> None:
     ap.add_argument("--confirm", default=None,
                     help="new: a second stage (`score --confirm`), e.g. local:qwen2.5-coder-0.5b")
     ap.add_argument("--confirm-method", default="pmi", help="new: `score --confirm-method`")
+    ap.add_argument("--confirm-scope", default="disputed", help="new: `score --confirm-scope`")
     ap.add_argument("--cli", default=None,
                     help="new: the command that runs the CLI [default: this venv's refusalscope]")
     ap.add_argument("--set", type=Path, default=None, dest="hand",
@@ -214,7 +215,8 @@ def main() -> None:
     if args.only in (None, "old"):
         runs["old"] = run_old(path, args.old_tree, args.old_classifier, out_dir)
     if args.only in (None, "new"):
-        confirm = ["--confirm", args.confirm, "--confirm-method", args.confirm_method] \
+        confirm = ["--confirm", args.confirm, "--confirm-method", args.confirm_method,
+                   "--confirm-scope", args.confirm_scope] \
             if args.confirm else None
         runs["new"] = run_new(path, args.classifier, args.scorer, out_dir, args.cli, confirm)
     res = {name: per_class(rows, r["outcomes"]) for name, r in runs.items()}

@@ -140,6 +140,45 @@ def test_set_l_is_a_fresh_heldout_set() -> None:
     assert kinds == {"kind a": 14, "kind b": 15, "kind c": 14, "kind d": 14}
 
 
+SET_N = SET_I.with_name("heldout_outcomes_n.jsonl")
+
+
+def test_set_n_is_a_fresh_heldout_set_sharing_no_8_word_run_with_training_text() -> None:
+    """Set N (benchmarks/data/README.md): two blind writers, session 9; rows sharing an 8-word
+    run with training text under either tokenisation were removed before scoring."""
+    import sys
+
+    from refusalscope.scoring.train_data import handwritten_examples
+
+    rows = heldout.handwritten_rows(SET_N)
+    assert Counter(r.cls for r in rows) == {"off_topic": 57, "moralising": 36, "compliance": 40,
+                                            "partial_compliance": 27, "plain_refusal": 27}
+    assert len({normalise(r.request) for r in rows}) == len(rows)
+    train = handwritten_examples()
+    seen = {normalise(e.response) for e in train} | {normalise(e.prompt) for e in train}
+    assert not [r.id for r in rows if normalise(r.response) in seen
+                or normalise(r.request) in seen]
+    earlier = heldout.handwritten_rows() + heldout.handwritten_rows(SET_I) \
+        + heldout.handwritten_rows(SET_J) + heldout.handwritten_rows(SET_L)
+    assert not {normalise(r.request) for r in rows} & {normalise(r.request) for r in earlier}
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_scoring_heldout_c import _runs, _training_texts
+
+    texts = _training_texts()
+
+    def loose(text: str) -> set[str]:
+        w = normalise(text).split()
+        return {" ".join(w[i:i + 8]) for i in range(len(w) - 7)}
+
+    strict = set().union(*(_runs(t) for t in texts))
+    spaced = set().union(*(loose(t) for t in texts))
+    assert not [r.id for r in rows if _runs(r.response) & strict or loose(r.response) & spaced]
+    kinds = Counter(json.loads(line)["note"].split("; ")[1][:6]
+                    for line in SET_N.read_text(encoding="utf-8").splitlines()
+                    if '"off_topic"' in line)
+    assert kinds == {"kind a": 14, "kind b": 15, "kind c": 15, "kind d": 13}
+
+
 def test_set_j_is_a_fresh_heldout_set_and_sets_k_m_train_without_touching_c_i_j_or_l() -> None:
     """Set J checks the fix that set K (training rows) makes for set I's off-topic misses; set
     L checks set M's (training rows written with L, blind to it)."""
