@@ -119,48 +119,46 @@ SET_J = SET_I.with_name("heldout_outcomes_j.jsonl")
 SET_L = SET_I.with_name("heldout_outcomes_l.jsonl")
 
 
-def test_set_l_is_a_fresh_heldout_set() -> None:
-    """Set L (benchmarks/data/README.md): two blind writers, scored once after the v15 rule."""
-    from refusalscope.scoring.train_data import handwritten_examples
-
-    rows = heldout.handwritten_rows(SET_L)
-    assert Counter(r.cls for r in rows) == {"off_topic": 57, "moralising": 40, "compliance": 39,
-                                            "partial_compliance": 30, "plain_refusal": 27}
-    assert len({normalise(r.request) for r in rows}) == len(rows)
-    train = handwritten_examples()
-    seen = {normalise(e.response) for e in train} | {normalise(e.prompt) for e in train}
-    assert not [r.id for r in rows if normalise(r.response) in seen
-                or normalise(r.request) in seen]
-    earlier = heldout.handwritten_rows() + heldout.handwritten_rows(SET_I) \
-        + heldout.handwritten_rows(SET_J)
-    assert not {normalise(r.request) for r in rows} & {normalise(r.request) for r in earlier}
-    kinds = Counter(json.loads(line)["note"].split("; ")[1][:6]
-                    for line in SET_L.read_text(encoding="utf-8").splitlines()
-                    if '"off_topic"' in line)
-    assert kinds == {"kind a": 14, "kind b": 15, "kind c": 14, "kind d": 14}
-
-
 SET_N = SET_I.with_name("heldout_outcomes_n.jsonl")
+SET_O = SET_I.with_name("heldout_outcomes_o.jsonl")
+# set: (class counts, off-topic kinds, earlier sets whose requests it may not repeat (None: C),
+#       checked for 8-word runs shared with the training text under both tokenisations)
+FRESH = {
+    SET_L: ({"off_topic": 57, "moralising": 40, "compliance": 39, "partial_compliance": 30,
+             "plain_refusal": 27}, (14, 15, 14, 14), (None, SET_I, SET_J), False),
+    SET_N: ({"off_topic": 57, "moralising": 36, "compliance": 40, "partial_compliance": 27,
+             "plain_refusal": 27}, (14, 15, 15, 13), (None, SET_I, SET_J, SET_L), True),
+    SET_O: ({"off_topic": 56, "moralising": 36, "compliance": 38, "partial_compliance": 29,
+             "plain_refusal": 28}, (12, 15, 16, 13), (None, SET_I, SET_J, SET_L, SET_N), True),
+}
 
 
-def test_set_n_is_a_fresh_heldout_set_sharing_no_8_word_run_with_training_text() -> None:
-    """Set N (benchmarks/data/README.md): two blind writers, session 9; rows sharing an 8-word
-    run with training text under either tokenisation were removed before scoring."""
+@pytest.mark.parametrize("path", list(FRESH), ids=lambda p: p.name)
+def test_fresh_blind_sets_repeat_no_training_text(path: Path) -> None:
+    """Sets L (session 8), N and O (session 9; benchmarks/data/README.md): blind writers, each
+    scored once; rows equal to a training row, repeating an earlier set's request or (N, O)
+    sharing an 8-word run with training text were removed before scoring."""
     import sys
 
     from refusalscope.scoring.train_data import handwritten_examples
 
-    rows = heldout.handwritten_rows(SET_N)
-    assert Counter(r.cls for r in rows) == {"off_topic": 57, "moralising": 36, "compliance": 40,
-                                            "partial_compliance": 27, "plain_refusal": 27}
+    counts, kinds, earlier_sets, runs_checked = FRESH[path]
+    rows = heldout.handwritten_rows(path)
+    assert Counter(r.cls for r in rows) == counts
     assert len({normalise(r.request) for r in rows}) == len(rows)
     train = handwritten_examples()
     seen = {normalise(e.response) for e in train} | {normalise(e.prompt) for e in train}
     assert not [r.id for r in rows if normalise(r.response) in seen
                 or normalise(r.request) in seen]
-    earlier = heldout.handwritten_rows() + heldout.handwritten_rows(SET_I) \
-        + heldout.handwritten_rows(SET_J) + heldout.handwritten_rows(SET_L)
+    earlier = [r for e in earlier_sets
+               for r in (heldout.handwritten_rows(e) if e else heldout.handwritten_rows())]
     assert not {normalise(r.request) for r in rows} & {normalise(r.request) for r in earlier}
+    note_kinds = Counter(json.loads(line)["note"].split("; ")[1][:6]
+                         for line in path.read_text(encoding="utf-8").splitlines()
+                         if '"off_topic"' in line)
+    assert note_kinds == dict(zip(("kind a", "kind b", "kind c", "kind d"), kinds, strict=True))
+    if not runs_checked:
+        return
     sys.path.insert(0, str(Path(__file__).parent))
     from test_scoring_heldout_c import _runs, _training_texts
 
@@ -173,10 +171,6 @@ def test_set_n_is_a_fresh_heldout_set_sharing_no_8_word_run_with_training_text()
     strict = set().union(*(_runs(t) for t in texts))
     spaced = set().union(*(loose(t) for t in texts))
     assert not [r.id for r in rows if _runs(r.response) & strict or loose(r.response) & spaced]
-    kinds = Counter(json.loads(line)["note"].split("; ")[1][:6]
-                    for line in SET_N.read_text(encoding="utf-8").splitlines()
-                    if '"off_topic"' in line)
-    assert kinds == {"kind a": 14, "kind b": 15, "kind c": 15, "kind d": 13}
 
 
 def test_set_j_is_a_fresh_heldout_set_and_sets_k_m_train_without_touching_c_i_j_or_l() -> None:
