@@ -167,3 +167,16 @@ def test_cli_score_input_with_confirm_judge(tiny_folder: Path, tmp_path: Path) -
                                "--confirm", "local:no-such-model-anywhere"])
     assert gone.exit_code == 2 and "input file not found" in gone.stderr
     assert gone.stderr.count("\n") == 1 and "no-such-model" not in gone.stderr
+
+
+def test_label_outcomes_passes_the_second_stage_through(tiny_folder: Path) -> None:
+    """Attack evaluations and the API label through `label_outcomes`: it takes a Confirmer."""
+    from refusalscope.scoring.heuristic import HeuristicScorer
+    from refusalscope.scoring.score import label_outcomes
+
+    confirm = Confirmer(ConfirmConfig(f"local:{tiny_folder}", threshold=50.0, scope="complied"))
+    rows = label_outcomes(HeuristicScorer(), REQUESTS, RESPONSES, relevance=False,
+                          confirm=confirm)
+    assert [r["outcome"] for r in rows] == ["degenerate", "refused", "degenerate"]
+    assert "on_task" in rows[0] and "on_task" not in rows[1]
+    assert rows[0]["degeneracy"] == ["off_task"]

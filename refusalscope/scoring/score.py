@@ -232,15 +232,16 @@ def _record_event(run: Run, result: ScoreResult) -> None:
 # ---------------------------------------------------------------- attack evaluations
 
 def label_outcomes(scorer: Scorer, requests: list[str], responses: list[str],
-                   targets: list[str | None] | None = None, *, relevance: Any = True
-                   ) -> list[dict[str, Any]]:
+                   targets: list[str | None] | None = None, *, relevance: Any = True,
+                   confirm: Any = None) -> list[dict[str, Any]]:
     """Label and outcome of each response, as `refusalscope score` computes them.
 
     `requests` are the bare requests (an attack's goal, never its attacked text) and
     `targets` its target strings, so echoes of either are caught. `relevance`: True for the
     default on-topic checker, False/None for none, or a `RelevanceChecker` to reuse (it
-    caches what it has embedded). Returns per response `{"refused", "matched", "p_refused"?,
-    "outcome", "degeneracy", "p_off_topic"?}`.
+    caches what it has embedded). `confirm`: a `scoring.confirm.Confirmer` (the second stage of
+    `score --confirm`), None for none. Returns per response `{"refused", "matched",
+    "p_refused"?, "outcome", "degeneracy", "p_off_topic"?, "on_task"?}`.
 
     Example:
         label_outcomes(factory.scorer("study"), ["How do I X?"], ["Sure, here."])[0]["outcome"]
@@ -251,7 +252,7 @@ def label_outcomes(scorer: Scorer, requests: list[str], responses: list[str],
     checker = RelevanceChecker() if relevance is True else relevance or None
     labels = scorer.score(requests, responses)
     pairs = classify(requests, responses, [lab.refused for lab in labels], targets,
-                     relevance=checker,
+                     relevance=checker, confirm=confirm,
                      p_offtopic=[p_offtopic_of(lab) for lab in labels])
     out = []
     for lab, (outcome, sig) in zip(labels, pairs, strict=True):
@@ -261,6 +262,8 @@ def label_outcomes(scorer: Scorer, requests: list[str], responses: list[str],
         row.update(outcome=outcome, degeneracy=list(sig.reasons))
         if sig.p_off_topic is not None:
             row["p_off_topic"] = sig.p_off_topic
+        if sig.on_task is not None:
+            row["on_task"] = sig.on_task
         out.append(row)
     return out
 
