@@ -46,6 +46,8 @@ METHODS = ("pmi", "judge")
 SCOPES = ("disputed", "complied")
 DEFAULT_THRESHOLDS = {("pmi", "disputed"): 0.15, ("pmi", "complied"): 0.20,
                       ("judge", "disputed"): 0.40, ("judge", "complied"): 0.40}
+"""pmi: chosen on the development files (disputed) and set J (complied) with qwen2.5-coder-0.5b;
+judge: chosen for `complied` on set I with qwen2.5-coder-1.5b, used unmeasured for `disputed`."""
 
 
 @dataclass(frozen=True)
