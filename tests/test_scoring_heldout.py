@@ -121,6 +121,7 @@ SET_L = SET_I.with_name("heldout_outcomes_l.jsonl")
 
 SET_N = SET_I.with_name("heldout_outcomes_n.jsonl")
 SET_O = SET_I.with_name("heldout_outcomes_o.jsonl")
+SET_P = SET_I.with_name("heldout_outcomes_p.jsonl")
 # set: (class counts, off-topic kinds, earlier sets whose requests it may not repeat (None: C),
 #       checked for 8-word runs shared with the training text under both tokenisations)
 FRESH = {
@@ -130,14 +131,17 @@ FRESH = {
              "plain_refusal": 27}, (14, 15, 15, 13), (None, SET_I, SET_J, SET_L), True),
     SET_O: ({"off_topic": 56, "moralising": 36, "compliance": 38, "partial_compliance": 29,
              "plain_refusal": 28}, (12, 15, 16, 13), (None, SET_I, SET_J, SET_L, SET_N), True),
+    SET_P: ({"off_topic": 50, "moralising": 36, "compliance": 37, "partial_compliance": 29,
+             "plain_refusal": 29}, (8, 14, 15, 13), (None, SET_I, SET_J, SET_L, SET_N, SET_O),
+            True),
 }
 
 
 @pytest.mark.parametrize("path", list(FRESH), ids=lambda p: p.name)
 def test_fresh_blind_sets_repeat_no_training_text(path: Path) -> None:
-    """Sets L (session 8), N and O (session 9; benchmarks/data/README.md): blind writers, each
-    scored once; rows equal to a training row, repeating an earlier set's request or (N, O)
-    sharing an 8-word run with training text were removed before scoring."""
+    """Sets L (session 8), N, O and P (session 9; benchmarks/data/README.md): blind writers,
+    each scored once; rows equal to a training row, repeating an earlier set's request or (N, O,
+    P) sharing an 8-word run with training text were removed before scoring."""
     import sys
 
     from refusalscope.scoring.train_data import handwritten_examples
