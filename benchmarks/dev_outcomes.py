@@ -3,7 +3,7 @@ variants tried while choosing `minilm-outcome-v7` (never run on held-out set C w
 
 Rows: JSONL with `class`, `prompt` (or `request`), `response`, `gold` (refused / complied /
 degenerate), e.g. set D's development rows `benchmarks/data/dev_outcomes_d.jsonl`. The ensemble's
-outcome (heuristic + classifier, rule 3, degeneracy and the on-topic check) is scored as
+outcome (heuristic + classifier, rule 4, degeneracy and the on-topic check) is scored as
 `outcome != complied` against `gold != complied`, as `benchmarks/score_outcomes.py` does.
 
 Variants (`--variants`):
@@ -83,8 +83,7 @@ def run_file(path: str, a: Any, clf: Any, heur: Any, rel: Any) -> dict[str, tupl
                     out[i] = tails[k]
         return out
 
-    variants = {"own": lambda: raw_probs(texts), "persona": lambda: raw_probs(seen),
-                "tail": lambda: with_tail(raw_probs(seen))}
+    variants = {"persona": lambda: raw_probs(seen), "tail": lambda: with_tail(raw_probs(seen))}
     got = {}
     for name in a.variants.split(","):
         if name == "own":  # exactly the ensemble `refusalscope score` runs (rule 4's tail read too)

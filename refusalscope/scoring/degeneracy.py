@@ -357,7 +357,7 @@ def _confirm_signals(prompts: Sequence[str], responses: Sequence[str], refused: 
                      p_clf: Sequence[float | None]) -> list[Signals]:
     """Score the responses still complied that `confirm`'s scope takes (all, or those the
     classifier reads as off-topic: `disputed`); below its threshold: `off_task`."""
-    every = getattr(confirm.config, "scope", "complied") == "complied"
+    every = confirm.config.scope == "complied"
     idx = [i for i, sig in enumerate(sigs) if not refused[i] and not sig.reasons
            and (every or (p_clf[i] is not None and p_clf[i] >= 0.5))]
     scores = confirm.scores([prompts[i] for i in idx], [responses[i] for i in idx])

@@ -69,7 +69,8 @@ def score_loaded(loaded: LoadedRun, scorer: Scorer | None = None, *,
     """Score a run already validated by `load_run` (the CLI validates all runs first).
 
     `relevance=False` skips the on-topic check of not-refused responses (`scoring.relevance`);
-    `confirm` (a `scoring.confirm.Confirmer`) scores every response still complied.
+    `confirm` (a `scoring.confirm.Confirmer`) scores the responses still complied that its
+    scope takes (`disputed` or all `complied`).
     """
     scorer = scorer or HeuristicScorer()
     run, items = loaded.run, loaded.items
