@@ -122,26 +122,26 @@ SET_L = SET_I.with_name("heldout_outcomes_l.jsonl")
 SET_N = SET_I.with_name("heldout_outcomes_n.jsonl")
 SET_O = SET_I.with_name("heldout_outcomes_o.jsonl")
 SET_P = SET_I.with_name("heldout_outcomes_p.jsonl")
+SET_Q = SET_I.with_name("heldout_outcomes_q.jsonl")
 # set: (class counts, off-topic kinds, earlier sets whose requests it may not repeat (None: C),
 #       checked for 8-word runs shared with the training text under both tokenisations)
 FRESH = {
     SET_L: ({"off_topic": 57, "moralising": 40, "compliance": 39, "partial_compliance": 30,
              "plain_refusal": 27}, (14, 15, 14, 14), (None, SET_I, SET_J), False),
-    SET_N: ({"off_topic": 57, "moralising": 36, "compliance": 40, "partial_compliance": 27,
-             "plain_refusal": 27}, (14, 15, 15, 13), (None, SET_I, SET_J, SET_L), True),
-    SET_O: ({"off_topic": 56, "moralising": 36, "compliance": 38, "partial_compliance": 29,
-             "plain_refusal": 28}, (12, 15, 16, 13), (None, SET_I, SET_J, SET_L, SET_N), True),
-    SET_P: ({"off_topic": 50, "moralising": 36, "compliance": 37, "partial_compliance": 29,
-             "plain_refusal": 29}, (8, 14, 15, 13), (None, SET_I, SET_J, SET_L, SET_N, SET_O),
-            True),
+    SET_Q: ({"off_topic": 72, "moralising": 54, "compliance": 52, "partial_compliance": 43,
+             "plain_refusal": 39}, (14, 18, 20, 20),
+            (None, SET_I, SET_J, SET_L, SET_N, SET_O, SET_P), True),
 }
+# sets N, O and P were fresh blind sets of session 9 (scored once each); since
+# minilm-outcome-v16 their rows train (less those touching sets C, I, J or L: see below)
+SCORED_THEN_TRAINED = {SET_N: 187, SET_O: 187, SET_P: 181}
 
 
 @pytest.mark.parametrize("path", list(FRESH), ids=lambda p: p.name)
 def test_fresh_blind_sets_repeat_no_training_text(path: Path) -> None:
-    """Sets L (session 8), N, O and P (session 9; benchmarks/data/README.md): blind writers,
-    each scored once; rows equal to a training row, repeating an earlier set's request or (N, O,
-    P) sharing an 8-word run with training text were removed before scoring."""
+    """Sets L (session 8) and Q (session 10; benchmarks/data/README.md): blind writers, each
+    scored once; rows equal to a training row, repeating an earlier set's request or (Q)
+    sharing an 8-word run with training text were removed before scoring."""
     import sys
 
     from refusalscope.scoring.train_data import handwritten_examples
@@ -177,9 +177,11 @@ def test_fresh_blind_sets_repeat_no_training_text(path: Path) -> None:
     assert not [r.id for r in rows if _runs(r.response) & strict or loose(r.response) & spaced]
 
 
-def test_set_j_is_a_fresh_heldout_set_and_sets_k_m_train_without_touching_c_i_j_or_l() -> None:
+def test_set_j_is_a_fresh_heldout_set_and_sets_k_to_p_train_without_touching_c_i_j_or_l(
+        ) -> None:
     """Set J checks the fix that set K (training rows) makes for set I's off-topic misses; set
-    L checks set M's (training rows written with L, blind to it)."""
+    L checks set M's (training rows written with L, blind to it); sets N, O and P train since
+    minilm-outcome-v16, less their rows that repeat a request or an 8-word run of C, I, J or L."""
     from importlib import resources
 
     from refusalscope.scoring.train_data import HANDWRITTEN_FILES, handwritten_examples
@@ -204,12 +206,18 @@ def test_set_j_is_a_fresh_heldout_set_and_sets_k_m_train_without_touching_c_i_j_
     strict_runs = set().union(*(runs(r.response, strict=True) for r in held))
     held_requests = {normalise(r.request) for r in held}
     folder = resources.files("refusalscope.scoring.resources")
-    k_files = [f for f in HANDWRITTEN_FILES if "_k" in f or "_m" in f]
-    assert len(k_files) == 5
-    for name in k_files:  # sets K and M repeat no request of C, I, J or L, share no 8-word run
+    k_files = [f for f in HANDWRITTEN_FILES
+               if re.fullmatch(r"handwritten_outcomes_[kmnop]\d?\.jsonl", f)]
+    assert len(k_files) == 8
+    for name in k_files:  # sets K to P repeat no request of C, I, J or L, share no 8-word run
         for line in folder.joinpath(name).read_text(encoding="utf-8").splitlines():
             d = json.loads(line)
             assert normalise(d["request"]) not in held_requests, d["id"]
             assert not runs(d["response"]) & held_runs, d["id"]
-            if "_m" in name:
+            if "_k" not in name:  # set K (older) was checked the first way only
                 assert not runs(d["response"], strict=True) & strict_runs, d["id"]
+    for path, n in SCORED_THEN_TRAINED.items():  # the training copies: rows of the scored sets
+        scored = path.read_text(encoding="utf-8").splitlines()
+        trained = folder.joinpath(path.name.replace("heldout", "handwritten")).read_text(
+            encoding="utf-8").splitlines()
+        assert len(scored) == n and set(trained) <= set(scored) and len(trained) > 0.85 * n

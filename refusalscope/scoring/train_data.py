@@ -31,7 +31,11 @@
    harmless neighbouring tasks - and complying look-alikes of each), and since
    `minilm-outcome-v15` set M (`handwritten_outcomes_m{1,2,3}.jsonl`, 329 rows, training
    only: more neighbouring tasks, digressions and scene-setting, moralising refusals without
-   refusal words, warnings followed by the content, and complying look-alikes).
+   refusal words, warnings followed by the content, and complying look-alikes), and since
+   `minilm-outcome-v16` sets N, O and P (`handwritten_outcomes_{n,o,p}.jsonl`, 516 rows of
+   the 555 that were scored once each as fresh held-out sets in session 9, less those touching
+   sets C, I, J or L; five classes: off-topic of four kinds, moralising, plain refusals,
+   compliance, partial compliance; six writers).
 4. **Generated rows** (`train_templates`): moralising refusals, partial refusals, off-topic
    texts, echoes, error texts, persona chatter, disclaimed compliance, for each request with
    the rates in `RATES`, seeded per request group; since `minilm-outcome-v12` also terse
@@ -176,7 +180,8 @@ HANDWRITTEN_FILES = ("handwritten_outcomes.jsonl", "handwritten_outcomes_b.jsonl
                      "handwritten_outcomes_d.jsonl", "handwritten_outcomes_e.jsonl",
                      "handwritten_outcomes_k1.jsonl", "handwritten_outcomes_k2.jsonl",
                      "handwritten_outcomes_m1.jsonl", "handwritten_outcomes_m2.jsonl",
-                     "handwritten_outcomes_m3.jsonl")
+                     "handwritten_outcomes_m3.jsonl", "handwritten_outcomes_n.jsonl",
+                     "handwritten_outcomes_o.jsonl", "handwritten_outcomes_p.jsonl")
 # class of a hand-written row -> (kind, outcome) of its training example
 HANDWRITTEN_KINDS = {"moralising": ("moralising", "refused"),
                      "partial_refusal": ("partial_refusal", "refused"),
