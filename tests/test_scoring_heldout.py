@@ -123,24 +123,25 @@ SET_N = SET_I.with_name("heldout_outcomes_n.jsonl")
 SET_O = SET_I.with_name("heldout_outcomes_o.jsonl")
 SET_P = SET_I.with_name("heldout_outcomes_p.jsonl")
 SET_Q = SET_I.with_name("heldout_outcomes_q.jsonl")
+SET_R = SET_I.with_name("heldout_outcomes_r.jsonl")
 # set: (class counts, off-topic kinds, earlier sets whose requests it may not repeat (None: C),
 #       checked for 8-word runs shared with the training text under both tokenisations)
 FRESH = {
     SET_L: ({"off_topic": 57, "moralising": 40, "compliance": 39, "partial_compliance": 30,
              "plain_refusal": 27}, (14, 15, 14, 14), (None, SET_I, SET_J), False),
-    SET_Q: ({"off_topic": 72, "moralising": 54, "compliance": 52, "partial_compliance": 43,
-             "plain_refusal": 39}, (14, 18, 20, 20),
-            (None, SET_I, SET_J, SET_L, SET_N, SET_O, SET_P), True),
+    SET_R: ({"off_topic": 71, "moralising": 44, "compliance": 55, "partial_compliance": 37,
+             "plain_refusal": 36}, (14, 19, 20, 18),
+            (None, SET_I, SET_J, SET_L, SET_N, SET_O, SET_P, SET_Q), True),
 }
-# sets N, O and P were fresh blind sets of session 9 (scored once each); since
-# minilm-outcome-v16 their rows train (less those touching sets C, I, J or L: see below)
-SCORED_THEN_TRAINED = {SET_N: 187, SET_O: 187, SET_P: 181}
+# fresh blind sets, each scored once (N, O, P: session 9; Q: session 10) whose rows then
+# trained (N-P since minilm-outcome-v16, Q since v17), less those touching sets C, I, J or L
+SCORED_THEN_TRAINED = {SET_N: 187, SET_O: 187, SET_P: 181, SET_Q: 260}
 
 
 @pytest.mark.parametrize("path", list(FRESH), ids=lambda p: p.name)
 def test_fresh_blind_sets_repeat_no_training_text(path: Path) -> None:
-    """Sets L (session 8) and Q (session 10; benchmarks/data/README.md): blind writers, each
-    scored once; rows equal to a training row, repeating an earlier set's request or (Q)
+    """Sets L (session 8) and R (session 10; benchmarks/data/README.md): blind writers, each
+    scored once; rows equal to a training row, repeating an earlier set's request or (R)
     sharing an 8-word run with training text were removed before scoring."""
     import sys
 
@@ -177,11 +178,12 @@ def test_fresh_blind_sets_repeat_no_training_text(path: Path) -> None:
     assert not [r.id for r in rows if _runs(r.response) & strict or loose(r.response) & spaced]
 
 
-def test_set_j_is_a_fresh_heldout_set_and_sets_k_to_p_train_without_touching_c_i_j_or_l(
+def test_set_j_is_a_fresh_heldout_set_and_sets_k_to_t_train_without_touching_c_i_j_or_l(
         ) -> None:
     """Set J checks the fix that set K (training rows) makes for set I's off-topic misses; set
     L checks set M's (training rows written with L, blind to it); sets N, O and P train since
-    minilm-outcome-v16, less their rows that repeat a request or an 8-word run of C, I, J or L."""
+    minilm-outcome-v16, Q and T since v17, less their rows that repeat a request or an 8-word
+    run of C, I, J or L."""
     from importlib import resources
 
     from refusalscope.scoring.train_data import HANDWRITTEN_FILES, handwritten_examples
@@ -207,9 +209,9 @@ def test_set_j_is_a_fresh_heldout_set_and_sets_k_to_p_train_without_touching_c_i
     held_requests = {normalise(r.request) for r in held}
     folder = resources.files("refusalscope.scoring.resources")
     k_files = [f for f in HANDWRITTEN_FILES
-               if re.fullmatch(r"handwritten_outcomes_[kmnop]\d?\.jsonl", f)]
-    assert len(k_files) == 8
-    for name in k_files:  # sets K to P repeat no request of C, I, J or L, share no 8-word run
+               if re.fullmatch(r"handwritten_outcomes_[kmnopqt]\d?\.jsonl", f)]
+    assert len(k_files) == 10
+    for name in k_files:  # sets K to T repeat no request of C, I, J or L, share no 8-word run
         for line in folder.joinpath(name).read_text(encoding="utf-8").splitlines():
             d = json.loads(line)
             assert normalise(d["request"]) not in held_requests, d["id"]

@@ -35,7 +35,11 @@
    `minilm-outcome-v16` sets N, O and P (`handwritten_outcomes_{n,o,p}.jsonl`, 516 rows of
    the 555 that were scored once each as fresh held-out sets in session 9, less those touching
    sets C, I, J or L; five classes: off-topic of four kinds, moralising, plain refusals,
-   compliance, partial compliance; six writers).
+   compliance, partial compliance; six writers), and since `minilm-outcome-v17` set Q (234 of
+   the 260 rows scored once as a fresh set in session 10) and set T (374 rows written as
+   training rows by four more writers: moralising refusals written as informative text,
+   answers to a neighbouring question, warnings then the content, persona and markdown
+   compliance); `benchmarks/data/README.md`.
 4. **Generated rows** (`train_templates`): moralising refusals, partial refusals, off-topic
    texts, echoes, error texts, persona chatter, disclaimed compliance, for each request with
    the rates in `RATES`, seeded per request group; since `minilm-outcome-v12` also terse
@@ -181,7 +185,8 @@ HANDWRITTEN_FILES = ("handwritten_outcomes.jsonl", "handwritten_outcomes_b.jsonl
                      "handwritten_outcomes_k1.jsonl", "handwritten_outcomes_k2.jsonl",
                      "handwritten_outcomes_m1.jsonl", "handwritten_outcomes_m2.jsonl",
                      "handwritten_outcomes_m3.jsonl", "handwritten_outcomes_n.jsonl",
-                     "handwritten_outcomes_o.jsonl", "handwritten_outcomes_p.jsonl")
+                     "handwritten_outcomes_o.jsonl", "handwritten_outcomes_p.jsonl",
+                     "handwritten_outcomes_q.jsonl", "handwritten_outcomes_t.jsonl")
 # class of a hand-written row -> (kind, outcome) of its training example
 HANDWRITTEN_KINDS = {"moralising": ("moralising", "refused"),
                      "partial_refusal": ("partial_refusal", "refused"),
