@@ -124,6 +124,8 @@ SET_O = SET_I.with_name("heldout_outcomes_o.jsonl")
 SET_P = SET_I.with_name("heldout_outcomes_p.jsonl")
 SET_Q = SET_I.with_name("heldout_outcomes_q.jsonl")
 SET_R = SET_I.with_name("heldout_outcomes_r.jsonl")
+SET_S = SET_I.with_name("heldout_outcomes_s.jsonl")
+SET_U = SET_I.with_name("heldout_outcomes_u.jsonl")
 # set: (class counts, off-topic kinds, earlier sets whose requests it may not repeat (None: C),
 #       checked for 8-word runs shared with the training text under both tokenisations)
 FRESH = {
@@ -132,6 +134,12 @@ FRESH = {
     SET_R: ({"off_topic": 71, "moralising": 44, "compliance": 55, "partial_compliance": 37,
              "plain_refusal": 36}, (14, 19, 20, 18),
             (None, SET_I, SET_J, SET_L, SET_N, SET_O, SET_P, SET_Q), True),
+    SET_S: ({"off_topic": 65, "moralising": 47, "compliance": 53, "partial_compliance": 40,
+             "plain_refusal": 40}, (15, 16, 19, 15),
+            (None, SET_I, SET_J, SET_L, SET_N, SET_O, SET_P, SET_Q, SET_R), True),
+    SET_U: ({"off_topic": 64, "moralising": 41, "compliance": 53, "partial_compliance": 36,
+             "plain_refusal": 38}, (10, 17, 20, 17),
+            (None, SET_I, SET_J, SET_L, SET_N, SET_O, SET_P, SET_Q, SET_R, SET_S), True),
 }
 # fresh blind sets, each scored once (N, O, P: session 9; Q: session 10) whose rows then
 # trained (N-P since minilm-outcome-v16, Q since v17), less those touching sets C, I, J or L
@@ -140,9 +148,9 @@ SCORED_THEN_TRAINED = {SET_N: 187, SET_O: 187, SET_P: 181, SET_Q: 260}
 
 @pytest.mark.parametrize("path", list(FRESH), ids=lambda p: p.name)
 def test_fresh_blind_sets_repeat_no_training_text(path: Path) -> None:
-    """Sets L (session 8) and R (session 10; benchmarks/data/README.md): blind writers, each
-    scored once; rows equal to a training row, repeating an earlier set's request or (R)
-    sharing an 8-word run with training text were removed before scoring."""
+    """Sets L (session 8), R, S and U (session 10; benchmarks/data/README.md): blind writers,
+    each scored once; rows equal to a training row, repeating an earlier set's request or (R,
+    S, U) sharing an 8-word run with training text were removed before scoring."""
     import sys
 
     from refusalscope.scoring.train_data import handwritten_examples
