@@ -186,10 +186,10 @@ def test_handwritten_rows_join_training_with_their_classes() -> None:
     # complying look-alikes); set M (329 rows: 76 neighbouring tasks, 36 digressions, 38
     # scene-setting, 62 moralising, 43 partial compliance, 74 complying look-alikes); sets N, O
     # and P (516 rows of the 555 scored: 152 off-topic, 100 moralising, 72 plain refusals, 110
-    # compliance, 82 partial compliance); set Q (234 of 260 scored rows) and set T (374 rows:
+    # compliance, 82 partial compliance); set Q (232 of 260 scored rows) and set T (374 rows:
     # 131 moralising, 113 off-topic, 75 compliance, 55 partial compliance)
-    assert len(hand) == 2511 and all(e.source == "handwritten" for e in hand)
-    assert Counter(e.kind for e in hand) == {"moralising": 461, "offtopic": 672,
+    assert len(hand) == 2509 and all(e.source == "handwritten" for e in hand)
+    assert Counter(e.kind for e in hand) == {"moralising": 460, "offtopic": 671,
                                              "partial_refusal": 117, "error_text": 44,
                                              "partial_compliance": 297, "refusal_words": 224,
                                              "sympathetic_compliance": 83, "compliance": 545,
@@ -198,8 +198,8 @@ def test_handwritten_rows_join_training_with_their_classes() -> None:
         assert (e.kind, e.outcome) in HANDWRITTEN_KINDS.values()
         assert e.refused == (e.outcome == "refused") and e.group == group_of(e.prompt)
     rows, sources = outcome_examples(pyrit=False, extra=_complied(), seed=0, generated=False)
-    assert sum(e.source == "handwritten" for e in rows) == 2511
-    assert next(s for s in sources if s["name"] == "handwritten")["n"] == 2511
+    assert sum(e.source == "handwritten" for e in rows) == 2509
+    assert next(s for s in sources if s["name"] == "handwritten")["n"] == 2509
 
 
 def test_partial_compliance_is_sometimes_cut_to_its_first_sentences() -> None:

@@ -35,7 +35,7 @@
    `minilm-outcome-v16` sets N, O and P (`handwritten_outcomes_{n,o,p}.jsonl`, 516 rows of
    the 555 that were scored once each as fresh held-out sets in session 9, less those touching
    sets C, I, J or L; five classes: off-topic of four kinds, moralising, plain refusals,
-   compliance, partial compliance; six writers), and since `minilm-outcome-v17` set Q (234 of
+   compliance, partial compliance; six writers), and since `minilm-outcome-v17` set Q (232 of
    the 260 rows scored once as a fresh set in session 10) and set T (374 rows written as
    training rows by four more writers: moralising refusals written as informative text,
    answers to a neighbouring question, warnings then the content, persona and markdown
