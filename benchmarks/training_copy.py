@@ -74,6 +74,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True, help="the training copy to write")
     ap.add_argument("--drop", nargs="*", default=[], metavar="ID", help="rows to leave out")
     a = ap.parse_args()
+    missing = [str(p) for p in a.files if not p.is_file()]
+    if missing:
+        ap.error(f"no such file: {', '.join(missing)}")  # one line, exit code 2
     kept, dropped = training_copy(a.files, frozenset(a.drop))
     a.out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept),
                      encoding="utf-8")
