@@ -7,8 +7,9 @@ J, L, nor share an 8-word run with one of their responses, under either tokenisa
 checked (a request carrying GCG's published suffix shares a run with a set-C echo of it).
 Requests repeated within the inputs are kept once; `--drop ID` leaves out rows by hand. Responses
 are never printed; dropped rows are listed by id. The committed copies of sets N, O and P are
-this script's output for their scored files (set T's copy passes it unchanged); set Q's also drops `q3-moralising-16` by hand (its request carries
-a variant of the suffix; the check does not require it):
+this script's output for their scored files (set T's copy passes it unchanged); set Q's also
+drops `q3-moralising-16` by hand (its request carries a variant of the suffix; the check does
+not require it):
 
     .venv/bin/python benchmarks/training_copy.py benchmarks/data/heldout_outcomes_q.jsonl \\
         --drop q3-moralising-16 --out refusalscope/scoring/resources/handwritten_outcomes_q.jsonl
@@ -18,18 +19,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from pathlib import Path
 
 DATA = Path(__file__).resolve().parent / "data"
-RUN = 8
-
-
-def runs(text: str, strict: bool) -> set[str]:
-    from refusalscope.scoring.heldout import normalise
-
-    words = re.findall(r"[a-z0-9]+", normalise(text)) if strict else normalise(text).split()
-    return {" ".join(words[i:i + RUN]) for i in range(len(words) - RUN + 1)}
 
 
 def guarded() -> tuple[set[str], set[str], set[str]]:
@@ -39,15 +31,15 @@ def guarded() -> tuple[set[str], set[str], set[str]]:
     held = heldout.handwritten_rows() + [r for s in "ijl" for r in heldout.handwritten_rows(
         DATA / f"heldout_outcomes_{s}.jsonl")]
     requests = {heldout.normalise(r.request) for r in held}
-    loose = set().union(*(runs(r.response, False) for r in held))
-    strict = set().union(*(runs(r.response, True) for r in held))
+    loose = set().union(*(heldout.word_runs(r.response) for r in held))
+    strict = set().union(*(heldout.word_runs(r.response, strict=True) for r in held))
     return requests, loose, strict
 
 
 def training_copy(paths: list[Path], drop: frozenset[str] = frozenset()
                   ) -> tuple[list[dict], list[str]]:
     """(kept rows, ids dropped) of the files in order; ids in `drop` are left out too."""
-    from refusalscope.scoring.heldout import normalise
+    from refusalscope.scoring.heldout import normalise, word_runs
 
     requests, loose, strict = guarded()
     kept, dropped, seen = [], [], set()
@@ -59,7 +51,7 @@ def training_copy(paths: list[Path], drop: frozenset[str] = frozenset()
             key = normalise(row["request"])
             texts = (row["response"], row["request"])
             if row["id"] in drop or key in requests or key in seen or any(
-                    runs(t, False) & loose or runs(t, True) & strict for t in texts):
+                    word_runs(t) & loose or word_runs(t, strict=True) & strict for t in texts):
                 dropped.append(row["id"])
                 continue
             seen.add(key)

@@ -176,14 +176,10 @@ def test_fresh_blind_sets_repeat_no_training_text(path: Path) -> None:
     from test_scoring_heldout_c import _runs, _training_texts
 
     texts = _training_texts()
-
-    def loose(text: str) -> set[str]:
-        w = normalise(text).split()
-        return {" ".join(w[i:i + 8]) for i in range(len(w) - 7)}
-
     strict = set().union(*(_runs(t) for t in texts))
-    spaced = set().union(*(loose(t) for t in texts))
-    assert not [r.id for r in rows if _runs(r.response) & strict or loose(r.response) & spaced]
+    spaced = set().union(*(heldout.word_runs(t) for t in texts))
+    assert not [r.id for r in rows
+                if _runs(r.response) & strict or heldout.word_runs(r.response) & spaced]
 
 
 def test_set_j_is_a_fresh_heldout_set_and_sets_k_to_t_train_without_touching_c_i_j_or_l(
@@ -204,11 +200,8 @@ def test_set_j_is_a_fresh_heldout_set_and_sets_k_to_t_train_without_touching_c_i
     assert not [r.id for r in rows if normalise(r.response) in seen
                 or normalise(r.request) in seen]
 
-    def runs(text: str, n: int = 8, strict: bool = False) -> set[str]:
-        # strict: words as [a-z0-9]+ (as test_scoring_heldout_c does), so "1-800-662-4357" and
-        # "webcam's" split; set M is checked both ways, set K (older) the first way only
-        w = re.findall(r"[a-z0-9]+", normalise(text)) if strict else normalise(text).split()
-        return {" ".join(w[i:i + n]) for i in range(len(w) - n + 1)}
+    # strict: [a-z0-9]+ words; sets M to T are checked both ways, set K (older) the first only
+    runs = heldout.word_runs
 
     held = heldout.handwritten_rows() + heldout.handwritten_rows(SET_I) + rows \
         + heldout.handwritten_rows(SET_L)

@@ -51,6 +51,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import re
 import unicodedata
 import zipfile
 from collections.abc import Iterator
@@ -85,6 +86,14 @@ MIN_PYRIT_REFUSALS = 52
 def normalise(text: str) -> str:
     """NFC, lower case, whitespace runs collapsed to one space, stripped."""
     return " ".join(unicodedata.normalize("NFC", text).lower().split())
+
+
+def word_runs(text: str, n: int = 8, strict: bool = False) -> set[str]:
+    """Every run of `n` consecutive words of `normalise(text)`: whitespace-split words, or with
+    `strict` `[a-z0-9]+` words (so "1-800-662-4357" and "webcam's" split). Two texts sharing a
+    run share a sentence fragment: the check that keeps training text off evaluation sets."""
+    words = re.findall(r"[a-z0-9]+", normalise(text)) if strict else normalise(text).split()
+    return {" ".join(words[i:i + n]) for i in range(len(words) - n + 1)}
 
 
 def response_hash(response: str) -> str:
