@@ -137,6 +137,13 @@ def score_runs(
         raise UserError("--out is for --input FILE: scores of runs go into each run's folder")
     if gold_col is not None and input is None:
         raise UserError("--gold-col needs --input FILE (runs have no ground-truth labels)")
+    if n_boot < 1:
+        raise UserError(f"--n-boot must be at least 1, not {n_boot}")
+    if input is not None:  # before any model (scorer, judge, second stage) loads
+        if assume_label not in ("harmful", "harmless"):
+            raise UserError(f"--assume-label must be harmful or harmless, not {assume_label!r}")
+        if not Path(input).is_file():
+            raise UserError(f"input file not found: {input}")
     confirm_cfg = None
     if confirm is not None:
         from refusalscope.scoring.confirm import ConfirmConfig
@@ -154,14 +161,8 @@ def score_runs(
         from refusalscope.scoring.factory import scorer as make_scorer
 
         scorer = make_scorer(scorer_name, classifier=classifier, heuristic=heuristic)
-    if n_boot < 1:
-        raise UserError(f"--n-boot must be at least 1, not {n_boot}")
     spec = BootstrapSpec(n_boot=n_boot, seed=seed)
     if input is not None:
-        if assume_label not in ("harmful", "harmless"):
-            raise UserError(f"--assume-label must be harmful or harmless, not {assume_label!r}")
-        if not Path(input).is_file():  # before any model loads
-            raise UserError(f"input file not found: {input}")
         confirmer = _confirmer(confirm_cfg)
         with Run.at(out):
             results = [score_file(input, scorer, prompt_col=prompt_col,

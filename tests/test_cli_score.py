@@ -116,6 +116,15 @@ def test_bad_options_exit_2(app, tmp_path, args, text):
     _one_line_error(res, text)
 
 
+def test_missing_input_is_reported_before_any_scorer_loads(app, tmp_path):
+    """A classifier that does not exist would fail to load: the missing file is named first."""
+    gone = tmp_path / "gone.csv"
+    res = RUNNER.invoke(app, ["score", "--input", str(gone), "--scorer", "classifier",
+                              "--classifier", "no-such-classifier"])
+    _one_line_error(res, "input file not found")
+    assert not gone.exists()
+
+
 def test_runs_and_input_are_exclusive(app, tmp_path):
     run = make_run([("harmful", REFUSE)])
     res = RUNNER.invoke(app, ["score", str(run.path), "--input", str(tmp_path / "x.csv")])
