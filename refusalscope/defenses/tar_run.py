@@ -289,11 +289,16 @@ class TarDefense:
 
 
 def _temporary_run(cfg: TarConfig) -> Any:
+    """A run in a temporary folder, removed when the process ends (it held only a copy)."""
+    import atexit
+    import shutil
     import tempfile
 
     from refusalscope.runs import Manifest, Run
 
-    return Run(Path(tempfile.mkdtemp(prefix="refusalscope-tar-")),
+    path = Path(tempfile.mkdtemp(prefix="refusalscope-tar-"))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return Run(path,
                Manifest(command=COMMAND, config=cfg.to_dict(), model=cfg.model, seed=cfg.seed))
 
 
