@@ -76,10 +76,12 @@ def score_runs(
     n_boot: int = typer.Option(10_000, help="Bootstrap resamples."),
     allow_partial: bool = typer.Option(False, help="Score runs whose status is not success."),
     scorer_name: str = typer.Option(
-        "heuristic", "--scorer", help="heuristic, classifier (trained, see train-classifier), "
-                                      "ensemble (classifier decides unless unsure, then the "
-                                      "heuristic) or judge (--judge, --rubric; unparsable "
-                                      "verdicts fall back to the heuristic and are counted)."),
+        "study", "--scorer", help="study (the ensemble once the classifier is trained, else "
+                                  "the heuristic with a warning: what attacks report), "
+                                  "heuristic, classifier (trained, see train-classifier), "
+                                  "ensemble (classifier decides unless unsure, then the "
+                                  "heuristic) or judge (--judge, --rubric; unparsable "
+                                  "verdicts fall back to the heuristic and are counted)."),
     judge: str | None = typer.Option(
         None, "--judge", help="--scorer judge: local:MODEL or openai:URL#MODEL (as in "
                               "`score validate`)."),
@@ -128,9 +130,9 @@ def score_runs(
 
     if bool(runs) == (input is not None):
         raise UserError("give run folders or --input FILE (one of the two)")
-    if scorer_name not in ("heuristic", "classifier", "ensemble", "judge"):
-        raise UserError(f"unknown scorer {scorer_name!r}; use heuristic, classifier, ensemble "
-                        "or judge")
+    if scorer_name not in ("study", "heuristic", "classifier", "ensemble", "judge"):
+        raise UserError(f"unknown scorer {scorer_name!r}; use study, heuristic, classifier, "
+                        "ensemble or judge")
     if (scorer_name == "judge") != (judge is not None):
         raise UserError("--scorer judge and --judge SPEC go together")
     if out is not None and input is None:
@@ -306,7 +308,7 @@ def train_classifier_cmd(
     lr: float = typer.Option(5e-5, help="Learning rate."),
     max_length: int = typer.Option(96, "--max-len", help="Tokens per (response, prompt) pair; "
                                                          "longer pairs are cut."),
-    max_train_rows: int = typer.Option(2400, help="Train on a seeded sample of at most this "
+    max_train_rows: int = typer.Option(3600, help="Train on a seeded sample of at most this "
                                                   "many rows (bounds the CPU time)."),
     view: str = typer.Option("persona", help="What the classifier reads of a response: persona "
                                              "(without jailbreak-persona sentences such as "

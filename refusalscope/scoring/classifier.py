@@ -75,7 +75,7 @@ class TrainConfig:
     head: str = "outcome"  # "outcome" (complied/refused/offtopic) or "refusal" (2 classes)
     # a seeded sample above this: one step of 16 rows at 96 tokens costs ~6 CPU-s on 2 cores
     # (MiniLM); v5's 1,465 rows x 3 epochs took 845 CPU-s (771 s wall) on 2 threads
-    max_train_rows: int = 2400
+    max_train_rows: int = 3600
     # `persona` (v7 on): reads the response without jailbreak-persona sentences, in training
     # and scoring alike; cards without it (v6 and before) read the raw response
     view: str = "persona"
@@ -246,8 +246,9 @@ def load_classifier(name: str = DEFAULT_NAME) -> RefusalClassifier:
     """Load a trained classifier by name (or folder path). Unknown name → UserError."""
     folder = Path(name).expanduser() if "/" in name else classifiers_dir() / name
     if not (folder / CARD).is_file() or not (folder / WEIGHTS).is_file():
-        known = ", ".join(known_classifiers()) or "none; run `refusalscope score train-classifier`"
-        raise UserError(f"unknown classifier {name!r}; known: {known}")
+        known = ", ".join(known_classifiers()) or "none"
+        raise UserError(f"unknown classifier {name!r}; known: {known} (train one with "
+                        "`refusalscope score train-classifier`)")
     import json
 
     from transformers import AutoModelForSequenceClassification, AutoTokenizer

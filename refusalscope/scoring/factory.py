@@ -48,8 +48,7 @@ def scorer(name: str, *, classifier: Any = None, heuristic: Any = None) -> Any:
         try:
             return EnsembleScorer(load_classifier(clf_name), h)
         except UserError as e:
-            log.warning("scoring with the heuristic alone: %s (train one with "
-                        "`refusalscope score train-classifier`)", e)
+            log.warning("scoring with the heuristic alone: %s", e)
             return h
     clf = load_classifier(clf_name)
     return clf if name == "classifier" else EnsembleScorer(clf, h)
