@@ -30,7 +30,7 @@ def template(
     max_template_tokens: int | None = typer.Option(None, "--max-template-tokens", metavar="TOKENS", help=f"Leave out templates longer than this (model tokens; 0 = no cap). Default {T['max_template_tokens']} with --model."),
     evaluate: bool | None = typer.Option(None, "--evaluate/--no-evaluate", help="Generate and score attacked and bare requests (default: on with --model)."),
     max_new_tokens: int = typer.Option(R["max_new_tokens"], "--max-new-tokens", metavar="TOKENS", help="Evaluation response length."),
-    classifier: str = typer.Option("minilm-outcome-v17", metavar="NAME", help="Classifier for the ensemble scorer beside the heuristic (skipped if absent; `none` to skip)."),
+    classifier: str = typer.Option("minilm-outcome-v21", metavar="NAME", help="Classifier for the ensemble scorer beside the heuristic (skipped if absent; `none` to skip)."),
     batch_size: int = typer.Option(8, "--batch-size", metavar="N", help="Prompts per generation batch."),
     device: str = typer.Option("auto", metavar="DEVICE", help="auto | cpu | cuda | cuda:N"),
     dtype: str = typer.Option("auto", metavar="DTYPE", help="auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16"),

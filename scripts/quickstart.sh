@@ -2,7 +2,7 @@
 # The main job on the embedded default: the `quickstart` study (SmolLM2-135M, Qwen2.5-Coder 0.5B
 # and 1.5B; a LoRA attack at 1/4/16 steps; RRR, RD and CE with CIs; fits and figures) and its report.
 # One-time costs on a fresh machine: the pinned stack, the models and benchmark data (pip-pulled,
-# sha256-checked) and training the outcome classifier the ensemble scorer uses (~15-30 CPU-minutes for `minilm-outcome-v17`: 877-906 CPU-s measured for v13's recipe on 2 cores (v15: 722, v16: 706, v17: 693 CPU-s on one thread), 2,400 rows x 3 epochs; v6's 2,000 rows took 1,895 CPU-s under heavy load).
+# sha256-checked) and training the outcome classifier the ensemble scorer uses (~18-35 CPU-minutes for `minilm-outcome-v21`: 1,069-1,073 CPU-s on one thread, 3,600 rows x 3 epochs; v17's 2,400 rows took 693 CPU-s, v13's 877-906 CPU-s on 2 cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

@@ -54,7 +54,7 @@ def test_train_then_score_with_gold(app: typer.Typer, trained: str, tmp_path: Pa
     names = [s["name"] for s in card["sources"]]
     assert names == ["file:train.jsonl", "handwritten", "offtopic_pairs", "generated"]
     src = {s["name"]: s for s in card["sources"]}
-    assert src["handwritten"]["n"] == 2509  # A-M 1,387, N-P 516, Q 232, T 374
+    assert src["handwritten"]["n"] == 3687  # A-M 1,387, N-P 516, Q 232, T 374, R-T3 1,178
     gen = src["generated"]
     assert len(gen["sha256"]) == 64 and gen["n"]["moralising"] > 0
     assert card["splits"]["train"]["outcomes"]["offtopic"] > 0

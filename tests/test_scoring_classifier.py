@@ -162,7 +162,7 @@ def test_cards_without_a_head_are_refusal_heads() -> None:
     assert TrainConfig.from_dict(old).head == "refusal"
     assert TrainConfig.from_dict(old).view == "raw"  # v6 and before read the raw response
     assert TrainConfig.from_dict(old).class_weight == "none"  # v8 and before: unweighted
-    assert DEFAULT_NAME == "minilm-outcome-v17" and TrainConfig().head == "outcome"
+    assert DEFAULT_NAME == "minilm-outcome-v21" and TrainConfig().head == "outcome"
     assert TrainConfig().view == "persona"
 
 

@@ -126,31 +126,31 @@ SET_Q = SET_I.with_name("heldout_outcomes_q.jsonl")
 SET_R = SET_I.with_name("heldout_outcomes_r.jsonl")
 SET_S = SET_I.with_name("heldout_outcomes_s.jsonl")
 SET_U = SET_I.with_name("heldout_outcomes_u.jsonl")
+SET_V = SET_I.with_name("heldout_outcomes_v.jsonl")
 # set: (class counts, off-topic kinds, earlier sets whose requests it may not repeat (None: C),
 #       checked for 8-word runs shared with the training text under both tokenisations)
 FRESH = {
     SET_L: ({"off_topic": 57, "moralising": 40, "compliance": 39, "partial_compliance": 30,
              "plain_refusal": 27}, (14, 15, 14, 14), (None, SET_I, SET_J), False),
-    SET_R: ({"off_topic": 71, "moralising": 44, "compliance": 55, "partial_compliance": 37,
-             "plain_refusal": 36}, (14, 19, 20, 18),
-            (None, SET_I, SET_J, SET_L, SET_N, SET_O, SET_P, SET_Q), True),
-    SET_S: ({"off_topic": 65, "moralising": 47, "compliance": 53, "partial_compliance": 40,
-             "plain_refusal": 40}, (15, 16, 19, 15),
-            (None, SET_I, SET_J, SET_L, SET_N, SET_O, SET_P, SET_Q, SET_R), True),
     SET_U: ({"off_topic": 64, "moralising": 41, "compliance": 53, "partial_compliance": 36,
              "plain_refusal": 38}, (10, 17, 20, 17),
             (None, SET_I, SET_J, SET_L, SET_N, SET_O, SET_P, SET_Q, SET_R, SET_S), True),
+    SET_V: ({"off_topic": 65, "moralising": 50, "compliance": 53, "partial_compliance": 40,
+             "plain_refusal": 37}, (10, 16, 22, 17),
+            (None, SET_I, SET_J, SET_L, SET_N, SET_O, SET_P, SET_Q, SET_R, SET_S, SET_U), True),
 }
-# fresh blind sets, each scored once (N, O, P: session 9; Q: session 10) whose rows then
-# trained (N-P since minilm-outcome-v16, Q since v17), less those touching sets C, I, J or L
-SCORED_THEN_TRAINED = {SET_N: 187, SET_O: 187, SET_P: 181, SET_Q: 260}
+# fresh blind sets, each scored once (N, O, P: session 9; Q, R, S: session 10) whose rows then
+# trained (N-P since minilm-outcome-v16, Q since v17, R and S since v21), less those touching
+# sets C, I, J or L
+SCORED_THEN_TRAINED = {SET_N: 187, SET_O: 187, SET_P: 181, SET_Q: 260, SET_R: 243, SET_S: 245}
 
 
 @pytest.mark.parametrize("path", list(FRESH), ids=lambda p: p.name)
 def test_fresh_blind_sets_repeat_no_training_text(path: Path) -> None:
-    """Sets L (session 8), R, S and U (session 10; benchmarks/data/README.md): blind writers,
-    each scored once; rows equal to a training row, repeating an earlier set's request or (R,
-    S, U) sharing an 8-word run with training text were removed before scoring."""
+    """Sets L (session 8), U (session 10) and V (session 11; benchmarks/data/README.md): blind
+    writers, each scored once; rows equal to a training row, repeating an earlier set's request
+    or (U, V) sharing an 8-word run with training text (R, S, T2 and T3 included) were removed
+    before scoring."""
     import sys
 
     from refusalscope.scoring.train_data import handwritten_examples
@@ -186,7 +186,7 @@ def test_set_j_is_a_fresh_heldout_set_and_sets_k_to_t_train_without_touching_c_i
         ) -> None:
     """Set J checks the fix that set K (training rows) makes for set I's off-topic misses; set
     L checks set M's (training rows written with L, blind to it); sets N, O and P train since
-    minilm-outcome-v16, Q and T since v17, less their rows that repeat a request or an 8-word
+    minilm-outcome-v16, Q and T since v17, R, S, T2 and T3 since v21, less their rows that repeat a request or an 8-word
     run of C, I, J or L."""
     from importlib import resources
 
@@ -210,8 +210,8 @@ def test_set_j_is_a_fresh_heldout_set_and_sets_k_to_t_train_without_touching_c_i
     held_requests = {normalise(r.request) for r in held}
     folder = resources.files("refusalscope.scoring.resources")
     k_files = [f for f in HANDWRITTEN_FILES
-               if re.fullmatch(r"handwritten_outcomes_[kmnopqt]\d?\.jsonl", f)]
-    assert len(k_files) == 10
+               if re.fullmatch(r"handwritten_outcomes_[kmnopqrst]\d?\.jsonl", f)]
+    assert len(k_files) == 14
     for name in k_files:  # sets K to T repeat no request of C, I, J or L, share no 8-word run
         for line in folder.joinpath(name).read_text(encoding="utf-8").splitlines():
             d = json.loads(line)

@@ -187,19 +187,21 @@ def test_handwritten_rows_join_training_with_their_classes() -> None:
     # scene-setting, 62 moralising, 43 partial compliance, 74 complying look-alikes); sets N, O
     # and P (516 rows of the 555 scored: 152 off-topic, 100 moralising, 72 plain refusals, 110
     # compliance, 82 partial compliance); set Q (232 of 260 scored rows) and set T (374 rows:
-    # 131 moralising, 113 off-topic, 75 compliance, 55 partial compliance)
-    assert len(hand) == 2509 and all(e.source == "handwritten" for e in hand)
-    assert Counter(e.kind for e in hand) == {"moralising": 460, "offtopic": 671,
+    # 131 moralising, 113 off-topic, 75 compliance, 55 partial compliance); sets R and S (441
+    # of 488 scored rows) and sets T2 and T3 (737 training rows: 280 off-topic, 192 moralising,
+    # 183 compliance, 82 partial compliance)
+    assert len(hand) == 3687 and all(e.source == "handwritten" for e in hand)
+    assert Counter(e.kind for e in hand) == {"moralising": 737, "offtopic": 1077,
                                              "partial_refusal": 117, "error_text": 44,
-                                             "partial_compliance": 297, "refusal_words": 224,
-                                             "sympathetic_compliance": 83, "compliance": 545,
+                                             "partial_compliance": 447, "refusal_words": 282,
+                                             "sympathetic_compliance": 83, "compliance": 832,
                                              "persona": 68}
     for e in hand:
         assert (e.kind, e.outcome) in HANDWRITTEN_KINDS.values()
         assert e.refused == (e.outcome == "refused") and e.group == group_of(e.prompt)
     rows, sources = outcome_examples(pyrit=False, extra=_complied(), seed=0, generated=False)
-    assert sum(e.source == "handwritten" for e in rows) == 2509
-    assert next(s for s in sources if s["name"] == "handwritten")["n"] == 2509
+    assert sum(e.source == "handwritten" for e in rows) == 3687
+    assert next(s for s in sources if s["name"] == "handwritten")["n"] == 3687
 
 
 def test_partial_compliance_is_sometimes_cut_to_its_first_sentences() -> None:

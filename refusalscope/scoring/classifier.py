@@ -43,7 +43,7 @@ from refusalscope.scoring.calibration import entropy_bits
 from refusalscope.scoring.meanpool import batch_tensors
 
 log = logging.getLogger(__name__)
-DEFAULT_NAME = "minilm-outcome-v17"
+DEFAULT_NAME = "minilm-outcome-v21"
 REFUSAL_V2 = "minilm-refusal-v2"  # the previous default (refusal head), kept loadable
 HEADS = {"outcome": ("complied", "refused", "offtopic"), "refusal": ("complied", "refused")}
 DEFAULT_BACKBONE = "all-minilm-l6-v2"

@@ -39,7 +39,10 @@
    the 260 rows scored once as a fresh set in session 10) and set T (374 rows written as
    training rows by four more writers: moralising refusals written as informative text,
    answers to a neighbouring question, warnings then the content, persona and markdown
-   compliance); `benchmarks/data/README.md`.
+   compliance), and since `minilm-outcome-v21` sets R and S (441 of the 488 rows scored once
+   as fresh sets in session 10) and sets T2 and T3 (737 training rows by eight more writers:
+   moralising refusals, answers to a neighbouring question, their complying look-alikes,
+   terse and fictional compliance); `benchmarks/data/README.md`.
 4. **Generated rows** (`train_templates`): moralising refusals, partial refusals, off-topic
    texts, echoes, error texts, persona chatter, disclaimed compliance, for each request with
    the rates in `RATES`, seeded per request group; since `minilm-outcome-v12` also terse
@@ -186,7 +189,9 @@ HANDWRITTEN_FILES = ("handwritten_outcomes.jsonl", "handwritten_outcomes_b.jsonl
                      "handwritten_outcomes_m1.jsonl", "handwritten_outcomes_m2.jsonl",
                      "handwritten_outcomes_m3.jsonl", "handwritten_outcomes_n.jsonl",
                      "handwritten_outcomes_o.jsonl", "handwritten_outcomes_p.jsonl",
-                     "handwritten_outcomes_q.jsonl", "handwritten_outcomes_t.jsonl")
+                     "handwritten_outcomes_q.jsonl", "handwritten_outcomes_t.jsonl",
+                     "handwritten_outcomes_r.jsonl", "handwritten_outcomes_s.jsonl",
+                     "handwritten_outcomes_t2.jsonl", "handwritten_outcomes_t3.jsonl")
 # class of a hand-written row -> (kind, outcome) of its training example
 HANDWRITTEN_KINDS = {"moralising": ("moralising", "refused"),
                      "partial_refusal": ("partial_refusal", "refused"),
