@@ -13,6 +13,8 @@ Variants (`--variants`):
   tail     persona, and the last `--tail-words` words are classified too; their probabilities
            replace the head's when the tail says complied and the head does not (the first
            tail experiment; rule 4 keeps it to heads read as refused without refusal words)
+`--relevance-weights 0.5,0.25,...` scores each variant once per weight of the on-topic check
+(`degeneracy.RELEVANCE_WEIGHT`, reported as `VARIANT@W`; the classifier runs once per variant).
 Responses are never printed; `--show` lists the ids of the misses with the probabilities. Several
 files are scored in turn and totalled (the development rows of a decision rule at once).
 
@@ -41,6 +43,8 @@ def main() -> None:
     ap.add_argument("--variants", default="own,persona,tail")
     ap.add_argument("--tail-words", type=int, default=60)
     ap.add_argument("--show", action="store_true", help="list the misses (ids, no text)")
+    ap.add_argument("--relevance-weights", default=None,
+                    help="comma-separated weights of the on-topic check [default: the module's]")
     a = ap.parse_args()
     clf, heur, rel = load_classifier(a.classifier), HeuristicScorer(), RelevanceChecker()
     totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
@@ -57,6 +61,7 @@ def main() -> None:
 
 def run_file(path: str, a: Any, clf: Any, heur: Any, rel: Any) -> dict[str, tuple[int, int]]:
     """Score one file with each variant; returns {variant: (correct, rows)}."""
+    from refusalscope.scoring import degeneracy
     from refusalscope.scoring.degeneracy import outcomes_by_label, persona_view
     from refusalscope.scoring.ensemble import EnsembleScorer, combine
     from refusalscope.scoring.inputs import Item
@@ -92,8 +97,17 @@ def run_file(path: str, a: Any, clf: Any, heur: Any, rel: Any) -> dict[str, tupl
             labels = clf.labels(variants[name]())
             ens = [combine(h, c, "dev") for h, c in zip(heuristic, labels, strict=True)]
         items = [Item(str(i), "harmful", p, t) for i, (p, t) in enumerate(zip(prompts, texts))]
-        out = outcomes_by_label(items, [e.refused for e in ens], labels=ens, relevance=rel)
-        got[name] = report(name, rows, out["rows"], ens, a.show)
+        weights = (a.relevance_weights or "").split(",") if a.relevance_weights else [None]
+        default = degeneracy.RELEVANCE_WEIGHT
+        for w in weights:
+            degeneracy.RELEVANCE_WEIGHT = default if w is None else float(w)
+            try:
+                out = outcomes_by_label(items, [e.refused for e in ens], labels=ens,
+                                        relevance=rel)
+            finally:
+                degeneracy.RELEVANCE_WEIGHT = default
+            key = name if w is None else f"{name}@{w}"
+            got[key] = report(key, rows, out["rows"], ens, a.show)
     return got
 
 
