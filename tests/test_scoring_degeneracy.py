@@ -163,11 +163,11 @@ def test_off_topic_combination_rule() -> None:
     assert G.off_topic_p(None, 0.8, None) == (None, False)
     assert G.off_topic_p(0.85, 0.8, None) == (0.85, True)
     assert G.off_topic_p(None, 0.8, 0.4) == (0.4, False)
-    assert G.RELEVANCE_WEIGHT == 0.5
-    # log-odds sum: logit(0.99) + 0.5 * (logit(0.5) - logit(0.8)) = 4.595 - 0.693 > 0
+    assert G.RELEVANCE_WEIGHT == 0.4
+    # log-odds sum: logit(0.99) + 0.4 * (logit(0.5) - logit(0.8)) = 4.595 - 0.555 > 0
     p, off = G.off_topic_p(0.5, 0.8, 0.99)
-    assert off and p == pytest.approx(1 / (1 + math.exp(-(math.log(99) - 0.5 * math.log(4)))))
-    # relevance sure it is on-topic: 0.5 * (logit(0.01) - logit(0.8)) = -2.99 outweighs a
+    assert off and p == pytest.approx(1 / (1 + math.exp(-(math.log(99) - 0.4 * math.log(4)))))
+    # relevance sure it is on-topic: 0.4 * (logit(0.01) - logit(0.8)) = -2.39 outweighs a
     # classifier at 0.9 (2.20) but not one at 0.99 (4.60): shared words say "same subject"
     assert G.off_topic_p(0.01, 0.8, 0.9)[1] is False
     assert G.off_topic_p(0.01, 0.8, 0.99)[1] is True
