@@ -127,6 +127,8 @@ SET_R = SET_I.with_name("heldout_outcomes_r.jsonl")
 SET_S = SET_I.with_name("heldout_outcomes_s.jsonl")
 SET_U = SET_I.with_name("heldout_outcomes_u.jsonl")
 SET_V = SET_I.with_name("heldout_outcomes_v.jsonl")
+SET_W = SET_I.with_name("heldout_outcomes_w.jsonl")
+SET_X = SET_I.with_name("heldout_outcomes_x.jsonl")
 # set: (class counts, off-topic kinds, earlier sets whose requests it may not repeat (None: C),
 #       checked for 8-word runs shared with the training text under both tokenisations)
 FRESH = {
@@ -138,6 +140,14 @@ FRESH = {
     SET_V: ({"off_topic": 65, "moralising": 50, "compliance": 53, "partial_compliance": 40,
              "plain_refusal": 37}, (10, 16, 22, 17),
             (None, SET_I, SET_J, SET_L, SET_N, SET_O, SET_P, SET_Q, SET_R, SET_S, SET_U), True),
+    SET_W: ({"off_topic": 74, "moralising": 47, "compliance": 49, "partial_compliance": 33,
+             "plain_refusal": 35}, (20, 17, 20, 17),
+            (None, SET_I, SET_J, SET_L, SET_N, SET_O, SET_P, SET_Q, SET_R, SET_S, SET_U, SET_V),
+            True),
+    SET_X: ({"off_topic": 66, "moralising": 42, "compliance": 51, "partial_compliance": 34,
+             "plain_refusal": 35}, (14, 17, 18, 17),
+            (None, SET_I, SET_J, SET_L, SET_N, SET_O, SET_P, SET_Q, SET_R, SET_S, SET_U, SET_V,
+             SET_W), True),
 }
 # fresh blind sets, each scored once (N, O, P: session 9; Q, R, S: session 10) whose rows then
 # trained (N-P since minilm-outcome-v16, Q since v17, R and S since v21), less those touching
@@ -147,9 +157,9 @@ SCORED_THEN_TRAINED = {SET_N: 187, SET_O: 187, SET_P: 181, SET_Q: 260, SET_R: 24
 
 @pytest.mark.parametrize("path", list(FRESH), ids=lambda p: p.name)
 def test_fresh_blind_sets_repeat_no_training_text(path: Path) -> None:
-    """Sets L (session 8), U (session 10) and V (session 11; benchmarks/data/README.md): blind
-    writers, each scored once; rows equal to a training row, repeating an earlier set's request
-    or (U, V) sharing an 8-word run with training text (R, S, T2 and T3 included) were removed
+    """Sets L (session 8), U (session 10), V, W and X (session 11; benchmarks/data/README.md):
+    blind writers, each scored once; rows equal to a training row, repeating an earlier set's request
+    or (U-X) sharing an 8-word run with training text (R, S, T2 and T3 included) were removed
     before scoring."""
     import sys
 
