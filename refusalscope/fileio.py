@@ -21,6 +21,17 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def process_tempdir(prefix: str) -> Path:
+    """A new temporary folder that is removed when the process ends (work without a run
+    folder: a copy of a model, an adapter, search generations; nothing is left in /tmp)."""
+    import atexit
+    import shutil
+
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temp file in the same folder, fsync, then rename over `path`."""
     path = Path(path)

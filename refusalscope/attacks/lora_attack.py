@@ -12,7 +12,6 @@ LoRA node runs `grid` for that reason (`study_node`).
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from refusalscope.attacks.base import WEIGHTS, AttackResult, Progress
@@ -53,17 +52,15 @@ class LoraAttack:
             batch_size: int | None = None) -> AttackResult:
         """Train the adapter into `run` (a temporary folder without one: the adapter is kept
         there until the process ends). `requests` are not trained on."""
-        import tempfile
-
         from refusalscope.attacks.grid import finish_cell, start_cell
         from refusalscope.attacks.lora import train
         from refusalscope.attacks.pairs import load_pairs
-        from refusalscope.fileio import read_jsonl
+        from refusalscope.fileio import process_tempdir, read_jsonl
         from refusalscope.runs import Run
 
         pairs = load_pairs(cfg.n_data, seed=cfg.seed, target_kind=cfg.target_kind,
                            data_file=cfg.data_file)
-        own = run or Run(Path(tempfile.mkdtemp(prefix="refusalscope-lora-")), _manifest(cfg))
+        own = run or Run(process_tempdir("refusalscope-lora-"), _manifest(cfg))
 
         def on_step(step: int, total: int, loss: float) -> None:
             if progress is not None:

@@ -270,15 +270,14 @@ class SteerDefense:
     def run(self, handle: ModelHandle, cfg: SteerDefenseConfig, *, run: Run | None = None,
             progress: Progress | None = None, batch_size: int | None = None) -> DefenseResult:
         """The alpha search (generations into `run`, or a temporary file) and the choice."""
-        import tempfile
         import time
 
-        from refusalscope.fileio import read_jsonl
+        from refusalscope.fileio import process_tempdir, read_jsonl
         from refusalscope.generation import generation_ledger
 
         prompts = direction_prompts(cfg)
         sink = (run.file(SEARCH_GENERATIONS) if run is not None
-                else Path(tempfile.mkdtemp(prefix="refusalscope-steer-")) / SEARCH_GENERATIONS)
+                else process_tempdir("refusalscope-steer-") / SEARCH_GENERATIONS)
         t0 = time.perf_counter()
         table = search(handle, cfg, prompts, _hooks(handle, cfg), sink,
                        batch_size=batch_size or 16, on_alpha=progress)

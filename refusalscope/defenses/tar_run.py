@@ -290,15 +290,10 @@ class TarDefense:
 
 def _temporary_run(cfg: TarConfig) -> Any:
     """A run in a temporary folder, removed when the process ends (it held only a copy)."""
-    import atexit
-    import shutil
-    import tempfile
-
+    from refusalscope.fileio import process_tempdir
     from refusalscope.runs import Manifest, Run
 
-    path = Path(tempfile.mkdtemp(prefix="refusalscope-tar-"))
-    atexit.register(shutil.rmtree, path, ignore_errors=True)
-    return Run(path,
+    return Run(process_tempdir("refusalscope-tar-"),
                Manifest(command=COMMAND, config=cfg.to_dict(), model=cfg.model, seed=cfg.seed))
 
 
