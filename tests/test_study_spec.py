@@ -67,6 +67,38 @@ def test_expansion_is_deterministic_and_content_addressed(tiny: Path) -> None:
     assert len(same) == 2  # the baseline and its score
 
 
+def test_a_newer_default_scorer_re_scores_and_keeps_the_generations(
+        tiny: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Score nodes carry the rule versions and the default classifier's name: after an
+    upgrade, `study run` re-scores (new score ids) and regenerates nothing (same generate
+    ids), so a report never shows an older scorer's labels as today's."""
+    from refusalscope.scoring import classifier, degeneracy
+
+    text = TINY_SPEC.replace('scorers = ["heuristic"]', 'scorers = ["heuristic", "ensemble"]')
+    spec = str(make_study(tiny.parent / "both", text))
+
+    def ids(kind_scorer: str) -> set[str]:
+        return {n.id for n in expand(load_spec(spec))
+                if (n.kind if n.kind != "score" else n.params["scorer"]) == kind_scorer}
+
+    scores = [n for n in expand(load_spec(spec)) if n.kind == "score"]
+    assert {n.params["scorer"] for n in scores} == {"ensemble", "heuristic"}
+    assert all(n.params["rules"].endswith(f"degeneracy {degeneracy.DEGENERACY_VERSION}")
+               for n in scores)
+    assert all(n.params.get("classifier") == (None if n.params["scorer"] == "heuristic"
+                                              else classifier.DEFAULT_NAME) for n in scores)
+    before = {k: ids(k) for k in ("generate", "attack-lora", "heuristic", "ensemble")}
+    monkeypatch.setattr(classifier, "DEFAULT_NAME", "minilm-outcome-next")
+    after = {k: ids(k) for k in before}
+    assert {k: after[k] == before[k] for k in before} == {
+        "generate": True, "attack-lora": True, "heuristic": True, "ensemble": False}
+    assert not after["ensemble"] & before["ensemble"]
+    monkeypatch.setattr(degeneracy, "DEGENERACY_VERSION", "next")
+    after = {k: ids(k) for k in before}
+    assert {k: after[k] == before[k] for k in before} == {
+        "generate": True, "attack-lora": True, "heuristic": False, "ensemble": False}
+
+
 def test_node_id_depends_on_params_and_inputs() -> None:
     x = make_node("score", {"scorer": "heuristic"}, {"generate": "generate-a"})
     assert x.id == make_node("score", {"scorer": "heuristic"}, {"generate": "generate-a"}).id

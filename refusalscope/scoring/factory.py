@@ -52,3 +52,19 @@ def scorer(name: str, *, classifier: Any = None, heuristic: Any = None) -> Any:
             return h
     clf = load_classifier(clf_name)
     return clf if name == "classifier" else EnsembleScorer(clf, h)
+
+
+def stamp(name: str) -> dict[str, str]:
+    """What decides `name`'s labels beyond its name: the rule versions (heuristic, ensemble,
+    degeneracy / on-topic check) and, for scorers that read the classifier, the default
+    classifier's name. A study keys its score nodes by it, so a newer default re-scores (the
+    generations stay) instead of reporting labels of an older scorer."""
+    from refusalscope.scoring import degeneracy, ensemble, heuristic
+
+    rules = (f"heuristic {heuristic.RULE_VERSION}; ensemble {ensemble.RULE_VERSION}; "
+             f"degeneracy {degeneracy.DEGENERACY_VERSION}")
+    if name == "heuristic":
+        return {"rules": rules}
+    from refusalscope.scoring.classifier import DEFAULT_NAME
+
+    return {"classifier": DEFAULT_NAME, "rules": rules}

@@ -120,9 +120,11 @@ class _Builder:
                 "device": self.spec.device}
 
     def scored(self, gen: Node, label: str) -> None:
+        from refusalscope.scoring.factory import stamp
+
         for scorer in self.spec.scorers:
-            self.add(make_node("score", {"scorer": scorer}, {"generate": gen.id},
-                               f"{label} | score {scorer}"))
+            self.add(make_node("score", {"scorer": scorer, **stamp(scorer)},
+                               {"generate": gen.id}, f"{label} | score {scorer}"))
 
     def probe(self, model: str, label: str, inputs: dict[str, str] | None = None,
               steps: int | None = None) -> None:
