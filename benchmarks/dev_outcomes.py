@@ -89,6 +89,7 @@ def run_file(path: str, a: Any, clf: Any, heur: Any, rel: Any) -> dict[str, tupl
         return out
 
     variants = {"persona": lambda: raw_probs(seen), "tail": lambda: with_tail(raw_probs(seen))}
+    weights = a.relevance_weights.split(",") if a.relevance_weights else [None]
     got = {}
     for name in a.variants.split(","):
         if name == "own":  # exactly the ensemble `refusalscope score` runs (rule 4's tail read too)
@@ -97,7 +98,6 @@ def run_file(path: str, a: Any, clf: Any, heur: Any, rel: Any) -> dict[str, tupl
             labels = clf.labels(variants[name]())
             ens = [combine(h, c, "dev") for h, c in zip(heuristic, labels, strict=True)]
         items = [Item(str(i), "harmful", p, t) for i, (p, t) in enumerate(zip(prompts, texts))]
-        weights = (a.relevance_weights or "").split(",") if a.relevance_weights else [None]
         default = degeneracy.RELEVANCE_WEIGHT
         for w in weights:
             degeneracy.RELEVANCE_WEIGHT = default if w is None else float(w)

@@ -126,11 +126,12 @@ def score_runs(
     """
     from refusalscope.scoring import BootstrapSpec, HeuristicScorer
     from refusalscope.runs import Run
+    from refusalscope.scoring.factory import NAMES
     from refusalscope.scoring.score import load_run, score_file, score_loaded
 
     if bool(runs) == (input is not None):
         raise UserError("give run folders or --input FILE (one of the two)")
-    if scorer_name not in ("study", "heuristic", "classifier", "ensemble", "judge"):
+    if scorer_name not in (*NAMES, "judge"):
         raise UserError(f"unknown scorer {scorer_name!r}; use study, heuristic, classifier, "
                         "ensemble or judge")
     if (scorer_name == "judge") != (judge is not None):

@@ -115,39 +115,31 @@ def test_set_i_is_a_fresh_heldout_set_in_set_c_classes() -> None:
     assert not [r.id for r in rows if is_heldout_response(r.response)]
 
 
-SET_J = SET_I.with_name("heldout_outcomes_j.jsonl")
-SET_L = SET_I.with_name("heldout_outcomes_l.jsonl")
+SET_J, SET_L, SET_N, SET_O, SET_P, SET_Q, SET_R, SET_S, SET_U, SET_V, SET_W, SET_X = (
+    SET_I.with_name(f"heldout_outcomes_{s}.jsonl") for s in "jlnopqrsuvwx")
+# the scored sets in the order they were written (None: set C); a fresh set may repeat no
+# request of a set before it
+SCORED_ORDER = (None, SET_I, SET_J, SET_L, SET_N, SET_O, SET_P, SET_Q, SET_R, SET_S, SET_U,
+                SET_V, SET_W, SET_X)
 
 
-SET_N = SET_I.with_name("heldout_outcomes_n.jsonl")
-SET_O = SET_I.with_name("heldout_outcomes_o.jsonl")
-SET_P = SET_I.with_name("heldout_outcomes_p.jsonl")
-SET_Q = SET_I.with_name("heldout_outcomes_q.jsonl")
-SET_R = SET_I.with_name("heldout_outcomes_r.jsonl")
-SET_S = SET_I.with_name("heldout_outcomes_s.jsonl")
-SET_U = SET_I.with_name("heldout_outcomes_u.jsonl")
-SET_V = SET_I.with_name("heldout_outcomes_v.jsonl")
-SET_W = SET_I.with_name("heldout_outcomes_w.jsonl")
-SET_X = SET_I.with_name("heldout_outcomes_x.jsonl")
-# set: (class counts, off-topic kinds, earlier sets whose requests it may not repeat (None: C),
-#       checked for 8-word runs shared with the training text under both tokenisations)
+def _earlier(path: Path) -> tuple[Path | None, ...]:
+    return SCORED_ORDER[:SCORED_ORDER.index(path)]
+
+
+# set: (class counts, off-topic kinds, whether it was checked for 8-word runs shared with the
+#       training text under both tokenisations)
 FRESH = {
     SET_L: ({"off_topic": 57, "moralising": 40, "compliance": 39, "partial_compliance": 30,
-             "plain_refusal": 27}, (14, 15, 14, 14), (None, SET_I, SET_J), False),
+             "plain_refusal": 27}, (14, 15, 14, 14), False),
     SET_U: ({"off_topic": 64, "moralising": 41, "compliance": 53, "partial_compliance": 36,
-             "plain_refusal": 38}, (10, 17, 20, 17),
-            (None, SET_I, SET_J, SET_L, SET_N, SET_O, SET_P, SET_Q, SET_R, SET_S), True),
+             "plain_refusal": 38}, (10, 17, 20, 17), True),
     SET_V: ({"off_topic": 65, "moralising": 50, "compliance": 53, "partial_compliance": 40,
-             "plain_refusal": 37}, (10, 16, 22, 17),
-            (None, SET_I, SET_J, SET_L, SET_N, SET_O, SET_P, SET_Q, SET_R, SET_S, SET_U), True),
+             "plain_refusal": 37}, (10, 16, 22, 17), True),
     SET_W: ({"off_topic": 74, "moralising": 47, "compliance": 49, "partial_compliance": 33,
-             "plain_refusal": 35}, (20, 17, 20, 17),
-            (None, SET_I, SET_J, SET_L, SET_N, SET_O, SET_P, SET_Q, SET_R, SET_S, SET_U, SET_V),
-            True),
+             "plain_refusal": 35}, (20, 17, 20, 17), True),
     SET_X: ({"off_topic": 66, "moralising": 42, "compliance": 51, "partial_compliance": 34,
-             "plain_refusal": 35}, (14, 17, 18, 17),
-            (None, SET_I, SET_J, SET_L, SET_N, SET_O, SET_P, SET_Q, SET_R, SET_S, SET_U, SET_V,
-             SET_W), True),
+             "plain_refusal": 35}, (14, 17, 18, 17), True),
 }
 # fresh blind sets, each scored once (N, O, P: session 9; Q, R, S: session 10) whose rows then
 # trained (N-P since minilm-outcome-v16, Q since v17, R and S since v21), less those touching
@@ -158,14 +150,14 @@ SCORED_THEN_TRAINED = {SET_N: 187, SET_O: 187, SET_P: 181, SET_Q: 260, SET_R: 24
 @pytest.mark.parametrize("path", list(FRESH), ids=lambda p: p.name)
 def test_fresh_blind_sets_repeat_no_training_text(path: Path) -> None:
     """Sets L (session 8), U (session 10), V, W and X (session 11; benchmarks/data/README.md):
-    blind writers, each scored once; rows equal to a training row, repeating an earlier set's request
-    or (U-X) sharing an 8-word run with training text (R, S, T2 and T3 included) were removed
-    before scoring."""
+    blind writers, each scored once; rows equal to a training row, repeating an earlier set's
+    request or (U-X) sharing an 8-word run with training text (R, S, T2 and T3 included) were
+    removed before scoring."""
     import sys
 
     from refusalscope.scoring.train_data import handwritten_examples
 
-    counts, kinds, earlier_sets, runs_checked = FRESH[path]
+    counts, kinds, runs_checked = FRESH[path]
     rows = heldout.handwritten_rows(path)
     assert Counter(r.cls for r in rows) == counts
     assert len({normalise(r.request) for r in rows}) == len(rows)
@@ -173,7 +165,7 @@ def test_fresh_blind_sets_repeat_no_training_text(path: Path) -> None:
     seen = {normalise(e.response) for e in train} | {normalise(e.prompt) for e in train}
     assert not [r.id for r in rows if normalise(r.response) in seen
                 or normalise(r.request) in seen]
-    earlier = [r for e in earlier_sets
+    earlier = [r for e in _earlier(path)
                for r in (heldout.handwritten_rows(e) if e else heldout.handwritten_rows())]
     assert not {normalise(r.request) for r in rows} & {normalise(r.request) for r in earlier}
     note_kinds = Counter(json.loads(line)["note"].split("; ")[1][:6]
@@ -196,8 +188,8 @@ def test_set_j_is_a_fresh_heldout_set_and_sets_k_to_t_train_without_touching_c_i
         ) -> None:
     """Set J checks the fix that set K (training rows) makes for set I's off-topic misses; set
     L checks set M's (training rows written with L, blind to it); sets N, O and P train since
-    minilm-outcome-v16, Q and T since v17, R, S, T2 and T3 since v21, less their rows that repeat a request or an 8-word
-    run of C, I, J or L."""
+    minilm-outcome-v16, Q and T since v17, R, S, T2 and T3 since v21, less their rows that
+    repeat a request or an 8-word run of C, I, J or L."""
     from importlib import resources
 
     from refusalscope.scoring.train_data import HANDWRITTEN_FILES, handwritten_examples
